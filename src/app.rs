@@ -1,0 +1,229 @@
+//! Wiring: the store, watch hub, dispatcher, expiry timers, the two gRPC listeners and the admin
+//! listener, and a bounded graceful shutdown. `App::build` binds everything (port 0 works, for tests);
+//! `App::run` serves until the shutdown future resolves.
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::expiry;
+use crate::grpc::{BackendApi, DeviceApi};
+use crate::pb;
+use crate::push::{Dispatcher, PushProvider, SinkProvider};
+use crate::relay::Relay;
+use crate::store::{MemoryStore, Store};
+use crate::watch::Hub;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+/// HTTP/2 keep-alive PING interval on gRPC connections: finds dead peers of idle watch streams.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// A built relay, listening but not yet serving.
+pub struct App {
+    config: Config,
+    backend: TcpListener,
+    device: TcpListener,
+    admin: TcpListener,
+    relay: Arc<Relay>,
+    sink: Arc<SinkProvider>,
+    expiry: expiry::ExpiryQueue,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Binds the listeners and wires the parts.
+    ///
+    /// # Errors
+    /// A listener that cannot be bound.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let backend = bind(config.backend_addr, "backend").await?;
+        let device = bind(config.device_addr, "device").await?;
+        let admin = bind(config.admin_addr, "admin").await?;
+        let hub = Hub::new();
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Arc::clone(&hub)));
+        let sink = Arc::new(SinkProvider::default());
+        let provider: Arc<dyn PushProvider> = Arc::clone(&sink) as Arc<dyn PushProvider>;
+        let tracker = TaskTracker::new();
+        let dispatcher = Dispatcher::new(
+            provider,
+            Arc::clone(&store),
+            tracker.clone(),
+            config.max_push_in_flight,
+        );
+        let (expiry_handle, expiry) = expiry::channel();
+        let policy = config.policy(device.local_addr()?);
+        let relay = Arc::new(Relay::new(store, hub, dispatcher, expiry_handle, policy));
+        Ok(Self {
+            config,
+            backend,
+            device,
+            admin,
+            relay,
+            sink,
+            expiry,
+            tracker,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Where the backend API listens.
+    pub fn backend_addr(&self) -> SocketAddr {
+        self.backend
+            .local_addr()
+            .unwrap_or(self.config.backend_addr)
+    }
+
+    /// Where the device API listens.
+    pub fn device_addr(&self) -> SocketAddr {
+        self.device.local_addr().unwrap_or(self.config.device_addr)
+    }
+
+    /// Where the admin HTTP listener listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin_addr)
+    }
+
+    /// The development push sink (what "was sent").
+    pub fn sink(&self) -> Arc<SinkProvider> {
+        Arc::clone(&self.sink)
+    }
+
+    /// Serves until `signal` resolves, then drains within the configured grace period.
+    ///
+    /// # Errors
+    /// A listener that fails while serving.
+    pub async fn run(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            config,
+            backend,
+            device,
+            admin,
+            relay,
+            sink: _,
+            expiry,
+            tracker,
+            shutdown,
+        } = self;
+        tracing::warn!(
+            backend = %backend.local_addr()?, device = %device.local_addr()?, admin = %admin.local_addr()?,
+            "development mode: in-memory store, local push sink, plaintext gRPC; state is lost on exit and no push leaves this machine"
+        );
+        let ready = Arc::new(AtomicBool::new(false));
+        let expiry_task = tokio::spawn(expiry::run(expiry, Arc::clone(&relay), shutdown.clone()));
+
+        let (backend_health, backend_health_svc) = tonic_health::server::health_reporter();
+        backend_health
+            .set_serving::<pb::challenge_service_server::ChallengeServiceServer<BackendApi>>()
+            .await;
+        backend_health
+            .set_serving::<pb::device_registry_server::DeviceRegistryServer<BackendApi>>()
+            .await;
+        backend_health
+            .set_serving::<pb::audit_service_server::AuditServiceServer<BackendApi>>()
+            .await;
+        let (device_health, device_health_svc) = tonic_health::server::health_reporter();
+        device_health
+            .set_serving::<pb::device_service_server::DeviceServiceServer<DeviceApi>>()
+            .await;
+
+        let backend_api = BackendApi::new(Arc::clone(&relay), shutdown.clone());
+        let device_api = DeviceApi::new(Arc::clone(&relay));
+        let stopping = shutdown.clone();
+        let backend_server = grpc_server(&config)
+            .add_service(backend_health_svc)
+            .add_service(reflection()?)
+            .add_service(pb::challenge_service_server::ChallengeServiceServer::new(
+                backend_api.clone(),
+            ))
+            .add_service(pb::device_registry_server::DeviceRegistryServer::new(
+                backend_api.clone(),
+            ))
+            .add_service(pb::audit_service_server::AuditServiceServer::new(
+                backend_api,
+            ))
+            .serve_with_incoming_shutdown(incoming(backend), stopping.clone().cancelled_owned());
+        let device_server = grpc_server(&config)
+            .add_service(device_health_svc)
+            .add_service(reflection()?)
+            .add_service(pb::device_service_server::DeviceServiceServer::new(
+                device_api,
+            ))
+            .serve_with_incoming_shutdown(incoming(device), stopping.clone().cancelled_owned());
+        let admin_state = AdminState {
+            ready: Arc::clone(&ready),
+            metrics: crate::telemetry::metrics(),
+        };
+        let admin_server = axum::serve(admin, admin::router(admin_state))
+            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+
+        let backend_task = tokio::spawn(backend_server);
+        let device_task = tokio::spawn(device_server);
+        let admin_task = tokio::spawn(async move { admin_server.await });
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!("approval-relay is ready");
+
+        signal.await;
+        tracing::info!(grace_secs = config.shutdown_grace_secs, "shutting down");
+        ready.store(false, Ordering::Relaxed);
+        backend_health
+            .set_not_serving::<pb::challenge_service_server::ChallengeServiceServer<BackendApi>>()
+            .await;
+        device_health
+            .set_not_serving::<pb::device_service_server::DeviceServiceServer<DeviceApi>>()
+            .await;
+        shutdown.cancel();
+        tracker.close();
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let drain = async {
+            let _ = backend_task.await;
+            let _ = device_task.await;
+            let _ = admin_task.await;
+            let _ = expiry_task.await;
+            tracker.wait().await;
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("shutdown grace period ran out; exiting with work in flight");
+        }
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {name} listener: {e}"))
+}
+
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    // DESIGN.md §10: without TCP_NODELAY a small gRPC answer waits for the peer's delayed ACK.
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+fn grpc_server(config: &Config) -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(Some(KEEPALIVE))
+}
+
+fn reflection() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}

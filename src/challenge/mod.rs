@@ -1,0 +1,12 @@
+//! The domain of a challenge: ids, number matching and the state machine. Pure: no I/O, no tonic, no redis.
+
+pub mod ids;
+pub mod number;
+pub mod state;
+
+pub use ids::{AccountId, ChallengeId, DeviceId, IdError, MAX_NAME_LEN, RoutingTag, check_name};
+pub use number::{NumberMatch, NumberMode, NumberVerdict};
+pub use state::{
+    Challenge, Decision, DenyReason, Event, EventKind, ExpireRefusal, LoginContext, RespondError,
+    State,
+};

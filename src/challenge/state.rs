@@ -1,0 +1,358 @@
+//! The challenge state machine. A challenge leaves `Pending` exactly once; every transition is a pure
+//! function of the challenge and the store's clock, so the in-memory store runs it under a lock and the
+//! Redis store runs the same rules inside one script.
+
+use super::ids::{AccountId, ChallengeId, DeviceId};
+use super::number::{NumberMatch, NumberVerdict};
+use std::net::IpAddr;
+
+/// Why the owner declined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// "I did not try to sign in."
+    NotMe,
+    /// "It was me, but I cancelled."
+    CancelledByUser,
+    /// "The number on the screen was not offered."
+    NumberMismatch,
+}
+
+/// The owner's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let the sign-in through.
+    Approve,
+    /// Refuse it, with a reason.
+    Deny(DenyReason),
+    /// Refuse it and flag the account.
+    ReportFraud,
+}
+
+/// Where a challenge is; everything but `Pending` is terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for an answer.
+    Pending,
+    /// Approved by a device.
+    Approved(DeviceId),
+    /// Declined by a device.
+    Denied(DeviceId, DenyReason),
+    /// Reported as fraud by a device.
+    FraudReported(DeviceId),
+    /// The deadline passed unanswered.
+    Expired,
+    /// The backend cancelled it.
+    Cancelled,
+}
+
+impl State {
+    /// True for every state but `Pending`.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, State::Pending)
+    }
+
+    /// Lower-case name, as used in audit details and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved(_) => "approved",
+            State::Denied(..) => "denied",
+            State::FraudReported(_) => "fraud_reported",
+            State::Expired => "expired",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Who is signing in; shown only over the signed device API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginContext {
+    /// Address of the sign-in attempt.
+    pub ip: Option<IpAddr>,
+    /// Approximate place.
+    pub location: String,
+    /// User agent or application.
+    pub user_agent: String,
+    /// Name of the device signing in.
+    pub signing_in_device_name: String,
+    /// A registered device that is signing in: never pushed.
+    pub signing_in_device_id: Option<DeviceId>,
+}
+
+/// What happened to a challenge, as watchers see it (the snapshot is built from [`Challenge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// The provider accepted the push for a device.
+    Delivered(DeviceId),
+    /// The push to a device failed, with a short reason.
+    DeliveryFailed(DeviceId, String),
+    /// Terminal: the challenge reached this state.
+    Ended(State),
+}
+
+/// One event of one challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The challenge it belongs to.
+    pub challenge_id: ChallengeId,
+    /// 1, 2, 3… per challenge; lets a watcher drop what its snapshot already showed.
+    pub sequence: u64,
+    /// Store clock, Unix milliseconds.
+    pub at_ms: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// True for the one event that ends a challenge.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.kind, EventKind::Ended(_))
+    }
+}
+
+/// A challenge and everything needed to decide it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// Opaque id carrying the account's routing tag.
+    pub id: ChallengeId,
+    /// Whose devices must answer.
+    pub account: AccountId,
+    /// Who is signing in.
+    pub context: LoginContext,
+    /// Number matching for this challenge.
+    pub number: NumberMatch,
+    /// Devices the challenge was pushed to; only they may answer.
+    pub targets: Vec<DeviceId>,
+    /// Store clock at creation, Unix ms.
+    pub created_at_ms: i64,
+    /// No answer is accepted at or after this instant.
+    pub expires_at_ms: i64,
+    /// When it left `Pending`; 0 while pending.
+    pub ended_at_ms: i64,
+    /// Current state.
+    pub state: State,
+    /// Sequence of the latest event.
+    pub sequence: u64,
+    /// The backend's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// Why an answer was refused. Nothing changes on refusal (but see [`RespondError::Late`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RespondError {
+    /// The device was not pushed this challenge.
+    #[error("challenge not found for this device")]
+    NotTargeted,
+    /// The challenge already ended.
+    #[error("challenge already ended ({})", .0.name())]
+    Ended(State),
+    /// The deadline passed; the caller should expire the challenge in the same step.
+    #[error("challenge deadline has passed")]
+    Late,
+    /// Approval without the number the screen shows.
+    #[error("number: required for this challenge")]
+    MissingNumber,
+    /// The number does not match.
+    #[error("number: does not match")]
+    WrongNumber,
+}
+
+/// Why a challenge could not be expired now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpireRefusal {
+    /// The deadline is still this many ms away (a timer fired early or clocks differ).
+    NotDue(i64),
+    /// It already ended.
+    Ended,
+}
+
+impl Challenge {
+    fn end(&mut self, state: State, now_ms: i64) -> Event {
+        self.state = state.clone();
+        self.ended_at_ms = now_ms;
+        self.next_event(EventKind::Ended(state), now_ms)
+    }
+
+    fn next_event(&mut self, kind: EventKind, now_ms: i64) -> Event {
+        self.sequence += 1;
+        Event {
+            challenge_id: self.id.clone(),
+            sequence: self.sequence,
+            at_ms: now_ms,
+            kind,
+        }
+    }
+
+    /// Checks that a device may see this challenge.
+    pub fn is_targeted(&self, device: &DeviceId) -> bool {
+        self.targets.contains(device)
+    }
+
+    /// Applies a device's answer.
+    ///
+    /// # Errors
+    /// [`RespondError`]; the challenge is unchanged.
+    pub fn respond(
+        &mut self,
+        device: &DeviceId,
+        decision: Decision,
+        number: u32,
+        now_ms: i64,
+    ) -> Result<Event, RespondError> {
+        if !self.is_targeted(device) {
+            return Err(RespondError::NotTargeted);
+        }
+        if self.state.is_terminal() {
+            return Err(RespondError::Ended(self.state.clone()));
+        }
+        if now_ms >= self.expires_at_ms {
+            return Err(RespondError::Late);
+        }
+        let state = match decision {
+            Decision::Approve => {
+                match self.number.check(number) {
+                    NumberVerdict::Match => {}
+                    NumberVerdict::Missing => return Err(RespondError::MissingNumber),
+                    NumberVerdict::Wrong => return Err(RespondError::WrongNumber),
+                }
+                State::Approved(device.clone())
+            }
+            Decision::Deny(reason) => State::Denied(device.clone(), reason),
+            Decision::ReportFraud => State::FraudReported(device.clone()),
+        };
+        Ok(self.end(state, now_ms))
+    }
+
+    /// Ends the challenge `Expired` if its deadline has passed.
+    ///
+    /// # Errors
+    /// [`ExpireRefusal`]; the challenge is unchanged.
+    pub fn expire(&mut self, now_ms: i64) -> Result<Event, ExpireRefusal> {
+        if self.state.is_terminal() {
+            return Err(ExpireRefusal::Ended);
+        }
+        if now_ms < self.expires_at_ms {
+            return Err(ExpireRefusal::NotDue(self.expires_at_ms - now_ms));
+        }
+        Ok(self.end(State::Expired, self.expires_at_ms.max(now_ms)))
+    }
+
+    /// Ends the challenge `Cancelled`, or returns `None` if it had already ended.
+    pub fn cancel(&mut self, now_ms: i64) -> Option<Event> {
+        (!self.state.is_terminal()).then(|| self.end(State::Cancelled, now_ms))
+    }
+
+    /// Records a push outcome; ignored (`None`) once the challenge ended, since its watchers are gone.
+    pub fn record_delivery(
+        &mut self,
+        device: &DeviceId,
+        failure: Option<String>,
+        now_ms: i64,
+    ) -> Option<Event> {
+        if self.state.is_terminal() || !self.is_targeted(device) {
+            return None;
+        }
+        let kind = match failure {
+            None => EventKind::Delivered(device.clone()),
+            Some(reason) => EventKind::DeliveryFailed(device.clone(), reason),
+        };
+        Some(self.next_event(kind, now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenge::number::NumberMode;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn challenge(mode: NumberMode) -> (Challenge, Vec<DeviceId>) {
+        let account = AccountId::parse("acct").expect("valid");
+        let devices: Vec<_> = (0..3).map(|_| DeviceId::generate(&account)).collect();
+        let c = Challenge {
+            id: ChallengeId::generate(&account),
+            account,
+            context: LoginContext::default(),
+            number: NumberMatch::generate(mode, &mut StdRng::seed_from_u64(3)),
+            targets: devices.clone(),
+            created_at_ms: 1_000,
+            expires_at_ms: 61_000,
+            ended_at_ms: 0,
+            state: State::Pending,
+            sequence: 0,
+            idempotency_key: None,
+        };
+        (c, devices)
+    }
+
+    #[test]
+    fn the_first_answer_wins_and_later_ones_are_refused() {
+        let (mut c, d) = challenge(NumberMode::None);
+        let e = c
+            .respond(&d[0], Decision::Approve, 0, 2_000)
+            .expect("first answer");
+        assert_eq!(e.kind, EventKind::Ended(State::Approved(d[0].clone())));
+        assert_eq!(e.sequence, 1);
+        let before = c.clone();
+        assert_eq!(
+            c.respond(&d[1], Decision::Deny(DenyReason::NotMe), 0, 2_001),
+            Err(RespondError::Ended(State::Approved(d[0].clone())))
+        );
+        assert_eq!(c.expire(70_000), Err(ExpireRefusal::Ended));
+        assert_eq!(c.cancel(2_002), None);
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn an_answer_at_the_deadline_is_late() {
+        let (mut c, d) = challenge(NumberMode::None);
+        assert_eq!(
+            c.respond(&d[0], Decision::Approve, 0, 61_000),
+            Err(RespondError::Late)
+        );
+        assert_eq!(c.state, State::Pending);
+        assert_eq!(c.expire(60_999), Err(ExpireRefusal::NotDue(1)));
+        assert_eq!(
+            c.expire(61_000).map(|e| e.kind),
+            Ok(EventKind::Ended(State::Expired))
+        );
+    }
+
+    #[test]
+    fn approval_needs_the_right_number_but_denial_does_not() {
+        let (mut c, d) = challenge(NumberMode::Type);
+        let wrong = if c.number.number == 99 {
+            98
+        } else {
+            c.number.number + 1
+        };
+        assert_eq!(
+            c.respond(&d[0], Decision::Approve, wrong, 2_000),
+            Err(RespondError::WrongNumber)
+        );
+        assert_eq!(
+            c.respond(&d[0], Decision::Approve, 0, 2_000),
+            Err(RespondError::MissingNumber)
+        );
+        assert_eq!(c.sequence, 0);
+        let n = c.number.number;
+        assert!(
+            c.clone()
+                .respond(&d[0], Decision::Approve, n, 2_000)
+                .is_ok()
+        );
+        assert!(c.respond(&d[1], Decision::ReportFraud, 0, 2_000).is_ok());
+    }
+
+    #[test]
+    fn only_targeted_devices_may_answer() {
+        let (mut c, _) = challenge(NumberMode::None);
+        let stranger = DeviceId::generate(&c.account);
+        assert_eq!(
+            c.respond(&stranger, Decision::Approve, 0, 2_000),
+            Err(RespondError::NotTargeted)
+        );
+        assert_eq!(c.record_delivery(&stranger, None, 2_000), None);
+    }
+}

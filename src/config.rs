@@ -1,0 +1,274 @@
+//! One typed configuration, layered: defaults, then an optional TOML file, then `APPROVAL_RELAY_*`
+//! environment variables, then command-line flags. Invalid configuration is one readable line and exit
+//! code 64 (see `main.rs`).
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `approval-relay serve` can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Backend API listener (internal only).
+    pub backend_addr: SocketAddr,
+    /// Device API listener (the one phones reach).
+    pub device_addr: SocketAddr,
+    /// Admin HTTP listener: /healthz, /readyz, /metrics.
+    pub admin_addr: SocketAddr,
+    /// Device API address put in enrollment URIs; defaults to `device_addr`.
+    pub public_device_address: Option<String>,
+    /// Challenge TTL when the backend gives none, seconds.
+    pub default_ttl_secs: u64,
+    /// Shortest challenge TTL accepted, seconds.
+    pub min_ttl_secs: u64,
+    /// Longest challenge TTL accepted, seconds.
+    pub max_ttl_secs: u64,
+    /// Accepted skew of a device's signed timestamp, seconds.
+    pub timestamp_window_secs: u64,
+    /// Concurrent HTTP/2 streams per gRPC connection (tonic's default is unlimited).
+    pub max_concurrent_streams: u32,
+    /// Provider requests in flight at once.
+    pub max_push_in_flight: usize,
+    /// Longest wait for in-flight work at shutdown, seconds.
+    pub shutdown_grace_secs: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Allow the backend API in plaintext on a non-loopback address.
+    pub insecure_plaintext_backend: bool,
+    /// Allow the device API in plaintext on a non-loopback address.
+    pub insecure_plaintext_device: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            backend_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            device_addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            public_device_address: None,
+            default_ttl_secs: 60,
+            min_ttl_secs: 10,
+            max_ttl_secs: 600,
+            timestamp_window_secs: 300,
+            max_concurrent_streams: 1_000,
+            max_push_in_flight: 512,
+            shutdown_grace_secs: 10,
+            log_format: "text".into(),
+            insecure_plaintext_backend: false,
+            insecure_plaintext_device: false,
+        }
+    }
+}
+
+/// Flags of `approval-relay serve`; each overrides the file and the environment.
+#[derive(Debug, Default, clap::Args, Serialize)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "APPROVAL_RELAY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Backend API listener [default: 127.0.0.1:50051].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_addr: Option<SocketAddr>,
+    /// Device API listener [default: 127.0.0.1:50052].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_addr: Option<SocketAddr>,
+    /// Admin HTTP listener [default: 127.0.0.1:9090].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Device API address written into enrollment URIs [default: the device listener].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_device_address: Option<String>,
+    /// Challenge TTL when the backend gives none, seconds [default: 60].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_ttl_secs: Option<u64>,
+    /// Shortest challenge TTL accepted, seconds [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_ttl_secs: Option<u64>,
+    /// Longest challenge TTL accepted, seconds [default: 600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ttl_secs: Option<u64>,
+    /// Accepted skew of a device's signed timestamp, seconds [default: 300].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp_window_secs: Option<u64>,
+    /// Concurrent HTTP/2 streams per gRPC connection [default: 1000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Provider requests in flight at once [default: 512].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_push_in_flight: Option<usize>,
+    /// Longest wait for in-flight work at shutdown, seconds [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    /// Serve the backend API in plaintext even on a non-loopback address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plaintext_backend: bool,
+    /// Serve the device API in plaintext even on a non-loopback address.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plaintext_device: bool,
+}
+
+/// Configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed.
+    #[error("{0}")]
+    Source(#[from] Box<figment::Error>),
+    /// Values that contradict each other or are unsafe.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Layers defaults, the file named by `args.config`, the environment and the flags.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the setting at fault.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &args.config {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("APPROVAL_RELAY_").ignore(&["config"]))
+            .merge(Serialized::defaults(args))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values against each other and against the transport rules of DESIGN.md §2.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with a readable reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.min_ttl_secs == 0 || self.min_ttl_secs > self.max_ttl_secs {
+            return bad(format!(
+                "min_ttl_secs ({}) must be between 1 and max_ttl_secs ({})",
+                self.min_ttl_secs, self.max_ttl_secs
+            ));
+        }
+        if !(self.min_ttl_secs..=self.max_ttl_secs).contains(&self.default_ttl_secs) {
+            return bad(format!(
+                "default_ttl_secs ({}) must lie within min_ttl_secs..=max_ttl_secs",
+                self.default_ttl_secs
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return bad("max_concurrent_streams must be at least 1".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            ));
+        }
+        // TLS for the listeners is not built yet: a non-loopback listener must say it accepts plaintext.
+        if !self.backend_addr.ip().is_loopback() && !self.insecure_plaintext_backend {
+            return bad(format!(
+                "backend_addr {} is not loopback: the backend API needs mTLS, which this build does not serve yet; \
+                 pass --insecure-plaintext-backend to accept plaintext on a trusted network",
+                self.backend_addr
+            ));
+        }
+        if !self.device_addr.ip().is_loopback() && !self.insecure_plaintext_device {
+            return bad(format!(
+                "device_addr {} is not loopback: the device API needs TLS, which this build does not serve yet; \
+                 pass --insecure-plaintext-device to accept plaintext (e.g. behind a TLS-terminating proxy)",
+                self.device_addr
+            ));
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0.
+    pub fn ephemeral() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            backend_addr: any,
+            device_addr: any,
+            admin_addr: any,
+            ..Self::default()
+        }
+    }
+
+    /// The policy the use cases apply.
+    pub fn policy(&self, device_addr: SocketAddr) -> crate::relay::Policy {
+        crate::relay::Policy {
+            default_ttl: Duration::from_secs(self.default_ttl_secs),
+            min_ttl: Duration::from_secs(self.min_ttl_secs),
+            max_ttl: Duration::from_secs(self.max_ttl_secs),
+            timestamp_window: Duration::from_secs(self.timestamp_window_secs),
+            default_enrollment_ttl: Duration::from_secs(600),
+            public_device_address: self
+                .public_device_address
+                .clone()
+                .unwrap_or_else(|| device_addr.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::load(&ServeArgs::default()).expect("defaults load");
+        assert!(c.backend_addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn a_public_backend_listener_needs_the_explicit_flag() {
+        let mut args = ServeArgs {
+            backend_addr: Some("0.0.0.0:50051".parse().expect("addr")),
+            ..ServeArgs::default()
+        };
+        let err = Config::load(&args).expect_err("refused");
+        assert!(
+            err.to_string().contains("--insecure-plaintext-backend"),
+            "{err}"
+        );
+        args.insecure_plaintext_backend = true;
+        assert!(Config::load(&args).is_ok());
+    }
+
+    #[test]
+    fn ttl_bounds_must_be_consistent() {
+        let args = ServeArgs {
+            min_ttl_secs: Some(100),
+            max_ttl_secs: Some(50),
+            ..ServeArgs::default()
+        };
+        assert!(Config::load(&args).is_err());
+    }
+}

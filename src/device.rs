@@ -1,0 +1,214 @@
+//! Registered devices and enrollment tickets: the records behind "only the owner's devices". Pure data
+//! and rules; the store keeps them.
+
+use crate::auth::{AuthError, PublicKey, counter_is_fresh};
+use crate::challenge::{AccountId, IdError, RoutingTag};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// The push service that reaches a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// Apple Push Notification service.
+    Apns,
+    /// Firebase Cloud Messaging HTTP v1.
+    Fcm,
+}
+
+impl Platform {
+    /// Lower-case name for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Apns => "apns",
+            Self::Fcm => "fcm",
+        }
+    }
+}
+
+/// Lifecycle of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Pushed and allowed to answer.
+    Active,
+    /// Its counter went backwards: refused until re-enrolled.
+    SuspectedClone,
+    /// Revoked by the backend: refused for good.
+    Revoked,
+}
+
+/// A registered phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Issued at enrollment; carries the account's routing tag.
+    pub id: crate::challenge::DeviceId,
+    /// The owner.
+    pub account: AccountId,
+    /// How it is pushed.
+    pub platform: Platform,
+    /// Provider token; `None` once a provider reported it dead.
+    pub push_token: Option<String>,
+    /// APNs topic or Android package.
+    pub app_id: String,
+    /// The key every request must be signed with.
+    pub key: PublicKey,
+    /// What the owner calls it.
+    pub display_name: String,
+    /// Store clock at enrollment, Unix ms.
+    pub created_at_ms: i64,
+    /// Store clock at the last accepted request, Unix ms.
+    pub last_seen_ms: i64,
+    /// Highest accepted signature counter.
+    pub counter: u64,
+    /// Lifecycle state.
+    pub state: DeviceState,
+}
+
+impl Device {
+    /// Applies the counter rule to a correctly signed request, advancing the counter or marking the
+    /// device a suspected clone.
+    ///
+    /// # Errors
+    /// [`AuthError::Revoked`] / [`AuthError::SuspectedClone`] for a device already refused (unchanged);
+    /// [`AuthError::CounterNotIncreasing`] after marking the device `SuspectedClone`.
+    pub fn accept_counter(&mut self, counter: u64, now_ms: i64) -> Result<(), AuthError> {
+        match self.state {
+            DeviceState::Revoked => return Err(AuthError::Revoked),
+            DeviceState::SuspectedClone => return Err(AuthError::SuspectedClone),
+            DeviceState::Active => {}
+        }
+        if !counter_is_fresh(self.counter, counter) {
+            self.state = DeviceState::SuspectedClone;
+            return Err(AuthError::CounterNotIncreasing);
+        }
+        self.counter = counter;
+        self.last_seen_ms = now_ms;
+        Ok(())
+    }
+
+    /// True when the device should be pushed new challenges.
+    pub fn is_pushable(&self) -> bool {
+        self.state == DeviceState::Active
+    }
+}
+
+/// A one-time enrollment ticket as handed to the owner: `t.<routing tag>.<43 base64url characters>`.
+/// Only its SHA-256 is stored, so a store dump does not hold usable tickets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket(String);
+
+impl Ticket {
+    /// Issues a fresh ticket for an account.
+    pub fn generate(account: &AccountId) -> Self {
+        let mut random = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut random);
+        Self(format!(
+            "t.{}.{}",
+            account.tag(),
+            URL_SAFE_NO_PAD.encode(random)
+        ))
+    }
+
+    /// Parses a ticket a phone sent.
+    ///
+    /// # Errors
+    /// [`IdError`] when it is not of the issued shape.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let mut parts = value.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("t"), Some(tag), Some(random), None)
+                if tag.len() == 8
+                    && tag.bytes().all(|b| b.is_ascii_hexdigit())
+                    && random.len() == 43
+                    && random
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Ok(Self(value.to_owned()))
+            }
+            _ if value.is_empty() => Err(IdError::Empty),
+            _ => Err(IdError::Malformed),
+        }
+    }
+
+    /// The ticket text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Lower-case hex SHA-256 of the ticket: the stored form.
+    pub fn digest(&self) -> String {
+        Sha256::digest(self.0.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The routing tag text of the account it enrolls into.
+    pub fn tag_text(&self) -> &str {
+        self.0.get(2..10).unwrap_or_default()
+    }
+}
+
+/// A pending enrollment: which account a ticket enrolls into, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    /// The account the device will belong to.
+    pub account: AccountId,
+    /// The ticket expires at this store time, Unix ms.
+    pub expires_at_ms: i64,
+}
+
+/// The routing tag of an account, for code that only has a tag's text.
+pub fn tag_matches(tag: RoutingTag, text: &str) -> bool {
+    tag.to_string() == text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::KeyAlgorithm;
+    use crate::challenge::DeviceId;
+
+    fn device() -> Device {
+        let account = AccountId::parse("a").expect("valid");
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        Device {
+            id: DeviceId::generate(&account),
+            account,
+            platform: Platform::Fcm,
+            push_token: Some("tok".into()),
+            app_id: "app".into(),
+            key: PublicKey::parse(KeyAlgorithm::Ed25519, sk.verifying_key().as_bytes())
+                .expect("key"),
+            display_name: String::new(),
+            created_at_ms: 0,
+            last_seen_ms: 0,
+            counter: 0,
+            state: DeviceState::Active,
+        }
+    }
+
+    #[test]
+    fn a_repeated_counter_marks_the_device_a_suspected_clone_for_good() {
+        let mut d = device();
+        assert_eq!(d.accept_counter(3, 10), Ok(()));
+        assert_eq!(
+            d.accept_counter(3, 11),
+            Err(AuthError::CounterNotIncreasing)
+        );
+        assert_eq!(d.state, DeviceState::SuspectedClone);
+        assert_eq!(d.accept_counter(9, 12), Err(AuthError::SuspectedClone));
+        assert_eq!(d.counter, 3);
+    }
+
+    #[test]
+    fn tickets_round_trip_and_carry_the_tag() {
+        let account = AccountId::parse("bob").expect("valid");
+        let t = Ticket::generate(&account);
+        assert_eq!(Ticket::parse(t.as_str()), Ok(t.clone()));
+        assert!(tag_matches(account.tag(), t.tag_text()));
+        assert_eq!(Ticket::parse("t.1234.abc"), Err(IdError::Malformed));
+    }
+}

@@ -1,0 +1,252 @@
+//! `approval-relay device …`: a simulated phone on the command line. It keeps its key, device id and
+//! counter in a JSON file and talks to the device API exactly as an app would.
+
+pub mod phone;
+
+pub use phone::{KeyFile, Phone, PhoneKey};
+
+use crate::pb;
+use crate::pb::device_request::Body;
+use crate::pb::device_service_client::DeviceServiceClient;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+/// Arguments of `approval-relay device`.
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Where the phone keeps its key, device id and counter.
+    #[arg(
+        long,
+        default_value = "device-keys.json",
+        env = "APPROVAL_RELAY_DEVICE_KEYS"
+    )]
+    pub keys: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DeviceCommand,
+}
+
+/// The simulator's commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DeviceCommand {
+    /// Enroll with a ticket (or the whole `approval-relay://enroll?...` URI from CreateEnrollment).
+    Enroll {
+        /// The ticket or enrollment URI.
+        ticket: String,
+        /// Device API address; taken from the URI when one is given.
+        #[arg(long)]
+        relay: Option<String>,
+        /// `fcm` or `apns`.
+        #[arg(long, default_value = "fcm")]
+        platform: String,
+        /// Push token to register.
+        #[arg(long, default_value = "simulated-push-token")]
+        push_token: String,
+        /// APNs topic or Android package.
+        #[arg(long, default_value = "com.example.authenticator")]
+        app_id: String,
+        /// What the owner calls this phone.
+        #[arg(long, default_value = "Simulated phone")]
+        name: String,
+        /// `p256` or `ed25519`.
+        #[arg(long, default_value = "p256")]
+        algorithm: String,
+    },
+    /// List challenges waiting for this phone.
+    Pending,
+    /// Show who is signing in for one challenge.
+    Show {
+        /// The challenge id.
+        challenge_id: String,
+    },
+    /// Approve, deny or report a challenge.
+    Respond {
+        /// The challenge id.
+        challenge_id: String,
+        /// `approve`, `deny` or `fraud`.
+        decision: String,
+        /// The number shown on the sign-in screen (required to approve in TYPE and CHOOSE modes).
+        #[arg(long, default_value_t = 0)]
+        number: u32,
+        /// With `deny`: `not-me` or `cancelled`.
+        #[arg(long, default_value = "not-me")]
+        reason: String,
+    },
+}
+
+/// Runs one simulator command; prints results on stdout and errors on stderr.
+pub async fn main(args: DeviceArgs) -> ExitCode {
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("approval-relay device: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn enroll_parts(ticket: &str, relay: Option<String>) -> (String, String) {
+    let Some(query) = ticket.strip_prefix("approval-relay://enroll?") else {
+        return (
+            ticket.to_owned(),
+            relay.unwrap_or_else(|| "127.0.0.1:50052".into()),
+        );
+    };
+    let mut t = String::new();
+    let mut r = relay;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("ticket", v)) => t = v.to_owned(),
+            Some(("relay", v)) if r.is_none() => r = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    (t, r.unwrap_or_else(|| "127.0.0.1:50052".into()))
+}
+
+async fn connect(relay: &str) -> Result<DeviceServiceClient<Channel>, String> {
+    let url = if relay.contains("://") {
+        relay.to_owned()
+    } else {
+        format!("http://{relay}")
+    };
+    DeviceServiceClient::connect(url.clone())
+        .await
+        .map_err(|e| format!("cannot reach the device API at {url}: {e}"))
+}
+
+fn load(path: &PathBuf) -> Result<KeyFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {} (enroll first): {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not a key file: {e}", path.display()))
+}
+
+fn save(path: &PathBuf, file: &KeyFile) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(file).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn status(e: tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
+fn describe(c: &pb::DeviceChallenge) -> String {
+    let ctx = c.login_context.clone().unwrap_or_default();
+    let mode =
+        pb::NumberMatchMode::try_from(c.number_match_mode).map_or("unknown", |m| m.as_str_name());
+    let state = pb::ChallengeState::try_from(c.state).map_or("unknown", |s| s.as_str_name());
+    let mut out = format!(
+        "{}\n  state: {state}\n  from: {} ({})\n  using: {} on {}\n  number match: {mode}",
+        c.challenge_id, ctx.ip, ctx.location, ctx.user_agent, ctx.signing_in_device_name
+    );
+    if !c.number_choices.is_empty() {
+        out.push_str(&format!(
+            "\n  choose the number on the sign-in screen: {:?}",
+            c.number_choices
+        ));
+    }
+    out
+}
+
+async fn run(args: DeviceArgs) -> Result<(), String> {
+    if let DeviceCommand::Enroll {
+        ticket,
+        relay,
+        platform,
+        push_token,
+        app_id,
+        name,
+        algorithm,
+    } = &args.command
+    {
+        let (ticket, relay) = enroll_parts(ticket, relay.clone());
+        let key = match algorithm.as_str() {
+            "p256" => PhoneKey::p256(),
+            "ed25519" => PhoneKey::ed25519(),
+            other => {
+                return Err(format!(
+                    "--algorithm must be p256 or ed25519, not {other:?}"
+                ));
+            }
+        };
+        let platform = match platform.as_str() {
+            "fcm" => pb::Platform::Fcm,
+            "apns" => pb::Platform::Apns,
+            other => return Err(format!("--platform must be fcm or apns, not {other:?}")),
+        };
+        let mut phone = Phone::new(key);
+        let mut client = connect(&relay).await?;
+        let request = phone.enroll_request(&ticket, platform, push_token, app_id, name);
+        let response = client.enroll(request).await.map_err(status)?.into_inner();
+        phone.device_id = response.device_id;
+        phone.counter = response.counter;
+        save(&args.keys, &KeyFile::from_phone(&phone, &relay))?;
+        println!(
+            "enrolled as {} (keys saved in {})",
+            phone.device_id,
+            args.keys.display()
+        );
+        return Ok(());
+    }
+    let file = load(&args.keys)?;
+    let mut phone = file.to_phone()?;
+    let mut client = connect(&file.relay).await?;
+    let result = match &args.command {
+        DeviceCommand::Enroll { .. } => Ok(()),
+        DeviceCommand::Pending => {
+            let request = phone.signed(Body::ListPending(pb::ListPendingBody {}));
+            client.list_pending(request).await.map(|r| {
+                let list = r.into_inner().challenges;
+                if list.is_empty() {
+                    println!("no pending challenge");
+                }
+                for c in &list {
+                    println!("{}", describe(c));
+                }
+            })
+        }
+        DeviceCommand::Show { challenge_id } => {
+            let request = phone.signed(Body::GetChallenge(pb::GetChallengeBody {
+                challenge_id: challenge_id.clone(),
+            }));
+            client
+                .get_challenge(request)
+                .await
+                .map(|r| println!("{}", describe(&r.into_inner())))
+        }
+        DeviceCommand::Respond {
+            challenge_id,
+            decision,
+            number,
+            reason,
+        } => {
+            let (decision, deny_reason) = match (decision.as_str(), reason.as_str()) {
+                ("approve", _) => (pb::Decision::Approve, pb::DenyReason::Unspecified),
+                ("fraud", _) => (pb::Decision::ReportFraud, pb::DenyReason::Unspecified),
+                ("deny", "cancelled") => (pb::Decision::Deny, pb::DenyReason::CancelledByUser),
+                ("deny", _) => (pb::Decision::Deny, pb::DenyReason::NotMe),
+                (other, _) => {
+                    return Err(format!(
+                        "decision must be approve, deny or fraud, not {other:?}"
+                    ));
+                }
+            };
+            let body = pb::RespondBody {
+                challenge_id: challenge_id.clone(),
+                decision: decision.into(),
+                deny_reason: deny_reason.into(),
+                number: *number,
+            };
+            let request = phone.signed(Body::Respond(body));
+            client.respond(request).await.map(|r| {
+                let state = pb::ChallengeState::try_from(r.into_inner().state)
+                    .map_or("unknown", |s| s.as_str_name());
+                println!("{state}");
+            })
+        }
+    };
+    // The counter was used whether or not the relay accepted the request: keep it.
+    save(&args.keys, &KeyFile::from_phone(&phone, &file.relay))?;
+    result.map_err(status)
+}

@@ -1,0 +1,49 @@
+//! The relay's error: every refusal and failure a use case can end in. `grpc::status` maps it to a gRPC
+//! status in exactly one place.
+
+use crate::auth::AuthError;
+use crate::store::{DeviceRefusal, EnrollRefusal, StoreError};
+
+/// Why a call did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field is missing, malformed or out of range; nothing changed.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The field's name as in the proto (dotted for nested fields).
+        field: &'static str,
+        /// What is wrong, in lower case.
+        reason: String,
+    },
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The account has no device to push to.
+    #[error("account has no active device to push to")]
+    NoDevices,
+    /// The request is not from a known device with a valid signature.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A device request refused in a store step.
+    #[error(transparent)]
+    Device(#[from] DeviceRefusal),
+    /// An enrollment refused.
+    #[error(transparent)]
+    Enroll(#[from] EnrollRefusal),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A watcher could not keep up and was dropped.
+    #[error("watch fell behind; watch again")]
+    Lagged,
+}
+
+impl Error {
+    /// An [`Error::InvalidArgument`] for `field`.
+    pub fn invalid(field: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self::InvalidArgument {
+            field,
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The one place where the relay's errors become gRPC statuses. The cause is logged here; the client gets
+//! a short lower-case message (naming the field for INVALID_ARGUMENT).
+
+use crate::auth::AuthError;
+use crate::challenge::RespondError;
+use crate::error::Error;
+use crate::store::{DeviceRefusal, EnrollRefusal, StoreError};
+use tonic::{Code, Status};
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = code(&error);
+        match code {
+            Code::Internal | Code::Unavailable => tracing::error!(%error, "request failed"),
+            _ => tracing::debug!(%error, ?code, "request refused"),
+        }
+        let message = match &error {
+            Error::Auth(AuthError::MalformedSignature) => "signature: is malformed".to_owned(),
+            Error::Auth(AuthError::MalformedKey) => "public_key: is malformed".to_owned(),
+            Error::Store(StoreError::Corrupt(_)) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        Status::new(code, message)
+    }
+}
+
+/// The status code for an error.
+pub fn code(error: &Error) -> Code {
+    match error {
+        Error::InvalidArgument { .. } => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::NoDevices => Code::FailedPrecondition,
+        Error::Auth(e) | Error::Device(DeviceRefusal::Auth(e)) => auth_code(e),
+        Error::Device(
+            DeviceRefusal::ChallengeNotFound | DeviceRefusal::Respond(RespondError::NotTargeted),
+        ) => Code::NotFound,
+        Error::Device(DeviceRefusal::Respond(RespondError::Ended(_) | RespondError::Late)) => {
+            Code::FailedPrecondition
+        }
+        Error::Device(DeviceRefusal::Respond(
+            RespondError::MissingNumber | RespondError::WrongNumber,
+        )) => Code::InvalidArgument,
+        Error::Enroll(EnrollRefusal::BadTicket) => Code::PermissionDenied,
+        Error::Enroll(EnrollRefusal::TooManyDevices) => Code::FailedPrecondition,
+        Error::Store(StoreError::InvalidPosition) => Code::InvalidArgument,
+        Error::Store(StoreError::Unavailable(_)) => Code::Unavailable,
+        Error::Store(StoreError::Corrupt(_)) => Code::Internal,
+        Error::Lagged => Code::Aborted,
+    }
+}
+
+fn auth_code(e: &AuthError) -> Code {
+    match e {
+        AuthError::MalformedKey | AuthError::MalformedSignature => Code::InvalidArgument,
+        AuthError::BadSignature
+        | AuthError::UnknownDevice
+        | AuthError::DeviceMismatch
+        | AuthError::StaleTimestamp => Code::Unauthenticated,
+        AuthError::Revoked | AuthError::SuspectedClone | AuthError::CounterNotIncreasing => {
+            Code::PermissionDenied
+        }
+    }
+}

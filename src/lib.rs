@@ -1,0 +1,47 @@
+//! approval-relay: gets a yes or no from an account owner's trusted phones before a sign-in goes through.
+//!
+//! # Layout
+//! Data walks one way: `grpc` → `relay` → domain (`challenge`, `auth`, `device`, `audit`) → I/O edges
+//! (`store`, `push`, `watch`, `expiry`).
+//!
+//! - [`grpc`]: the two gRPC APIs (backend and device), protobuf conversions, the one error→status map.
+//! - [`relay`]: the use cases, on domain types.
+//! - [`challenge`]: ids, number matching, the challenge state machine. Pure.
+//! - [`auth`]: device keys, signatures, counter and timestamp rules. Pure.
+//! - [`device`], [`audit`]: device records, tickets, audit and security records. Pure.
+//! - [`store`]: the `Store` trait and its in-memory implementation.
+//! - [`watch`]: fan-out of events to the watchers on this replica.
+//! - [`push`]: the `PushProvider` trait, the dispatcher and the development sink.
+//! - [`expiry`]: deadline timers and the overdue sweep.
+//! - [`app`], [`config`], [`telemetry`], [`admin`]: wiring, configuration, logs and metrics, the admin
+//!   HTTP listener.
+//! - [`device_sim`]: the phone simulator behind `approval-relay device`.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod challenge;
+pub mod config;
+pub mod device;
+pub mod device_sim;
+pub mod error;
+pub mod expiry;
+pub mod grpc;
+pub mod push;
+pub mod relay;
+pub mod store;
+pub mod telemetry;
+pub mod watch;
+
+/// Generated protobuf and gRPC code for `approval.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("approval.v1");
+
+    /// The encoded descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/approval_descriptor.bin"));
+}

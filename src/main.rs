@@ -1,0 +1,81 @@
+//! The `approval-relay` binary: `serve` runs the relay, `device` plays a phone. Thin: everything else is
+//! library code that the tests drive too.
+
+use approval_relay::{app::App, config, device_sim, telemetry};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit code for unusable configuration (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Gets a yes or no from an account owner's phones before a sign-in goes through."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the default when no command is given).
+    Serve(config::ServeArgs),
+    /// A simulated phone: enroll, list pending challenges, show and answer them.
+    Device(device_sim::DeviceArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli
+        .command
+        .unwrap_or(Command::Serve(config::ServeArgs::default()))
+    {
+        Command::Device(args) => device_sim::main(args).await,
+        Command::Serve(args) => {
+            let config = match config::Config::load(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("approval-relay: invalid configuration: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            telemetry::init_logs(&config.log_format);
+            let app = match App::build(config).await {
+                Ok(app) => app,
+                Err(e) => {
+                    tracing::error!("cannot start: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match app.run(shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("stopped: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

@@ -1,0 +1,69 @@
+//! Push delivery: the `PushProvider` seam (APNs, FCM, the development sink), what a push carries, and how
+//! a provider's answer is classified so that the dispatcher acts on it in one place.
+//!
+//! A push carries the challenge id and a generic alert only (DESIGN.md guarantee 7): never the IP, place
+//! or account. The phone fetches details over the signed device API.
+
+pub mod dispatcher;
+pub mod sink;
+
+use crate::challenge::ChallengeId;
+use crate::device::Platform;
+use async_trait::async_trait;
+use std::time::Duration;
+
+pub use dispatcher::Dispatcher;
+pub use sink::SinkProvider;
+
+/// The generic alert text shown on the lock screen.
+pub const ALERT_TITLE: &str = "Sign-in request";
+/// The generic alert body.
+pub const ALERT_BODY: &str = "Open the app to approve or deny a sign-in to your account.";
+
+/// Why a push is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    /// Visible alert: a challenge awaits an answer.
+    Challenge,
+    /// Silent: the challenge ended; remove its prompt (same collapse id).
+    Withdraw,
+}
+
+/// One push to one device. Holds nothing private beyond the provider token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushMessage {
+    /// Alert or withdrawal.
+    pub kind: PushKind,
+    /// The only payload: the phone fetches the rest.
+    pub challenge_id: ChallengeId,
+    /// The push is useless after this instant (APNs `apns-expiration`, FCM `ttl`).
+    pub expires_at_ms: i64,
+    /// Which provider.
+    pub platform: Platform,
+    /// The provider's device token.
+    pub token: String,
+    /// APNs topic or Android package.
+    pub app_id: String,
+}
+
+/// A provider's answer, classified into what the dispatcher must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Accepted by the provider.
+    Delivered,
+    /// The token will never work again: remove it.
+    TokenDead(String),
+    /// Try again later (after the given time if the provider said so).
+    Retry(Option<Duration>, String),
+    /// Our credentials were refused.
+    AuthFailed(String),
+    /// The provider refused this push for good.
+    Rejected(String),
+}
+
+/// Sends pushes through one provider.
+#[async_trait]
+pub trait PushProvider: Send + Sync + 'static {
+    /// Sends one push and classifies the answer; never panics, never retries by itself.
+    async fn send(&self, message: &PushMessage) -> PushOutcome;
+}

@@ -1,0 +1,635 @@
+//! The use cases: what each API call does, on domain types. Handlers in `grpc/` parse protobuf into the
+//! arguments here and map the results back; this module checks signatures (via `auth`), asks the store
+//! for each atomic step, and starts pushes, withdrawals and expiry timers.
+
+use crate::audit::{Actor, AuditKind, AuditRecord, SecurityEvent};
+use crate::auth::{self, AuthError, PublicKey};
+use crate::challenge::{
+    AccountId, Challenge, ChallengeId, Decision, DeviceId, Event, EventKind, LoginContext,
+    NumberMatch, NumberMode, RespondError, State,
+};
+use crate::device::{Device, Enrollment, Ticket};
+use crate::error::Error;
+use crate::expiry::ExpiryHandle;
+use crate::push::Dispatcher;
+use crate::store::{
+    AuditPage, CreateOutcome, DeviceCall, DeviceRefusal, ExpireOutcome, NewChallenge, NewDevice,
+    Store,
+};
+use crate::watch::{Hub, Registration, Sink};
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The limits and defaults the use cases apply.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// TTL when the backend gives none.
+    pub default_ttl: Duration,
+    /// Shortest TTL accepted.
+    pub min_ttl: Duration,
+    /// Longest TTL accepted.
+    pub max_ttl: Duration,
+    /// Accepted difference between a device's signed timestamp and the store clock.
+    pub timestamp_window: Duration,
+    /// Enrollment ticket lifetime when the backend gives none.
+    pub default_enrollment_ttl: Duration,
+    /// Address the enrollment URI tells phones to use.
+    pub public_device_address: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default_ttl: Duration::from_secs(60),
+            min_ttl: Duration::from_secs(10),
+            max_ttl: Duration::from_secs(600),
+            timestamp_window: Duration::from_secs(300),
+            default_enrollment_ttl: Duration::from_secs(600),
+            public_device_address: "127.0.0.1:50052".into(),
+        }
+    }
+}
+
+/// Longest enrollment ticket lifetime.
+pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(3600);
+/// Watcher channel capacity: above the most events one challenge can emit (2 per device, 16 devices).
+pub const WATCH_CAPACITY: usize = 40;
+
+/// A backend's request for a challenge, parsed.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// Whose devices answer.
+    pub account: AccountId,
+    /// Who is signing in.
+    pub context: LoginContext,
+    /// Retry key.
+    pub idempotency_key: Option<String>,
+    /// Requested lifetime (`None`: the default).
+    pub ttl: Option<Duration>,
+    /// Number matching.
+    pub mode: NumberMode,
+}
+
+/// What a watcher receives.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// The state when the watch started.
+    Snapshot(Challenge),
+    /// A later event.
+    Event(Event),
+}
+
+/// A watch: the snapshot, then events, ending after the terminal one.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, Error>> + Send>>;
+
+/// A signed device request whose signature and timestamp have been checked.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The device as stored before this request.
+    pub device: Device,
+    /// The call to hand to the store's counter rule.
+    pub call: DeviceCall,
+}
+
+/// The relay's use cases.
+pub struct Relay {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    dispatcher: Dispatcher,
+    expiry: ExpiryHandle,
+    policy: Policy,
+}
+
+impl Relay {
+    /// Wires the use cases to their store, hub, dispatcher and timers.
+    pub fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        dispatcher: Dispatcher,
+        expiry: ExpiryHandle,
+        policy: Policy,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            dispatcher,
+            expiry,
+            policy,
+        }
+    }
+
+    /// The limits in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Creates (or, for a repeated idempotency key, returns) a challenge and pushes it.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a TTL out of bounds, `NoDevices`, or a store failure.
+    pub async fn create_challenge(&self, req: CreateRequest) -> Result<(Challenge, bool), Error> {
+        let (challenge, created, _) = self.create(req, None).await?;
+        Ok((challenge, created))
+    }
+
+    /// As [`Relay::create_challenge`], with `sink` registered for the challenge's events before it
+    /// exists, so not even the first delivery event can be missed.
+    ///
+    /// # Errors
+    /// As [`Relay::create_challenge`].
+    pub async fn create_watched(
+        &self,
+        req: CreateRequest,
+        sink: impl Into<Sink>,
+    ) -> Result<(Challenge, bool, Registration), Error> {
+        let (challenge, created, registration) = self.create(req, Some(sink.into())).await?;
+        registration
+            .map(|r| (challenge, created, r))
+            .ok_or(Error::NotFound("challenge"))
+    }
+
+    async fn create(
+        &self,
+        req: CreateRequest,
+        sink: Option<Sink>,
+    ) -> Result<(Challenge, bool, Option<Registration>), Error> {
+        let ttl = match req.ttl {
+            None => self.policy.default_ttl,
+            Some(ttl) if ttl < self.policy.min_ttl || ttl > self.policy.max_ttl => {
+                return Err(Error::invalid(
+                    "ttl_seconds",
+                    format!(
+                        "must be between {} and {}",
+                        self.policy.min_ttl.as_secs(),
+                        self.policy.max_ttl.as_secs()
+                    ),
+                ));
+            }
+            Some(ttl) => ttl,
+        };
+        let id = ChallengeId::generate(&req.account);
+        let mut registration = match sink {
+            Some(sink) => {
+                let registration = self.hub.register(&id, sink);
+                self.store.subscribe(&id).await?;
+                Some(registration)
+            }
+            None => None,
+        };
+        let new = NewChallenge {
+            id,
+            number: NumberMatch::generate(req.mode, &mut rand::thread_rng()),
+            account: req.account,
+            context: req.context,
+            ttl,
+            idempotency_key: req.idempotency_key,
+        };
+        match self.store.create_challenge(new).await? {
+            CreateOutcome::Created(challenge, devices) => {
+                metrics::counter!("relay_challenges_created_total").increment(1);
+                let left = challenge
+                    .expires_at_ms
+                    .saturating_sub(challenge.created_at_ms);
+                self.expiry.schedule(
+                    challenge.id.clone(),
+                    Duration::from_millis(left.unsigned_abs()),
+                );
+                self.dispatcher.push_challenge(&challenge, devices);
+                tracing::info!(challenge_id = %challenge.id, devices = challenge.targets.len(), "challenge created");
+                Ok((challenge, true, registration))
+            }
+            CreateOutcome::Existing(challenge) => {
+                if let Some(registration) = registration.as_mut() {
+                    *registration = registration.moved_to(&challenge.id);
+                    self.store.subscribe(&challenge.id).await?;
+                }
+                let challenge = self.get_challenge(&challenge.id).await?;
+                Ok((challenge, false, registration))
+            }
+            CreateOutcome::NoDevices => Err(Error::NoDevices),
+        }
+    }
+
+    /// Reads a challenge.
+    ///
+    /// # Errors
+    /// `NotFound` or a store failure.
+    pub async fn get_challenge(&self, id: &ChallengeId) -> Result<Challenge, Error> {
+        self.store
+            .get_challenge(id)
+            .await?
+            .ok_or(Error::NotFound("challenge"))
+    }
+
+    /// Cancels a challenge; returns its state and whether this call ended it.
+    ///
+    /// # Errors
+    /// `NotFound` or a store failure.
+    pub async fn cancel(&self, id: &ChallengeId) -> Result<(Challenge, bool), Error> {
+        match self.store.cancel(id).await? {
+            None => Err(Error::NotFound("challenge")),
+            Some(Err(challenge)) => Ok((challenge, false)),
+            Some(Ok((challenge, _))) => {
+                self.ended(&challenge, None).await;
+                Ok((challenge, true))
+            }
+        }
+    }
+
+    /// Watches a challenge: subscribe first, then read the state, so no event falls in between.
+    ///
+    /// # Errors
+    /// `NotFound` or a store failure.
+    pub async fn watch(&self, id: &ChallengeId) -> Result<WatchStream, Error> {
+        let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
+        let registration = self.hub.register(id, tx);
+        self.store.subscribe(id).await?;
+        let snapshot = self.get_challenge(id).await?;
+        Ok(watch_stream(snapshot, rx, registration))
+    }
+
+    /// Registers `tx` for a challenge's events (for multi-challenge streams); subscribe-then-read as
+    /// [`Relay::watch`], returning the snapshot.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn attach(
+        &self,
+        id: &ChallengeId,
+        tx: impl Into<Sink>,
+    ) -> Result<(Registration, Challenge), Error> {
+        let registration = self.hub.register(id, tx);
+        self.store.subscribe(id).await?;
+        let snapshot = self.get_challenge(id).await?;
+        Ok((registration, snapshot))
+    }
+
+    /// Expires a challenge whose timer fired; returns the time still left when it fired early.
+    pub async fn expire(&self, id: &ChallengeId) -> Option<Duration> {
+        match self.store.expire(id).await {
+            Ok(ExpireOutcome::Expired(challenge, _)) => {
+                self.ended(&challenge, None).await;
+                None
+            }
+            Ok(ExpireOutcome::NotDue(left)) => Some(left),
+            Ok(ExpireOutcome::Ended) => None,
+            Err(error) => {
+                tracing::warn!(%error, challenge_id = %id, "expiry failed; retrying");
+                Some(Duration::from_millis(250))
+            }
+        }
+    }
+
+    /// Expires every overdue challenge the store knows of (whichever replica created it).
+    pub async fn sweep(&self) {
+        match self.store.overdue(256).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.expire(&id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "expiry sweep failed"),
+        }
+    }
+
+    /// After a challenge ended: metrics and withdrawing the prompt from the other devices.
+    async fn ended(&self, challenge: &Challenge, decided_by: Option<&DeviceId>) {
+        metrics::counter!("relay_challenges_ended_total", "outcome" => challenge.state.name())
+            .increment(1);
+        let decision_ms = challenge
+            .ended_at_ms
+            .saturating_sub(challenge.created_at_ms);
+        metrics::histogram!("relay_decision_seconds", "outcome" => challenge.state.name())
+            .record(decision_ms as f64 / 1000.0);
+        match self.store.list_devices(&challenge.account).await {
+            Ok(devices) => self.dispatcher.withdraw(challenge, devices, decided_by),
+            Err(error) => {
+                tracing::warn!(%error, challenge_id = %challenge.id, "could not withdraw the prompt")
+            }
+        }
+    }
+
+    /// Issues a one-time enrollment ticket.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a TTL out of range, or a store failure.
+    pub async fn create_enrollment(
+        &self,
+        account: AccountId,
+        ttl: Option<Duration>,
+    ) -> Result<(Ticket, i64, String), Error> {
+        let ttl = ttl.unwrap_or(self.policy.default_enrollment_ttl);
+        if ttl > MAX_ENROLLMENT_TTL || ttl.is_zero() {
+            return Err(Error::invalid(
+                "ttl_seconds",
+                format!("must be at most {}", MAX_ENROLLMENT_TTL.as_secs()),
+            ));
+        }
+        let ticket = Ticket::generate(&account);
+        let now = self.store.now_ms().await?;
+        let expires_at_ms = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.store
+            .create_enrollment(
+                &ticket,
+                &Enrollment {
+                    account,
+                    expires_at_ms,
+                },
+            )
+            .await?;
+        let uri = format!(
+            "approval-relay://enroll?ticket={}&relay={}",
+            ticket.as_str(),
+            self.policy.public_device_address
+        );
+        Ok((ticket, expires_at_ms, uri))
+    }
+
+    /// Lists an account's devices.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, Error> {
+        Ok(self.store.list_devices(account).await?)
+    }
+
+    /// Revokes a device.
+    ///
+    /// # Errors
+    /// `NotFound` or a store failure.
+    pub async fn revoke_device(&self, account: &AccountId, id: &DeviceId) -> Result<Device, Error> {
+        self.store
+            .revoke_device(account, id)
+            .await?
+            .ok_or(Error::NotFound("device"))
+    }
+
+    /// Pages an account's audit trail.
+    ///
+    /// # Errors
+    /// A store failure or an invalid page token.
+    pub async fn list_audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditPage, Error> {
+        Ok(self.store.list_audit(account, before, limit).await?)
+    }
+
+    /// Security events after `after`, waiting a while for new ones.
+    ///
+    /// # Errors
+    /// A store failure or an invalid position.
+    pub async fn security_events(
+        &self,
+        after: Option<&str>,
+        wait: Duration,
+    ) -> Result<Vec<SecurityEvent>, Error> {
+        Ok(self.store.security_events(after, 256, wait).await?)
+    }
+
+    /// Enrolls a device: the signature by the new key over the payload proves possession.
+    ///
+    /// # Errors
+    /// `Auth` for a bad proof or timestamp, `Enroll` for a bad ticket, or a store failure.
+    pub async fn enroll(
+        &self,
+        ticket: &Ticket,
+        device: NewDevice,
+        signed: &[u8],
+        signature: &[u8],
+        timestamp_ms: i64,
+    ) -> Result<Device, Error> {
+        device.key.verify(signed, signature)?;
+        let now = self.store.now_ms().await?;
+        auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
+        let device = self.store.enroll(ticket, device).await??;
+        tracing::info!(device_id = %device.id, platform = device.platform.name(), "device enrolled");
+        Ok(device)
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.policy.timestamp_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Checks a signed request: known device, matching id, valid signature, fresh timestamp. Refusals of
+    /// a known device are audited on its account.
+    ///
+    /// # Errors
+    /// `Auth` with the reason.
+    pub async fn authenticate(
+        &self,
+        envelope_device: &DeviceId,
+        inner_device: &str,
+        counter: u64,
+        timestamp_ms: i64,
+        payload: &[u8],
+        signature: &[u8],
+    ) -> Result<Authenticated, Error> {
+        let Some(device) = self.store.get_device(envelope_device).await? else {
+            metrics::counter!("relay_device_requests_refused_total", "reason" => "unknown_device")
+                .increment(1);
+            return Err(AuthError::UnknownDevice.into());
+        };
+        let checked = device.key.verify(payload, signature).and_then(|()| {
+            if inner_device == device.id.as_str() {
+                Ok(())
+            } else {
+                Err(AuthError::DeviceMismatch)
+            }
+        });
+        let checked = match checked {
+            Ok(()) => {
+                let now = self.store.now_ms().await?;
+                auth::check_timestamp(timestamp_ms, now, self.window_ms())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            self.refused(&device, None, e.reason()).await;
+            return Err(e.into());
+        }
+        Ok(Authenticated {
+            call: DeviceCall {
+                device: device.id.clone(),
+                counter,
+            },
+            device,
+        })
+    }
+
+    async fn refused(&self, device: &Device, challenge: Option<&ChallengeId>, reason: &str) {
+        metrics::counter!("relay_device_requests_refused_total", "reason" => reason.to_owned())
+            .increment(1);
+        let mut record = AuditRecord::new(
+            &device.account,
+            AuditKind::RequestRefused,
+            Actor::Device(device.id.clone()),
+        )
+        .device(&device.id)
+        .detail(reason);
+        if let Some(id) = challenge {
+            record = record.challenge(id);
+        }
+        if let Err(error) = self.store.audit(record).await {
+            tracing::warn!(%error, "could not audit a refused request");
+        }
+    }
+
+    /// A device's answer to a challenge.
+    ///
+    /// # Errors
+    /// `Device` with the refusal, or a store failure.
+    pub async fn respond(
+        &self,
+        auth: &Authenticated,
+        id: &ChallengeId,
+        decision: Decision,
+        number: u32,
+    ) -> Result<Challenge, Error> {
+        match self.store.respond(&auth.call, id, decision, number).await? {
+            Ok((challenge, _)) => {
+                tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
+                self.ended(&challenge, Some(&auth.device.id)).await;
+                Ok(challenge)
+            }
+            Err(refusal) => {
+                metrics::counter!("relay_responses_refused_total").increment(1);
+                if refusal == DeviceRefusal::Respond(RespondError::Late) {
+                    // The deadline passed but no timer has fired yet: expire it now.
+                    self.expire(id).await;
+                }
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// A challenge as a targeted device may see it.
+    ///
+    /// # Errors
+    /// `Auth` from the counter rule, `NotFound` if not targeted, or a store failure.
+    pub async fn device_challenge(
+        &self,
+        auth: &Authenticated,
+        id: &ChallengeId,
+    ) -> Result<Challenge, Error> {
+        self.store.accept_call(&auth.call).await??;
+        match self.store.get_challenge(id).await? {
+            Some(c) if c.account == auth.device.account && c.is_targeted(&auth.device.id) => Ok(c),
+            _ => {
+                self.refused(&auth.device, Some(id), "not_targeted").await;
+                Err(Error::NotFound("challenge"))
+            }
+        }
+    }
+
+    /// Pending challenges for a device.
+    ///
+    /// # Errors
+    /// `Auth` from the counter rule, or a store failure.
+    pub async fn list_pending(&self, auth: &Authenticated) -> Result<Vec<Challenge>, Error> {
+        self.store.accept_call(&auth.call).await??;
+        Ok(self.store.list_pending(&auth.device.id).await?)
+    }
+
+    /// Replaces a device's push token.
+    ///
+    /// # Errors
+    /// `Auth` from the counter rule, or a store failure.
+    pub async fn update_push_token(
+        &self,
+        auth: &Authenticated,
+        token: &str,
+    ) -> Result<Device, Error> {
+        Ok(self.store.update_push_token(&auth.call, token).await??)
+    }
+
+    /// Replaces a device's key after checking the new key's proof of possession.
+    ///
+    /// # Errors
+    /// `Auth` for a bad proof or from the counter rule, or a store failure.
+    pub async fn rotate_key(
+        &self,
+        auth: &Authenticated,
+        key: &PublicKey,
+        proof: &[u8],
+    ) -> Result<Device, Error> {
+        let message = rotate_key_message(&auth.device.id, auth.call.counter);
+        if let Err(e) = key.verify(message.as_bytes(), proof) {
+            self.refused(&auth.device, None, "bad_new_key_proof").await;
+            return Err(Error::invalid("rotate_key.new_key_proof", e));
+        }
+        Ok(self.store.rotate_key(&auth.call, key).await??)
+    }
+}
+
+/// The text a new key signs in RotateKey, as documented in device.proto.
+pub fn rotate_key_message(device: &DeviceId, counter: u64) -> String {
+    format!("approval.v1/rotate-key:{device}:{counter}")
+}
+
+fn terminal_event(c: &Challenge) -> Event {
+    Event {
+        challenge_id: c.id.clone(),
+        sequence: c.sequence,
+        at_ms: c.ended_at_ms,
+        kind: EventKind::Ended(c.state.clone()),
+    }
+}
+
+/// The snapshot, then events newer than it, ending after the terminal one. No task per watch: the
+/// stream is polled by the gRPC response and drops its hub registration when the client goes away.
+fn watch_stream(
+    snapshot: Challenge,
+    rx: mpsc::Receiver<Event>,
+    registration: Registration,
+) -> WatchStream {
+    enum Step {
+        Snapshot(Challenge, mpsc::Receiver<Event>, Registration),
+        Live(u64, mpsc::Receiver<Event>, Registration),
+        Terminal(Event),
+        Done,
+    }
+    let first = Step::Snapshot(snapshot, rx, registration);
+    Box::pin(futures::stream::unfold(first, |step| async move {
+        match step {
+            Step::Snapshot(c, rx, reg) => {
+                let next = if c.state.is_terminal() {
+                    Step::Terminal(terminal_event(&c))
+                } else {
+                    Step::Live(c.sequence, rx, reg)
+                };
+                Some((Ok(WatchItem::Snapshot(c)), next))
+            }
+            Step::Terminal(event) => Some((Ok(WatchItem::Event(event)), Step::Done)),
+            Step::Live(seen, mut rx, reg) => loop {
+                match rx.recv().await {
+                    None => return Some((Err(Error::Lagged), Step::Done)),
+                    Some(e) if e.sequence <= seen => {}
+                    Some(e) if e.is_terminal() => {
+                        return Some((Ok(WatchItem::Event(e)), Step::Done));
+                    }
+                    Some(e) => {
+                        return Some((
+                            Ok(WatchItem::Event(e.clone())),
+                            Step::Live(e.sequence, rx, reg),
+                        ));
+                    }
+                }
+            },
+            Step::Done => None,
+        }
+    }))
+}
+
+/// Whether a state is one a device decided.
+pub fn decided_by(state: &State) -> Option<&DeviceId> {
+    match state {
+        State::Approved(d) | State::Denied(d, _) | State::FraudReported(d) => Some(d),
+        _ => None,
+    }
+}

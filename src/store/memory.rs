@@ -1,0 +1,750 @@
+//! The embedded in-memory store: development mode and single-process tests. One mutex around all state
+//! makes every method one atomic step, as a Lua script is in Redis; it is never held across an await.
+//! Retention mirrors the Redis TTLs: ended challenges are forgotten an hour after their deadline.
+
+use super::*;
+use crate::audit::{Actor, AuditKind, SecurityKind};
+use crate::challenge::{EventKind, ExpireRefusal, State};
+use crate::device::DeviceState;
+use crate::watch::Hub;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// Audit records kept per account (Redis caps its streams the same way).
+pub const AUDIT_CAP: usize = 1_000;
+/// Security events kept in all.
+pub const SECURITY_CAP: usize = 10_000;
+/// How long an ended challenge stays readable after its deadline.
+pub const RETENTION_MS: i64 = 3_600_000;
+/// Most devices per account.
+pub const MAX_DEVICES: usize = 16;
+
+#[derive(Default)]
+struct Inner {
+    devices: HashMap<DeviceId, Device>,
+    by_account: HashMap<AccountId, Vec<DeviceId>>,
+    enrollments: HashMap<String, Enrollment>,
+    challenges: HashMap<ChallengeId, Challenge>,
+    challenges_by_account: HashMap<AccountId, Vec<ChallengeId>>,
+    idempotency: HashMap<(AccountId, String), ChallengeId>,
+    audit: HashMap<AccountId, (u64, VecDeque<StoredAudit>)>,
+    security: VecDeque<SecurityEvent>,
+    security_seq: u64,
+}
+
+/// Everything in one process's memory.
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    hub: Arc<Hub>,
+    security_added: Notify,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl MemoryStore {
+    /// An empty store publishing into `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            hub,
+            security_added: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish(&self, event: &Event) {
+        self.hub.dispatch(event);
+    }
+}
+
+impl Inner {
+    fn audit(&mut self, record: AuditRecord, at_ms: i64) {
+        let (seq, list) = self.audit.entry(record.account.clone()).or_default();
+        *seq += 1;
+        list.push_back(StoredAudit {
+            position: seq.to_string(),
+            at_ms,
+            record,
+        });
+        if list.len() > AUDIT_CAP {
+            list.pop_front();
+        }
+    }
+
+    fn security(
+        &mut self,
+        account: &AccountId,
+        kind: SecurityKind,
+        device: Option<&DeviceId>,
+        challenge: Option<&ChallengeId>,
+        detail: &str,
+        at_ms: i64,
+    ) {
+        self.security_seq += 1;
+        self.security.push_back(SecurityEvent {
+            position: self.security_seq.to_string(),
+            at_ms,
+            account: account.clone(),
+            kind,
+            device: device.cloned(),
+            challenge: challenge.cloned(),
+            detail: detail.to_owned(),
+        });
+        if self.security.len() > SECURITY_CAP {
+            self.security.pop_front();
+        }
+    }
+
+    /// Counter rule on a call, auditing and reporting a suspected clone.
+    fn accept(&mut self, call: &DeviceCall, now: i64) -> Result<&mut Device, AuthError> {
+        let device = self
+            .devices
+            .get_mut(&call.device)
+            .ok_or(AuthError::UnknownDevice)?;
+        match device.accept_counter(call.counter, now) {
+            Ok(()) => {}
+            Err(AuthError::CounterNotIncreasing) => {
+                let (account, id) = (device.account.clone(), device.id.clone());
+                let detail = format!("counter {} after {}", call.counter, device.counter);
+                self.audit(
+                    AuditRecord::new(
+                        &account,
+                        AuditKind::CloneSuspected,
+                        Actor::Device(id.clone()),
+                    )
+                    .device(&id)
+                    .detail(detail.clone()),
+                    now,
+                );
+                self.security(
+                    &account,
+                    SecurityKind::CloneSuspected,
+                    Some(&id),
+                    None,
+                    &detail,
+                    now,
+                );
+                return Err(AuthError::CounterNotIncreasing);
+            }
+            Err(e) => return Err(e),
+        }
+        self.devices
+            .get_mut(&call.device)
+            .ok_or(AuthError::UnknownDevice)
+    }
+
+    fn ended_audit(challenge: &Challenge, event: &Event) -> AuditRecord {
+        let (kind, actor, detail) = match &challenge.state {
+            State::Approved(d) => (
+                AuditKind::ChallengeApproved,
+                Actor::Device(d.clone()),
+                String::new(),
+            ),
+            State::Denied(d, r) => (
+                AuditKind::ChallengeDenied,
+                Actor::Device(d.clone()),
+                format!("{r:?}"),
+            ),
+            State::FraudReported(d) => (
+                AuditKind::FraudReported,
+                Actor::Device(d.clone()),
+                String::new(),
+            ),
+            State::Expired => (AuditKind::ChallengeExpired, Actor::Relay, String::new()),
+            State::Cancelled | State::Pending => {
+                (AuditKind::ChallengeCancelled, Actor::Backend, String::new())
+            }
+        };
+        let mut record = AuditRecord::new(&challenge.account, kind, actor)
+            .challenge(&challenge.id)
+            .detail(detail);
+        if let EventKind::Ended(
+            State::Approved(d) | State::Denied(d, _) | State::FraudReported(d),
+        ) = &event.kind
+        {
+            record = record.device(d);
+        }
+        record
+    }
+
+    fn purge(&mut self, now: i64) {
+        let old: Vec<ChallengeId> = self
+            .challenges
+            .values()
+            .filter(|c| c.state.is_terminal() && c.expires_at_ms + RETENTION_MS < now)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in old {
+            if let Some(c) = self.challenges.remove(&id) {
+                if let Some(list) = self.challenges_by_account.get_mut(&c.account) {
+                    list.retain(|x| x != &id);
+                }
+                if let Some(key) = c.idempotency_key {
+                    self.idempotency.remove(&(c.account, key));
+                }
+            }
+        }
+        self.enrollments.retain(|_, e| e.expires_at_ms > now);
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn now_ms(&self) -> Result<i64, StoreError> {
+        Ok(now_ms())
+    }
+
+    async fn create_enrollment(
+        &self,
+        ticket: &Ticket,
+        enrollment: &Enrollment,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        inner
+            .enrollments
+            .insert(ticket.digest(), enrollment.clone());
+        inner.audit(
+            AuditRecord::new(
+                &enrollment.account,
+                AuditKind::EnrollmentCreated,
+                Actor::Backend,
+            ),
+            now,
+        );
+        Ok(())
+    }
+
+    async fn enroll(
+        &self,
+        ticket: &Ticket,
+        new: NewDevice,
+    ) -> Result<Result<Device, EnrollRefusal>, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let digest = ticket.digest();
+        let Some(enrollment) = inner
+            .enrollments
+            .get(&digest)
+            .filter(|e| e.expires_at_ms > now)
+            .cloned()
+        else {
+            return Ok(Err(EnrollRefusal::BadTicket));
+        };
+        let account = enrollment.account;
+        let count = inner.by_account.get(&account).map_or(0, |l| {
+            l.iter()
+                .filter(|d| {
+                    inner
+                        .devices
+                        .get(*d)
+                        .is_some_and(|d| d.state != DeviceState::Revoked)
+                })
+                .count()
+        });
+        if count >= MAX_DEVICES {
+            return Ok(Err(EnrollRefusal::TooManyDevices));
+        }
+        inner.enrollments.remove(&digest);
+        let device = Device {
+            id: DeviceId::generate(&account),
+            account: account.clone(),
+            platform: new.platform,
+            push_token: Some(new.push_token),
+            app_id: new.app_id,
+            key: new.key,
+            display_name: new.display_name,
+            created_at_ms: now,
+            last_seen_ms: now,
+            counter: 0,
+            state: DeviceState::Active,
+        };
+        inner
+            .by_account
+            .entry(account.clone())
+            .or_default()
+            .push(device.id.clone());
+        inner.devices.insert(device.id.clone(), device.clone());
+        let actor = Actor::Device(device.id.clone());
+        inner.audit(
+            AuditRecord::new(&account, AuditKind::DeviceEnrolled, actor).device(&device.id),
+            now,
+        );
+        inner.security(
+            &account,
+            SecurityKind::DeviceEnrolled,
+            Some(&device.id),
+            None,
+            "",
+            now,
+        );
+        drop(inner);
+        self.security_added.notify_waiters();
+        Ok(Ok(device))
+    }
+
+    async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>, StoreError> {
+        Ok(self.lock().devices.get(id).cloned())
+    }
+
+    async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError> {
+        let inner = self.lock();
+        let ids = inner
+            .by_account
+            .get(account)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| inner.devices.get(id).cloned())
+            .collect())
+    }
+
+    async fn revoke_device(
+        &self,
+        account: &AccountId,
+        id: &DeviceId,
+    ) -> Result<Option<Device>, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let Some(device) = inner.devices.get_mut(id).filter(|d| &d.account == account) else {
+            return Ok(None);
+        };
+        if device.state == DeviceState::Revoked {
+            return Ok(Some(device.clone()));
+        }
+        device.state = DeviceState::Revoked;
+        let device = device.clone();
+        inner.audit(
+            AuditRecord::new(account, AuditKind::DeviceRevoked, Actor::Backend).device(id),
+            now,
+        );
+        inner.security(
+            account,
+            SecurityKind::DeviceRevoked,
+            Some(id),
+            None,
+            "",
+            now,
+        );
+        drop(inner);
+        self.security_added.notify_waiters();
+        Ok(Some(device))
+    }
+
+    async fn accept_call(
+        &self,
+        call: &DeviceCall,
+    ) -> Result<Result<Device, AuthError>, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let result = inner.accept(call, now).map(|d| d.clone());
+        drop(inner);
+        if result == Err(AuthError::CounterNotIncreasing) {
+            self.security_added.notify_waiters();
+        }
+        Ok(result)
+    }
+
+    async fn update_push_token(
+        &self,
+        call: &DeviceCall,
+        token: &str,
+    ) -> Result<Result<Device, AuthError>, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let device = match inner.accept(call, now) {
+            Ok(d) => {
+                d.push_token = Some(token.to_owned());
+                d.clone()
+            }
+            Err(e) => return Ok(Err(e)),
+        };
+        let actor = Actor::Device(device.id.clone());
+        inner.audit(
+            AuditRecord::new(&device.account, AuditKind::PushTokenUpdated, actor)
+                .device(&device.id),
+            now,
+        );
+        Ok(Ok(device))
+    }
+
+    async fn rotate_key(
+        &self,
+        call: &DeviceCall,
+        key: &PublicKey,
+    ) -> Result<Result<Device, AuthError>, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let device = match inner.accept(call, now) {
+            Ok(d) => {
+                d.key = key.clone();
+                d.clone()
+            }
+            Err(e) => return Ok(Err(e)),
+        };
+        let actor = Actor::Device(device.id.clone());
+        inner.audit(
+            AuditRecord::new(&device.account, AuditKind::KeyRotated, actor).device(&device.id),
+            now,
+        );
+        Ok(Ok(device))
+    }
+
+    async fn prune_token(
+        &self,
+        id: &DeviceId,
+        token: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let Some(device) = inner.devices.get_mut(id) else {
+            return Ok(());
+        };
+        // Only the token that failed: the phone may have sent a fresh one meanwhile.
+        if device.push_token.as_deref() != Some(token) {
+            return Ok(());
+        }
+        device.push_token = None;
+        let account = device.account.clone();
+        inner.audit(
+            AuditRecord::new(&account, AuditKind::PushTokenPruned, Actor::Relay)
+                .device(id)
+                .detail(reason),
+            now,
+        );
+        Ok(())
+    }
+
+    async fn create_challenge(&self, new: NewChallenge) -> Result<CreateOutcome, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        if let Some(key) = &new.idempotency_key {
+            let existing = inner.idempotency.get(&(new.account.clone(), key.clone()));
+            if let Some(c) = existing.and_then(|id| inner.challenges.get(id)) {
+                return Ok(CreateOutcome::Existing(c.clone()));
+            }
+        }
+        let ids = inner
+            .by_account
+            .get(&new.account)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let excluded = new.context.signing_in_device_id.as_ref();
+        let targets: Vec<Device> = ids
+            .iter()
+            .filter_map(|id| inner.devices.get(id))
+            .filter(|d| d.is_pushable() && Some(&d.id) != excluded)
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return Ok(CreateOutcome::NoDevices);
+        }
+        let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
+        let challenge = Challenge {
+            id: new.id,
+            account: new.account,
+            context: new.context,
+            number: new.number,
+            targets: targets.iter().map(|d| d.id.clone()).collect(),
+            created_at_ms: now,
+            expires_at_ms: now.saturating_add(ttl_ms),
+            ended_at_ms: 0,
+            state: State::Pending,
+            sequence: 0,
+            idempotency_key: new.idempotency_key,
+        };
+        if let Some(key) = &challenge.idempotency_key {
+            inner.idempotency.insert(
+                (challenge.account.clone(), key.clone()),
+                challenge.id.clone(),
+            );
+        }
+        inner
+            .challenges_by_account
+            .entry(challenge.account.clone())
+            .or_default()
+            .push(challenge.id.clone());
+        inner
+            .challenges
+            .insert(challenge.id.clone(), challenge.clone());
+        inner.audit(
+            AuditRecord::new(
+                &challenge.account,
+                AuditKind::ChallengeCreated,
+                Actor::Backend,
+            )
+            .challenge(&challenge.id)
+            .detail(format!("devices={}", challenge.targets.len())),
+            now,
+        );
+        Ok(CreateOutcome::Created(challenge, targets))
+    }
+
+    async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError> {
+        Ok(self.lock().challenges.get(id).cloned())
+    }
+
+    async fn respond(
+        &self,
+        call: &DeviceCall,
+        id: &ChallengeId,
+        decision: Decision,
+        number: u32,
+    ) -> Result<RespondOutcome, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let device = match inner.accept(call, now) {
+            Ok(d) => d.clone(),
+            Err(e) => {
+                drop(inner);
+                self.security_added.notify_waiters();
+                return Ok(Err(e.into()));
+            }
+        };
+        let actor = Actor::Device(device.id.clone());
+        let result = match inner
+            .challenges
+            .get_mut(id)
+            .filter(|c| c.account == device.account)
+        {
+            None => Err(DeviceRefusal::ChallengeNotFound),
+            Some(c) => c
+                .respond(&device.id, decision, number, now)
+                .map(|e| (c.clone(), e))
+                .map_err(Into::into),
+        };
+        match &result {
+            Ok((challenge, event)) => {
+                let record = Inner::ended_audit(challenge, event);
+                inner.audit(record, now);
+                if matches!(challenge.state, State::FraudReported(_)) {
+                    inner.security(
+                        &device.account,
+                        SecurityKind::FraudReported,
+                        Some(&device.id),
+                        Some(id),
+                        "",
+                        now,
+                    );
+                }
+            }
+            Err(refusal) => {
+                let detail = match refusal {
+                    DeviceRefusal::Respond(RespondError::WrongNumber) => "wrong_number".to_owned(),
+                    DeviceRefusal::Respond(RespondError::MissingNumber) => {
+                        "missing_number".to_owned()
+                    }
+                    DeviceRefusal::Respond(RespondError::Late) => "late".to_owned(),
+                    DeviceRefusal::Respond(RespondError::Ended(s)) => {
+                        format!("already_{}", s.name())
+                    }
+                    DeviceRefusal::Respond(RespondError::NotTargeted)
+                    | DeviceRefusal::ChallengeNotFound => "not_targeted".to_owned(),
+                    DeviceRefusal::Auth(e) => e.reason().to_owned(),
+                };
+                let record = AuditRecord::new(&device.account, AuditKind::RequestRefused, actor)
+                    .challenge(id)
+                    .device(&device.id)
+                    .detail(detail);
+                inner.audit(record, now);
+            }
+        }
+        drop(inner);
+        if let Ok((challenge, event)) = &result {
+            self.publish(event);
+            if matches!(challenge.state, State::FraudReported(_)) {
+                self.security_added.notify_waiters();
+            }
+        }
+        Ok(result)
+    }
+
+    async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let Some(c) = inner.challenges.get_mut(id) else {
+            return Ok(ExpireOutcome::Ended);
+        };
+        let outcome = match c.expire(now) {
+            Ok(event) => {
+                let challenge = c.clone();
+                let record = Inner::ended_audit(&challenge, &event);
+                inner.audit(record, now);
+                ExpireOutcome::Expired(challenge, event)
+            }
+            Err(ExpireRefusal::NotDue(ms)) => {
+                ExpireOutcome::NotDue(Duration::from_millis(ms.unsigned_abs()))
+            }
+            Err(ExpireRefusal::Ended) => ExpireOutcome::Ended,
+        };
+        drop(inner);
+        if let ExpireOutcome::Expired(_, event) = &outcome {
+            self.publish(event);
+        }
+        Ok(outcome)
+    }
+
+    async fn cancel(
+        &self,
+        id: &ChallengeId,
+    ) -> Result<Option<Result<(Challenge, Event), Challenge>>, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let Some(c) = inner.challenges.get_mut(id) else {
+            return Ok(None);
+        };
+        let Some(event) = c.cancel(now) else {
+            return Ok(Some(Err(c.clone())));
+        };
+        let challenge = c.clone();
+        let record = Inner::ended_audit(&challenge, &event);
+        inner.audit(record, now);
+        drop(inner);
+        self.publish(&event);
+        Ok(Some(Ok((challenge, event))))
+    }
+
+    async fn record_delivery(
+        &self,
+        id: &ChallengeId,
+        device: &DeviceId,
+        failure: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let Some(c) = inner.challenges.get_mut(id) else {
+            return Ok(());
+        };
+        let event = c.record_delivery(device, failure.map(str::to_owned), now);
+        let kind = if failure.is_some() {
+            AuditKind::PushFailed
+        } else {
+            AuditKind::PushDelivered
+        };
+        let record = AuditRecord::new(&c.account, kind, Actor::Relay)
+            .challenge(id)
+            .device(device)
+            .detail(failure.unwrap_or_default());
+        inner.audit(record, now);
+        drop(inner);
+        if let Some(event) = event {
+            self.publish(&event);
+        }
+        Ok(())
+    }
+
+    async fn list_pending(&self, device: &DeviceId) -> Result<Vec<Challenge>, StoreError> {
+        let now = now_ms();
+        let inner = self.lock();
+        let Some(account) = inner.devices.get(device).map(|d| &d.account) else {
+            return Ok(Vec::new());
+        };
+        let ids = inner
+            .challenges_by_account
+            .get(account)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| inner.challenges.get(id))
+            .filter(|c| c.state == State::Pending && c.expires_at_ms > now && c.is_targeted(device))
+            .cloned()
+            .collect())
+    }
+
+    async fn overdue(&self, limit: usize) -> Result<Vec<ChallengeId>, StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        inner.purge(now);
+        Ok(inner
+            .challenges
+            .values()
+            .filter(|c| c.state == State::Pending && c.expires_at_ms <= now)
+            .take(limit)
+            .map(|c| c.id.clone())
+            .collect())
+    }
+
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.lock().audit(record, now);
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditPage, StoreError> {
+        let before = match before {
+            None => u64::MAX,
+            Some(p) => p.parse::<u64>().map_err(|_| StoreError::InvalidPosition)?,
+        };
+        let inner = self.lock();
+        let Some((_, list)) = inner.audit.get(account) else {
+            return Ok(AuditPage {
+                records: Vec::new(),
+                next: None,
+            });
+        };
+        let mut older = list
+            .iter()
+            .rev()
+            .filter(|r| r.position.parse::<u64>().is_ok_and(|p| p < before));
+        let records: Vec<StoredAudit> = older.by_ref().take(limit).cloned().collect();
+        let next = if older.next().is_some() {
+            records.last().map(|r| r.position.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { records, next })
+    }
+
+    async fn security_events(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<SecurityEvent>, StoreError> {
+        let after = match after {
+            None => 0,
+            Some(p) => p.parse::<u64>().map_err(|_| StoreError::InvalidPosition)?,
+        };
+        let read = || -> Vec<SecurityEvent> {
+            self.lock()
+                .security
+                .iter()
+                .filter(|e| e.position.parse::<u64>().is_ok_and(|p| p > after))
+                .take(limit)
+                .cloned()
+                .collect()
+        };
+        // Register interest before reading, so an event added in between still wakes us.
+        let notified = self.security_added.notified();
+        let events = read();
+        if !events.is_empty() || wait.is_zero() {
+            return Ok(events);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        Ok(read())
+    }
+
+    async fn subscribe(&self, _id: &ChallengeId) -> Result<(), StoreError> {
+        // Events are handed to the hub in the same step that changes the state: nothing to subscribe to.
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! The `Store` seam: everything the relay keeps (devices, enrollments, challenges, counters, audit,
+//! security events) and the atomic transitions on it. Each method that changes state is one atomic step
+//! that also appends its audit record and publishes its event, so the Redis implementation can run it as
+//! a single script. `memory.rs` keeps every guarantee inside one process.
+
+pub mod memory;
+
+use crate::audit::{AuditRecord, SecurityEvent, StoredAudit};
+use crate::auth::{AuthError, PublicKey};
+use crate::challenge::{
+    AccountId, Challenge, ChallengeId, Decision, DeviceId, Event, LoginContext, NumberMatch,
+    RespondError,
+};
+use crate::device::{Device, Enrollment, Platform, Ticket};
+use async_trait::async_trait;
+use std::time::Duration;
+
+pub use memory::MemoryStore;
+
+/// The store could not do its job (not a refusal: those are outcomes).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store cannot be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backing store holds data the relay cannot read.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    /// A position token that this store did not issue.
+    #[error("position is not valid")]
+    InvalidPosition,
+}
+
+/// A correctly signed device request, ready for the counter rule.
+#[derive(Debug, Clone)]
+pub struct DeviceCall {
+    /// The device that signed it.
+    pub device: DeviceId,
+    /// Its signed counter.
+    pub counter: u64,
+}
+
+/// Why a device's request was refused inside a store step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceRefusal {
+    /// The device itself is refused (unknown, revoked, clone, replayed counter).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The answer is refused.
+    #[error(transparent)]
+    Respond(#[from] RespondError),
+    /// No such challenge.
+    #[error("challenge not found")]
+    ChallengeNotFound,
+}
+
+/// A device to register, as the phone described it.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// Push service.
+    pub platform: Platform,
+    /// Provider token.
+    pub push_token: String,
+    /// APNs topic or Android package.
+    pub app_id: String,
+    /// The device key.
+    pub key: PublicKey,
+    /// What the owner calls it.
+    pub display_name: String,
+}
+
+/// Why an enrollment was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollRefusal {
+    /// Unknown, already used or expired ticket (not told apart, so tickets cannot be probed).
+    #[error("ticket is unknown, used or expired")]
+    BadTicket,
+    /// The account has as many devices as allowed.
+    #[error("account has the maximum number of devices")]
+    TooManyDevices,
+}
+
+/// A challenge to create; the store picks the targets and the clock.
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    /// Pre-generated id (carries the account's tag).
+    pub id: ChallengeId,
+    /// Whose devices answer.
+    pub account: AccountId,
+    /// Who is signing in.
+    pub context: LoginContext,
+    /// The number drawn for it.
+    pub number: NumberMatch,
+    /// Lifetime from the store's clock.
+    pub ttl: Duration,
+    /// The backend's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// What `create_challenge` did.
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    /// Created; push it to these devices.
+    Created(Challenge, Vec<Device>),
+    /// The idempotency key matched this challenge; push nothing.
+    Existing(Challenge),
+    /// The account has no device to push to.
+    NoDevices,
+}
+
+/// What `respond` did.
+pub type RespondOutcome = Result<(Challenge, Event), DeviceRefusal>;
+
+/// What `expire` did.
+#[derive(Debug, Clone)]
+pub enum ExpireOutcome {
+    /// Ended `Expired` now.
+    Expired(Challenge, Event),
+    /// Not due for this many ms.
+    NotDue(Duration),
+    /// Already ended or gone.
+    Ended,
+}
+
+/// A page of an account's audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    /// Newest first.
+    pub records: Vec<StoredAudit>,
+    /// Position to pass for the next (older) page.
+    pub next: Option<String>,
+}
+
+/// The relay's persistence and atomic transitions. Every mutating method is one atomic step.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The store's clock in Unix ms: the one clock deadlines are judged by.
+    async fn now_ms(&self) -> Result<i64, StoreError>;
+
+    /// Saves an enrollment ticket (by digest) and audits it.
+    async fn create_enrollment(
+        &self,
+        ticket: &Ticket,
+        enrollment: &Enrollment,
+    ) -> Result<(), StoreError>;
+    /// Consumes a ticket and registers the device, audited and reported as a security event.
+    async fn enroll(
+        &self,
+        ticket: &Ticket,
+        device: NewDevice,
+    ) -> Result<Result<Device, EnrollRefusal>, StoreError>;
+    /// Reads a device.
+    async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>, StoreError>;
+    /// Lists an account's devices, oldest first.
+    async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError>;
+    /// Revokes a device of an account; `None` when the account has no such device.
+    async fn revoke_device(
+        &self,
+        account: &AccountId,
+        id: &DeviceId,
+    ) -> Result<Option<Device>, StoreError>;
+    /// Applies the counter rule to a signed call (marking, auditing and reporting a clone).
+    async fn accept_call(&self, call: &DeviceCall)
+    -> Result<Result<Device, AuthError>, StoreError>;
+    /// Counter rule, then replaces the push token.
+    async fn update_push_token(
+        &self,
+        call: &DeviceCall,
+        token: &str,
+    ) -> Result<Result<Device, AuthError>, StoreError>;
+    /// Counter rule, then replaces the key.
+    async fn rotate_key(
+        &self,
+        call: &DeviceCall,
+        key: &PublicKey,
+    ) -> Result<Result<Device, AuthError>, StoreError>;
+    /// Removes a token a provider reported dead, and audits it.
+    async fn prune_token(&self, id: &DeviceId, token: &str, reason: &str)
+    -> Result<(), StoreError>;
+
+    /// Creates a challenge for every active device of the account except the signing-in one,
+    /// or returns the one with the same idempotency key.
+    async fn create_challenge(&self, new: NewChallenge) -> Result<CreateOutcome, StoreError>;
+    /// Reads a challenge.
+    async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError>;
+    /// Counter rule, then the device's answer; audited (refusals too) and published.
+    async fn respond(
+        &self,
+        call: &DeviceCall,
+        id: &ChallengeId,
+        decision: Decision,
+        number: u32,
+    ) -> Result<RespondOutcome, StoreError>;
+    /// Ends a challenge `Expired` if its deadline passed by the store's clock.
+    async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError>;
+    /// Ends a challenge `Cancelled`; `Err` inside when it had already ended (its state attached).
+    async fn cancel(
+        &self,
+        id: &ChallengeId,
+    ) -> Result<Option<Result<(Challenge, Event), Challenge>>, StoreError>;
+    /// Records a push outcome as an event (if the challenge is still pending) and an audit record.
+    async fn record_delivery(
+        &self,
+        id: &ChallengeId,
+        device: &DeviceId,
+        failure: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Pending challenges pushed to a device, oldest first.
+    async fn list_pending(&self, device: &DeviceId) -> Result<Vec<Challenge>, StoreError>;
+    /// Pending challenges whose deadline has passed, at most `limit`: for the expiry sweep.
+    async fn overdue(&self, limit: usize) -> Result<Vec<ChallengeId>, StoreError>;
+
+    /// Appends an audit record on its own (for refusals decided outside a store step).
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError>;
+    /// Pages an account's audit trail, newest first, starting before `before`.
+    async fn list_audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditPage, StoreError>;
+    /// Security events after `after`, waiting up to `wait` for one if there is none yet.
+    async fn security_events(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<SecurityEvent>, StoreError>;
+
+    /// Starts receiving a challenge's events into the watch hub. Call before reading its state.
+    async fn subscribe(&self, id: &ChallengeId) -> Result<(), StoreError>;
+}

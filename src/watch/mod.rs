@@ -1,0 +1,225 @@
+//! The watch hub: maps each challenge id to the local watchers of this replica and hands every event to
+//! them without ever blocking the producer. Stores feed it (in process, or from one Redis subscriber
+//! connection per node); gRPC streams read from it.
+//!
+//! A watcher's channel is bounded. A challenge emits at most one event per targeted device plus one
+//! terminal event, so a capacity above that never fills for a single-challenge watch; a watcher that
+//! does fill up (a stalled multi-challenge stream) is dropped rather than allowed to stall the hub, and
+//! its stream ends with an error telling the client to re-watch.
+
+use crate::challenge::{ChallengeId, Event};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+
+/// Where a watcher's events go: bounded for single-challenge watches (see the module note), unbounded for
+/// multi-challenge streams, whose backlog is bounded by their open challenges because such a stream stops
+/// reading new requests while its client does not read answers.
+pub enum Sink {
+    /// One challenge's watch.
+    Bounded(mpsc::Sender<Event>),
+    /// A StreamChallenges stream.
+    Unbounded(mpsc::UnboundedSender<Event>),
+}
+
+impl From<mpsc::Sender<Event>> for Sink {
+    fn from(tx: mpsc::Sender<Event>) -> Self {
+        Self::Bounded(tx)
+    }
+}
+
+impl From<mpsc::UnboundedSender<Event>> for Sink {
+    fn from(tx: mpsc::UnboundedSender<Event>) -> Self {
+        Self::Unbounded(tx)
+    }
+}
+
+struct Watcher {
+    key: u64,
+    tx: Sink,
+}
+
+/// Fan-out of challenge events to the watchers on this replica.
+#[derive(Default)]
+pub struct Hub {
+    watchers: Mutex<HashMap<ChallengeId, Vec<Watcher>>>,
+    next_key: AtomicU64,
+}
+
+/// Keeps a watcher registered; dropping it (the stream ended or the client left) removes the watcher.
+pub struct Registration {
+    hub: Arc<Hub>,
+    challenge: ChallengeId,
+    key: u64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ChallengeId, Vec<Watcher>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (every update is one call),
+        // so a poisoned lock is still safe to use.
+        self.watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers `tx` for the events of one challenge.
+    pub fn register(
+        self: &Arc<Self>,
+        challenge: &ChallengeId,
+        tx: impl Into<Sink>,
+    ) -> Registration {
+        let tx = tx.into();
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(challenge.clone())
+            .or_default()
+            .push(Watcher { key, tx });
+        metrics::gauge!("relay_watchers").increment(1.0);
+        Registration {
+            hub: Arc::clone(self),
+            challenge: challenge.clone(),
+            key,
+        }
+    }
+
+    /// Hands an event to every watcher of its challenge; full or closed watchers are dropped.
+    pub fn dispatch(&self, event: &Event) {
+        let mut map = self.lock();
+        let Some(list) = map.get_mut(&event.challenge_id) else {
+            return;
+        };
+        let before = list.len();
+        list.retain(|w| match &w.tx {
+            Sink::Bounded(tx) => match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("relay_watchers_dropped_total", "reason" => "full")
+                        .increment(1);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+            Sink::Unbounded(tx) => tx.send(event.clone()).is_ok(),
+        });
+        let dropped = before - list.len();
+        if list.is_empty() {
+            map.remove(&event.challenge_id);
+        }
+        drop(map);
+        if dropped > 0 {
+            metrics::gauge!("relay_watchers").decrement(dropped as f64);
+        }
+    }
+
+    /// Challenges with at least one local watcher (for re-subscription and resync).
+    pub fn watched(&self) -> Vec<ChallengeId> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Number of registered watchers.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    /// True when nobody watches anything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Registration {
+    /// Moves this watcher to another challenge (an idempotent create answered with an older id).
+    pub fn moved_to(&self, challenge: &ChallengeId) -> Registration {
+        let mut map = self.hub.lock();
+        let mut moved = None;
+        if let Some(list) = map.get_mut(&self.challenge) {
+            if let Some(i) = list.iter().position(|w| w.key == self.key) {
+                moved = Some(list.swap_remove(i));
+            }
+            if list.is_empty() {
+                map.remove(&self.challenge);
+            }
+        }
+        let key = self.hub.next_key.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = moved {
+            map.entry(challenge.clone())
+                .or_default()
+                .push(Watcher { key, tx: w.tx });
+        }
+        Registration {
+            hub: Arc::clone(&self.hub),
+            challenge: challenge.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut map = self.hub.lock();
+        let Some(list) = map.get_mut(&self.challenge) else {
+            return;
+        };
+        let before = list.len();
+        list.retain(|w| w.key != self.key);
+        let removed = before - list.len();
+        if list.is_empty() {
+            map.remove(&self.challenge);
+        }
+        drop(map);
+        if removed > 0 {
+            metrics::gauge!("relay_watchers").decrement(removed as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenge::{AccountId, EventKind, State};
+
+    fn event(id: &ChallengeId, sequence: u64) -> Event {
+        Event {
+            challenge_id: id.clone(),
+            sequence,
+            at_ms: 0,
+            kind: EventKind::Ended(State::Expired),
+        }
+    }
+
+    #[test]
+    fn events_reach_only_the_watchers_of_their_challenge_and_dropped_registrations_leave() {
+        let hub = Hub::new();
+        let account = AccountId::parse("a").expect("valid");
+        let (one, two) = (
+            ChallengeId::generate(&account),
+            ChallengeId::generate(&account),
+        );
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let r1 = hub.register(&one, tx1);
+        let _r2 = hub.register(&two, tx2);
+        hub.dispatch(&event(&one, 1));
+        assert_eq!(rx1.try_recv().map(|e| e.sequence), Ok(1));
+        assert!(rx2.try_recv().is_err());
+        drop(r1);
+        assert_eq!(hub.watched(), vec![two]);
+    }
+
+    #[test]
+    fn a_full_watcher_is_dropped_instead_of_blocking() {
+        let hub = Hub::new();
+        let id = ChallengeId::generate(&AccountId::parse("a").expect("valid"));
+        let (tx, _rx) = mpsc::channel(1);
+        let _r = hub.register(&id, tx);
+        hub.dispatch(&event(&id, 1));
+        hub.dispatch(&event(&id, 2));
+        assert!(hub.is_empty());
+    }
+}
