@@ -89,7 +89,6 @@ impl PublicKey {
 mod tests {
     use super::*;
     use ed25519_dalek::Signer as _;
-    use p256::ecdsa::signature::Signer as _;
     use p256::pkcs8::EncodePublicKey;
     use rand::rngs::OsRng;
 

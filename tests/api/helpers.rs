@@ -1,0 +1,234 @@
+//! `spawn_app()` starts the relay in this process on port 0 and returns a `TestApp` with typed helpers.
+
+use approval_relay::app::App;
+use approval_relay::config::Config;
+use approval_relay::device_sim::{Phone, PhoneKey};
+use approval_relay::pb;
+use approval_relay::pb::audit_service_client::AuditServiceClient;
+use approval_relay::pb::challenge_service_client::ChallengeServiceClient;
+use approval_relay::pb::device_registry_client::DeviceRegistryClient;
+use approval_relay::pb::device_request::Body;
+use approval_relay::pb::device_service_client::DeviceServiceClient;
+use approval_relay::push::SinkProvider;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+pub struct TestApp {
+    pub challenges: ChallengeServiceClient<Channel>,
+    pub registry: DeviceRegistryClient<Channel>,
+    pub audit: AuditServiceClient<Channel>,
+    pub device: DeviceServiceClient<Channel>,
+    pub sink: Arc<SinkProvider>,
+
+    pub device_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::ephemeral();
+    config.min_ttl_secs = 1;
+    tune(&mut config);
+    let app = App::build(config).await.expect("the relay starts");
+    let (backend_addr, device_addr, admin_addr) = (app.backend_addr(), app.device_addr(), app.admin_addr());
+    let sink = app.sink();
+    let (stop, stopped_rx) = oneshot::channel::<()>();
+    let stopped = tokio::spawn(app.run(async move {
+        let _ = stopped_rx.await;
+    }));
+    let backend = channel(backend_addr).await;
+    let device = channel(device_addr).await;
+    TestApp {
+        challenges: ChallengeServiceClient::new(backend.clone()),
+        registry: DeviceRegistryClient::new(backend.clone()),
+        audit: AuditServiceClient::new(backend),
+        device: DeviceServiceClient::new(device),
+        sink,
+
+        device_addr,
+        admin_addr,
+        stop: Some(stop),
+        stopped: Some(stopped),
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    for _ in 0..50 {
+        if let Ok(c) = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot connect to {addr}");
+}
+
+/// A unique account name per test, so parallel tests never share state.
+pub fn account() -> String {
+    format!("user-{}@example.com", rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    t ^ (N.fetch_add(1, Ordering::Relaxed) << 40)
+}
+
+impl TestApp {
+    /// Sends the shutdown signal.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub async fn ticket(&self, account: &str) -> String {
+        let req = pb::CreateEnrollmentRequest { account_id: account.into(), ttl_seconds: 0 };
+        self.registry.clone().create_enrollment(req).await.expect("enrollment").into_inner().ticket
+    }
+
+    pub async fn enroll_with(&self, account: &str, key: PhoneKey, platform: pb::Platform) -> Phone {
+        let ticket = self.ticket(account).await;
+        let mut phone = Phone::new(key);
+        let token = format!("token-{}", rand_suffix());
+        let req = phone.enroll_request(&ticket, platform, &token, "com.example.authenticator", "Test phone");
+        phone.device_id = self.device.clone().enroll(req).await.expect("enroll").into_inner().device_id;
+        phone
+    }
+
+    pub async fn enroll(&self, account: &str) -> Phone {
+        self.enroll_with(account, PhoneKey::p256(), pb::Platform::Fcm).await
+    }
+
+    pub async fn create_with(&self, req: pb::CreateChallengeRequest) -> Result<pb::CreateChallengeResponse, Status> {
+        self.challenges.clone().create_challenge(req).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn create(&self, account: &str, mode: pb::NumberMatchMode) -> pb::Challenge {
+        let req = pb::CreateChallengeRequest {
+            account_id: account.into(),
+            login_context: Some(pb::LoginContext {
+                ip: "203.0.113.7".into(),
+                location: "Lyon, France".into(),
+                user_agent: "Firefox 140 on Linux".into(),
+                signing_in_device_name: "Work laptop".into(),
+                signing_in_device_id: String::new(),
+            }),
+            number_match_mode: mode.into(),
+            ..Default::default()
+        };
+        self.create_with(req).await.expect("create").challenge.expect("challenge")
+    }
+
+    pub async fn create_short(&self, account: &str, ttl_seconds: u32) -> pb::Challenge {
+        let req = pb::CreateChallengeRequest {
+            account_id: account.into(),
+            ttl_seconds,
+            number_match_mode: pb::NumberMatchMode::None.into(),
+            ..Default::default()
+        };
+        self.create_with(req).await.expect("create").challenge.expect("challenge")
+    }
+
+    pub async fn watch(&self, id: &str) -> Streaming<pb::ChallengeEvent> {
+        let req = pb::WatchChallengeRequest { challenge_id: id.into() };
+        self.challenges.clone().watch_challenge(req).await.expect("watch").into_inner()
+    }
+
+    pub async fn get(&self, id: &str) -> pb::Challenge {
+        let req = pb::GetChallengeRequest { challenge_id: id.into() };
+        self.challenges.clone().get_challenge(req).await.expect("get").into_inner()
+    }
+
+    pub async fn respond(
+        &self,
+        phone: &mut Phone,
+        id: &str,
+        decision: pb::Decision,
+        reason: pb::DenyReason,
+        number: u32,
+    ) -> Result<pb::ChallengeState, Status> {
+        let body = pb::RespondBody { challenge_id: id.into(), decision: decision.into(), deny_reason: reason.into(), number };
+        let req = phone.signed(Body::Respond(body));
+        self.device.clone().respond(req).await.map(|r| r.into_inner().state())
+    }
+
+    pub async fn approve(&self, phone: &mut Phone, challenge: &pb::Challenge) -> Result<pb::ChallengeState, Status> {
+        self.respond(phone, &challenge.challenge_id, pb::Decision::Approve, pb::DenyReason::Unspecified, challenge.number)
+            .await
+    }
+
+    pub async fn audit_details(&self, account: &str) -> Vec<(pb::AuditKind, String)> {
+        let req = pb::ListAuditEventsRequest { account_id: account.into(), page_size: 500, page_token: String::new() };
+        let page = self.audit.clone().list_audit_events(req).await.expect("audit").into_inner();
+        page.events.iter().map(|e| (e.kind(), e.detail.clone())).collect()
+    }
+
+    pub async fn devices(&self, account: &str) -> Vec<pb::DeviceInfo> {
+        let req = pb::ListDevicesRequest { account_id: account.into() };
+        self.registry.clone().list_devices(req).await.expect("devices").into_inner().devices
+    }
+
+    /// Waits until the sink has recorded `n` pushes for a challenge.
+    pub async fn pushes_for(&self, id: &str, n: usize) -> Vec<approval_relay::push::PushMessage> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let pushes: Vec<_> = self.sink.sent().into_iter().filter(|m| m.challenge_id.as_str() == id).collect();
+            if pushes.len() >= n || tokio::time::Instant::now() > deadline {
+                return pushes;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads a watch to its end (or fails the test after `PATIENCE`).
+pub async fn drain(mut stream: Streaming<pb::ChallengeEvent>) -> Vec<pb::challenge_event::Kind> {
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.message()).await {
+            Err(_) => panic!("watch did not end in time; got {out:?}"),
+            Ok(Err(status)) => panic!("watch failed: {status:?} after {out:?}"),
+            Ok(Ok(None)) => return out,
+            Ok(Ok(Some(event))) => out.push(event.kind.expect("event kind")),
+        }
+    }
+}
+
+/// The events of a drained watch with delivery reports removed.
+pub fn decisive(events: &[pb::challenge_event::Kind]) -> Vec<&pb::challenge_event::Kind> {
+    use pb::challenge_event::Kind;
+    events.iter().filter(|k| !matches!(k, Kind::Delivered(_) | Kind::DeliveryFailed(_))).collect()
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, contains: &str) {
+    match result {
+        Ok(v) => panic!("expected {code:?} ({contains}), got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "wrong code: {s:?}");
+            assert!(s.message().contains(contains), "message {:?} should contain {contains:?}", s.message());
+        }
+    }
+}
+
+pub fn wrong(number: u32) -> u32 {
+    if number == 99 { 98 } else { number + 1 }
+}
