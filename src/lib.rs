@@ -16,6 +16,7 @@
 //! - [`app`], [`config`], [`telemetry`], [`admin`]: wiring, configuration, logs and metrics, the admin
 //!   HTTP listener.
 //! - [`device_sim`]: the phone simulator behind `approval-relay device`.
+//! - [`backend_cli`]: the backend's side on the command line, `approval-relay backend`.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backend_cli;
 pub mod challenge;
 pub mod config;
 pub mod device;

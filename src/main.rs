@@ -1,7 +1,7 @@
 //! The `approval-relay` binary: `serve` runs the relay, `device` plays a phone. Thin: everything else is
 //! library code that the tests drive too.
 
-use approval_relay::{app::App, config, device_sim, telemetry};
+use approval_relay::{app::App, backend_cli, config, device_sim, telemetry};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -24,6 +24,8 @@ enum Command {
     Serve(config::ServeArgs),
     /// A simulated phone: enroll, list pending challenges, show and answer them.
     Device(device_sim::DeviceArgs),
+    /// The identity backend's side: enroll, create, watch, cancel, list devices and audit.
+    Backend(backend_cli::BackendArgs),
 }
 
 #[tokio::main]
@@ -34,6 +36,7 @@ async fn main() -> ExitCode {
         .unwrap_or(Command::Serve(config::ServeArgs::default()))
     {
         Command::Device(args) => device_sim::main(args).await,
+        Command::Backend(args) => backend_cli::main(args).await,
         Command::Serve(args) => {
             let config = match config::Config::load(&args) {
                 Ok(c) => c,

@@ -77,7 +77,7 @@ pub struct CreateRequest {
 #[derive(Debug, Clone)]
 pub enum WatchItem {
     /// The state when the watch started.
-    Snapshot(Challenge),
+    Snapshot(Box<Challenge>),
     /// A later event.
     Event(Event),
 }
@@ -270,7 +270,7 @@ impl Relay {
     /// Expires a challenge whose timer fired; returns the time still left when it fired early.
     pub async fn expire(&self, id: &ChallengeId) -> Option<Duration> {
         match self.store.expire(id).await {
-            Ok(ExpireOutcome::Expired(challenge, _)) => {
+            Ok(ExpireOutcome::Expired(challenge)) => {
                 self.ended(&challenge, None).await;
                 None
             }
@@ -589,12 +589,12 @@ fn watch_stream(
     registration: Registration,
 ) -> WatchStream {
     enum Step {
-        Snapshot(Challenge, mpsc::Receiver<Event>, Registration),
+        Snapshot(Box<Challenge>, mpsc::Receiver<Event>, Registration),
         Live(u64, mpsc::Receiver<Event>, Registration),
         Terminal(Event),
         Done,
     }
-    let first = Step::Snapshot(snapshot, rx, registration);
+    let first = Step::Snapshot(Box::new(snapshot), rx, registration);
     Box::pin(futures::stream::unfold(first, |step| async move {
         match step {
             Step::Snapshot(c, rx, reg) => {

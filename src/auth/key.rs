@@ -112,7 +112,7 @@ mod tests {
         }
         let key = PublicKey::parse(
             KeyAlgorithm::EcdsaP256,
-            &vk.to_encoded_point(false).as_bytes().to_vec(),
+            vk.to_encoded_point(false).as_bytes(),
         )
         .expect("key");
         assert_eq!(

@@ -578,12 +578,14 @@ impl Store for MemoryStore {
         let Some(c) = inner.challenges.get_mut(id) else {
             return Ok(ExpireOutcome::Ended);
         };
+        let mut published = None;
         let outcome = match c.expire(now) {
             Ok(event) => {
                 let challenge = c.clone();
                 let record = Inner::ended_audit(&challenge, &event);
                 inner.audit(record, now);
-                ExpireOutcome::Expired(challenge, event)
+                published = Some(event);
+                ExpireOutcome::Expired(Box::new(challenge))
             }
             Err(ExpireRefusal::NotDue(ms)) => {
                 ExpireOutcome::NotDue(Duration::from_millis(ms.unsigned_abs()))
@@ -591,7 +593,7 @@ impl Store for MemoryStore {
             Err(ExpireRefusal::Ended) => ExpireOutcome::Ended,
         };
         drop(inner);
-        if let ExpireOutcome::Expired(_, event) = &outcome {
+        if let Some(event) = &published {
             self.publish(event);
         }
         Ok(outcome)

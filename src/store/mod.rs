@@ -114,8 +114,8 @@ pub type RespondOutcome = Result<(Challenge, Event), DeviceRefusal>;
 /// What `expire` did.
 #[derive(Debug, Clone)]
 pub enum ExpireOutcome {
-    /// Ended `Expired` now.
-    Expired(Challenge, Event),
+    /// Ended `Expired` now (its event was published).
+    Expired(Box<Challenge>),
     /// Not due for this many ms.
     NotDue(Duration),
     /// Already ended or gone.

@@ -1,19 +1,34 @@
 //! Device lifecycle over the APIs: listing, push-token updates, key rotation, audit paging.
 
 use crate::helpers::*;
+use approval_relay::challenge::DeviceId;
 use approval_relay::device_sim::PhoneKey;
 use approval_relay::pb;
 use approval_relay::pb::device_request::Body;
 use approval_relay::relay::rotate_key_message;
-use approval_relay::challenge::DeviceId;
 use tonic::Code;
 
 #[tokio::test]
 async fn an_enrollment_uri_names_the_ticket_and_the_device_api() {
     let app = spawn_app().await;
-    let req = pb::CreateEnrollmentRequest { account_id: account(), ttl_seconds: 120 };
-    let e = app.registry.clone().create_enrollment(req).await.expect("enrollment").into_inner();
-    assert_eq!(e.enrollment_uri, format!("approval-relay://enroll?ticket={}&relay={}", e.ticket, app.device_addr));
+    let req = pb::CreateEnrollmentRequest {
+        account_id: account(),
+        ttl_seconds: 120,
+    };
+    let e = app
+        .registry
+        .clone()
+        .create_enrollment(req)
+        .await
+        .expect("enrollment")
+        .into_inner();
+    assert_eq!(
+        e.enrollment_uri,
+        format!(
+            "approval-relay://enroll?ticket={}&relay={}",
+            e.ticket, app.device_addr
+        )
+    );
 }
 
 #[tokio::test]
@@ -21,8 +36,16 @@ async fn a_new_push_token_is_used_for_the_next_push() {
     let app = spawn_app().await;
     let account = account();
     let mut phone = app.enroll(&account).await;
-    let req = phone.signed(Body::UpdatePushToken(pb::UpdatePushTokenBody { push_token: "fresh-token".into() }));
-    let ack = app.device.clone().update_push_token(req).await.expect("update").into_inner();
+    let req = phone.signed(Body::UpdatePushToken(pb::UpdatePushTokenBody {
+        push_token: "fresh-token".into(),
+    }));
+    let ack = app
+        .device
+        .clone()
+        .update_push_token(req)
+        .await
+        .expect("update")
+        .into_inner();
     assert_eq!(ack.counter, phone.counter);
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
     let pushes = app.pushes_for(&challenge.challenge_id, 1).await;
@@ -39,15 +62,32 @@ async fn a_rotated_key_signs_from_then_on_and_the_old_key_is_refused() {
     let next = phone.counter + 1;
     let device = DeviceId::parse(&phone.device_id).expect("issued id");
     let proof = new_key.sign(rotate_key_message(&device, next).as_bytes());
-    let body = pb::RotateKeyBody { new_key_algorithm: new_key.algorithm().into(), new_public_key: new_key.public_key(), new_key_proof: proof };
-    app.device.clone().rotate_key(phone.signed(Body::RotateKey(body))).await.expect("rotate");
+    let body = pb::RotateKeyBody {
+        new_key_algorithm: new_key.algorithm().into(),
+        new_public_key: new_key.public_key(),
+        new_key_proof: proof,
+    };
+    app.device
+        .clone()
+        .rotate_key(phone.signed(Body::RotateKey(body)))
+        .await
+        .expect("rotate");
 
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
     let mut old = phone.clone();
-    assert_code(app.approve(&mut old, &challenge).await, Code::Unauthenticated, "signature");
+    assert_code(
+        app.approve(&mut old, &challenge).await,
+        Code::Unauthenticated,
+        "signature",
+    );
     phone.key = new_key;
     phone.counter = old.counter;
-    assert_eq!(app.approve(&mut phone, &challenge).await.expect("new key works"), pb::ChallengeState::Approved);
+    assert_eq!(
+        app.approve(&mut phone, &challenge)
+            .await
+            .expect("new key works"),
+        pb::ChallengeState::Approved
+    );
 }
 
 #[tokio::test]
@@ -61,7 +101,11 @@ async fn a_rotation_without_proof_of_the_new_key_is_refused() {
         new_public_key: new_key.public_key(),
         new_key_proof: PhoneKey::p256().sign(b"something else"),
     };
-    let result = app.device.clone().rotate_key(phone.signed(Body::RotateKey(body))).await;
+    let result = app
+        .device
+        .clone()
+        .rotate_key(phone.signed(Body::RotateKey(body)))
+        .await;
     assert_code(result, Code::InvalidArgument, "rotate_key.new_key_proof");
 }
 
@@ -77,9 +121,23 @@ async fn the_audit_trail_pages_newest_first_without_gaps() {
     let mut positions = Vec::new();
     let mut token = String::new();
     loop {
-        let req = pb::ListAuditEventsRequest { account_id: account.clone(), page_size: 3, page_token: token };
-        let page = app.audit.clone().list_audit_events(req).await.expect("page").into_inner();
-        positions.extend(page.events.iter().map(|e| e.position.parse::<u64>().expect("numeric position")));
+        let req = pb::ListAuditEventsRequest {
+            account_id: account.clone(),
+            page_size: 3,
+            page_token: token,
+        };
+        let page = app
+            .audit
+            .clone()
+            .list_audit_events(req)
+            .await
+            .expect("page")
+            .into_inner();
+        positions.extend(
+            page.events
+                .iter()
+                .map(|e| e.position.parse::<u64>().expect("numeric position")),
+        );
         if page.next_page_token.is_empty() {
             break;
         }
@@ -89,5 +147,9 @@ async fn the_audit_trail_pages_newest_first_without_gaps() {
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     sorted.dedup();
     assert_eq!(positions, sorted, "newest first, no repeats");
-    assert_eq!(positions.len() as u64, positions[0], "no gaps down to the first record");
+    assert_eq!(
+        positions.len() as u64,
+        positions[0],
+        "no gaps down to the first record"
+    );
 }

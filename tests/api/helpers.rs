@@ -42,7 +42,8 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     config.min_ttl_secs = 1;
     tune(&mut config);
     let app = App::build(config).await.expect("the relay starts");
-    let (backend_addr, device_addr, admin_addr) = (app.backend_addr(), app.device_addr(), app.admin_addr());
+    let (backend_addr, device_addr, admin_addr) =
+        (app.backend_addr(), app.device_addr(), app.admin_addr());
     let sink = app.sink();
     let (stop, stopped_rx) = oneshot::channel::<()>();
     let stopped = tokio::spawn(app.run(async move {
@@ -66,7 +67,11 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
 
 pub async fn channel(addr: SocketAddr) -> Channel {
     for _ in 0..50 {
-        if let Ok(c) = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await {
+        if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+        {
             return c;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -82,7 +87,9 @@ pub fn account() -> String {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     t ^ (N.fetch_add(1, Ordering::Relaxed) << 40)
 }
 
@@ -95,25 +102,55 @@ impl TestApp {
     }
 
     pub async fn ticket(&self, account: &str) -> String {
-        let req = pb::CreateEnrollmentRequest { account_id: account.into(), ttl_seconds: 0 };
-        self.registry.clone().create_enrollment(req).await.expect("enrollment").into_inner().ticket
+        let req = pb::CreateEnrollmentRequest {
+            account_id: account.into(),
+            ttl_seconds: 0,
+        };
+        self.registry
+            .clone()
+            .create_enrollment(req)
+            .await
+            .expect("enrollment")
+            .into_inner()
+            .ticket
     }
 
     pub async fn enroll_with(&self, account: &str, key: PhoneKey, platform: pb::Platform) -> Phone {
         let ticket = self.ticket(account).await;
         let mut phone = Phone::new(key);
         let token = format!("token-{}", rand_suffix());
-        let req = phone.enroll_request(&ticket, platform, &token, "com.example.authenticator", "Test phone");
-        phone.device_id = self.device.clone().enroll(req).await.expect("enroll").into_inner().device_id;
+        let req = phone.enroll_request(
+            &ticket,
+            platform,
+            &token,
+            "com.example.authenticator",
+            "Test phone",
+        );
+        phone.device_id = self
+            .device
+            .clone()
+            .enroll(req)
+            .await
+            .expect("enroll")
+            .into_inner()
+            .device_id;
         phone
     }
 
     pub async fn enroll(&self, account: &str) -> Phone {
-        self.enroll_with(account, PhoneKey::p256(), pb::Platform::Fcm).await
+        self.enroll_with(account, PhoneKey::p256(), pb::Platform::Fcm)
+            .await
     }
 
-    pub async fn create_with(&self, req: pb::CreateChallengeRequest) -> Result<pb::CreateChallengeResponse, Status> {
-        self.challenges.clone().create_challenge(req).await.map(tonic::Response::into_inner)
+    pub async fn create_with(
+        &self,
+        req: pb::CreateChallengeRequest,
+    ) -> Result<pb::CreateChallengeResponse, Status> {
+        self.challenges
+            .clone()
+            .create_challenge(req)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub async fn create(&self, account: &str, mode: pb::NumberMatchMode) -> pb::Challenge {
@@ -129,7 +166,11 @@ impl TestApp {
             number_match_mode: mode.into(),
             ..Default::default()
         };
-        self.create_with(req).await.expect("create").challenge.expect("challenge")
+        self.create_with(req)
+            .await
+            .expect("create")
+            .challenge
+            .expect("challenge")
     }
 
     pub async fn create_short(&self, account: &str, ttl_seconds: u32) -> pb::Challenge {
@@ -139,17 +180,35 @@ impl TestApp {
             number_match_mode: pb::NumberMatchMode::None.into(),
             ..Default::default()
         };
-        self.create_with(req).await.expect("create").challenge.expect("challenge")
+        self.create_with(req)
+            .await
+            .expect("create")
+            .challenge
+            .expect("challenge")
     }
 
     pub async fn watch(&self, id: &str) -> Streaming<pb::ChallengeEvent> {
-        let req = pb::WatchChallengeRequest { challenge_id: id.into() };
-        self.challenges.clone().watch_challenge(req).await.expect("watch").into_inner()
+        let req = pb::WatchChallengeRequest {
+            challenge_id: id.into(),
+        };
+        self.challenges
+            .clone()
+            .watch_challenge(req)
+            .await
+            .expect("watch")
+            .into_inner()
     }
 
     pub async fn get(&self, id: &str) -> pb::Challenge {
-        let req = pb::GetChallengeRequest { challenge_id: id.into() };
-        self.challenges.clone().get_challenge(req).await.expect("get").into_inner()
+        let req = pb::GetChallengeRequest {
+            challenge_id: id.into(),
+        };
+        self.challenges
+            .clone()
+            .get_challenge(req)
+            .await
+            .expect("get")
+            .into_inner()
     }
 
     pub async fn respond(
@@ -160,32 +219,77 @@ impl TestApp {
         reason: pb::DenyReason,
         number: u32,
     ) -> Result<pb::ChallengeState, Status> {
-        let body = pb::RespondBody { challenge_id: id.into(), decision: decision.into(), deny_reason: reason.into(), number };
+        let body = pb::RespondBody {
+            challenge_id: id.into(),
+            decision: decision.into(),
+            deny_reason: reason.into(),
+            number,
+        };
         let req = phone.signed(Body::Respond(body));
-        self.device.clone().respond(req).await.map(|r| r.into_inner().state())
+        self.device
+            .clone()
+            .respond(req)
+            .await
+            .map(|r| r.into_inner().state())
     }
 
-    pub async fn approve(&self, phone: &mut Phone, challenge: &pb::Challenge) -> Result<pb::ChallengeState, Status> {
-        self.respond(phone, &challenge.challenge_id, pb::Decision::Approve, pb::DenyReason::Unspecified, challenge.number)
-            .await
+    pub async fn approve(
+        &self,
+        phone: &mut Phone,
+        challenge: &pb::Challenge,
+    ) -> Result<pb::ChallengeState, Status> {
+        self.respond(
+            phone,
+            &challenge.challenge_id,
+            pb::Decision::Approve,
+            pb::DenyReason::Unspecified,
+            challenge.number,
+        )
+        .await
     }
 
     pub async fn audit_details(&self, account: &str) -> Vec<(pb::AuditKind, String)> {
-        let req = pb::ListAuditEventsRequest { account_id: account.into(), page_size: 500, page_token: String::new() };
-        let page = self.audit.clone().list_audit_events(req).await.expect("audit").into_inner();
-        page.events.iter().map(|e| (e.kind(), e.detail.clone())).collect()
+        let req = pb::ListAuditEventsRequest {
+            account_id: account.into(),
+            page_size: 500,
+            page_token: String::new(),
+        };
+        let page = self
+            .audit
+            .clone()
+            .list_audit_events(req)
+            .await
+            .expect("audit")
+            .into_inner();
+        page.events
+            .iter()
+            .map(|e| (e.kind(), e.detail.clone()))
+            .collect()
     }
 
     pub async fn devices(&self, account: &str) -> Vec<pb::DeviceInfo> {
-        let req = pb::ListDevicesRequest { account_id: account.into() };
-        self.registry.clone().list_devices(req).await.expect("devices").into_inner().devices
+        let req = pb::ListDevicesRequest {
+            account_id: account.into(),
+        };
+        self.registry
+            .clone()
+            .list_devices(req)
+            .await
+            .expect("devices")
+            .into_inner()
+            .devices
     }
 
     /// Waits until the sink has recorded `n` pushes for a challenge.
     pub async fn pushes_for(&self, id: &str, n: usize) -> Vec<approval_relay::push::PushMessage> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let pushes: Vec<_> = self.sink.sent().into_iter().filter(|m| m.challenge_id.as_str() == id).collect();
+            let pushes: Vec<_> = self
+                .sink
+                .sent()
+                .into_iter()
+                .filter(|m| m.challenge_id.as_str() == id)
+                .collect();
             if pushes.len() >= n || tokio::time::Instant::now() > deadline {
                 return pushes;
             }
@@ -216,7 +320,10 @@ pub async fn drain(mut stream: Streaming<pb::ChallengeEvent>) -> Vec<pb::challen
 /// The events of a drained watch with delivery reports removed.
 pub fn decisive(events: &[pb::challenge_event::Kind]) -> Vec<&pb::challenge_event::Kind> {
     use pb::challenge_event::Kind;
-    events.iter().filter(|k| !matches!(k, Kind::Delivered(_) | Kind::DeliveryFailed(_))).collect()
+    events
+        .iter()
+        .filter(|k| !matches!(k, Kind::Delivered(_) | Kind::DeliveryFailed(_)))
+        .collect()
 }
 
 pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, contains: &str) {
@@ -224,7 +331,11 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, co
         Ok(v) => panic!("expected {code:?} ({contains}), got Ok({v:?})"),
         Err(s) => {
             assert_eq!(s.code(), code, "wrong code: {s:?}");
-            assert!(s.message().contains(contains), "message {:?} should contain {contains:?}", s.message());
+            assert!(
+                s.message().contains(contains),
+                "message {:?} should contain {contains:?}",
+                s.message()
+            );
         }
     }
 }

@@ -2,10 +2,10 @@
 //! answers are refused, audited, and change nothing.
 
 use crate::helpers::*;
+use approval_relay::device_sim::phone::now_ms;
 use approval_relay::device_sim::{Phone, PhoneKey};
 use approval_relay::pb;
 use approval_relay::pb::device_request::Body;
-use approval_relay::device_sim::phone::now_ms;
 use tonic::Code;
 
 fn approve_body(challenge: &pb::Challenge) -> Body {
@@ -18,7 +18,11 @@ fn approve_body(challenge: &pb::Challenge) -> Body {
 }
 
 async fn still_pending(app: &TestApp, challenge: &pb::Challenge) {
-    assert_eq!(app.get(&challenge.challenge_id).await.state(), pb::ChallengeState::Pending, "nothing changed");
+    assert_eq!(
+        app.get(&challenge.challenge_id).await.state(),
+        pb::ChallengeState::Pending,
+        "nothing changed"
+    );
 }
 
 #[tokio::test]
@@ -30,8 +34,14 @@ async fn a_bad_signature_is_refused_audited_and_changes_nothing() {
 
     // A well-formed signature by the right key, but over other bytes.
     let mut forged = phone.signed_with(1, now_ms(), approve_body(&challenge));
-    forged.signature = phone.signed_with(2, now_ms(), approve_body(&challenge)).signature;
-    assert_code(app.device.clone().respond(forged).await, Code::Unauthenticated, "signature does not verify");
+    forged.signature = phone
+        .signed_with(2, now_ms(), approve_body(&challenge))
+        .signature;
+    assert_code(
+        app.device.clone().respond(forged).await,
+        Code::Unauthenticated,
+        "signature does not verify",
+    );
 
     let mut tampered = phone.signed_with(1, now_ms(), approve_body(&challenge));
     let last = tampered.payload.len() - 1;
@@ -41,7 +51,12 @@ async fn a_bad_signature_is_refused_audited_and_changes_nothing() {
 
     still_pending(&app, &challenge).await;
     let audit = app.audit_details(&account).await;
-    assert!(audit.iter().any(|(k, d)| *k == pb::AuditKind::RequestRefused && d == "bad_signature"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::RequestRefused && d == "bad_signature"),
+        "{audit:?}"
+    );
 }
 
 #[tokio::test]
@@ -52,9 +67,17 @@ async fn a_signature_by_another_devices_key_is_refused() {
     let attacker_key = PhoneKey::p256();
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
 
-    let impostor = Phone { key: attacker_key, device_id: victim.device_id.clone(), counter: 0 };
+    let impostor = Phone {
+        key: attacker_key,
+        device_id: victim.device_id.clone(),
+        counter: 0,
+    };
     let req = impostor.signed_with(1, now_ms(), approve_body(&challenge));
-    assert_code(app.device.clone().respond(req).await, Code::Unauthenticated, "signature does not verify");
+    assert_code(
+        app.device.clone().respond(req).await,
+        Code::Unauthenticated,
+        "signature does not verify",
+    );
     still_pending(&app, &challenge).await;
 }
 
@@ -66,12 +89,27 @@ async fn a_device_of_another_account_cannot_see_or_answer_the_challenge() {
     let mut other = app.enroll(&stranger).await;
     let challenge = app.create(&owner, pb::NumberMatchMode::Type).await;
 
-    assert_code(app.approve(&mut other, &challenge).await, Code::NotFound, "not found");
-    let req = other.signed(Body::GetChallenge(pb::GetChallengeBody { challenge_id: challenge.challenge_id.clone() }));
-    assert_code(app.device.clone().get_challenge(req).await, Code::NotFound, "not found");
+    assert_code(
+        app.approve(&mut other, &challenge).await,
+        Code::NotFound,
+        "not found",
+    );
+    let req = other.signed(Body::GetChallenge(pb::GetChallengeBody {
+        challenge_id: challenge.challenge_id.clone(),
+    }));
+    assert_code(
+        app.device.clone().get_challenge(req).await,
+        Code::NotFound,
+        "not found",
+    );
     still_pending(&app, &challenge).await;
     let audit = app.audit_details(&stranger).await;
-    assert!(audit.iter().any(|(k, d)| *k == pb::AuditKind::RequestRefused && d == "not_targeted"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::RequestRefused && d == "not_targeted"),
+        "{audit:?}"
+    );
 }
 
 #[tokio::test]
@@ -82,15 +120,34 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
 
     let list = phone.signed(Body::ListPending(pb::ListPendingBody {}));
-    let pending = app.device.clone().list_pending(list.clone()).await.expect("list").into_inner();
+    let pending = app
+        .device
+        .clone()
+        .list_pending(list.clone())
+        .await
+        .expect("list")
+        .into_inner();
     assert_eq!(pending.challenges.len(), 1);
-    assert_code(app.device.clone().list_pending(list).await, Code::PermissionDenied, "counter did not increase");
+    assert_code(
+        app.device.clone().list_pending(list).await,
+        Code::PermissionDenied,
+        "counter did not increase",
+    );
 
-    assert_code(app.approve(&mut phone, &challenge).await, Code::PermissionDenied, "suspected cloned");
+    assert_code(
+        app.approve(&mut phone, &challenge).await,
+        Code::PermissionDenied,
+        "suspected cloned",
+    );
     still_pending(&app, &challenge).await;
     let device = app.devices(&account).await.remove(0);
     assert_eq!(device.state(), pb::DeviceState::SuspectedClone);
-    assert!(app.audit_details(&account).await.iter().any(|(k, _)| *k == pb::AuditKind::CloneSuspected));
+    assert!(
+        app.audit_details(&account)
+            .await
+            .iter()
+            .any(|(k, _)| *k == pb::AuditKind::CloneSuspected)
+    );
 
     let mut security = app
         .audit
@@ -101,7 +158,11 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
         .into_inner();
     let clone_event = tokio::time::timeout(PATIENCE, async {
         loop {
-            let e = security.message().await.expect("event").expect("open stream");
+            let e = security
+                .message()
+                .await
+                .expect("event")
+                .expect("open stream");
             if e.kind() == pb::SecurityEventKind::CloneSuspected && e.device_id == phone.device_id {
                 return e;
             }
@@ -112,7 +173,11 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
     assert_eq!(clone_event.account_id, account);
     // A suspected clone is no longer pushed.
     assert_code(
-        app.create_with(pb::CreateChallengeRequest { account_id: account.clone(), ..Default::default() }).await,
+        app.create_with(pb::CreateChallengeRequest {
+            account_id: account.clone(),
+            ..Default::default()
+        })
+        .await,
         Code::FailedPrecondition,
         "no active device",
     );
@@ -125,11 +190,27 @@ async fn a_revoked_device_is_refused() {
     let mut phone = app.enroll(&account).await;
     let _other = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
-    let revoke = pb::RevokeDeviceRequest { account_id: account.clone(), device_id: phone.device_id.clone() };
-    let revoked = app.registry.clone().revoke_device(revoke).await.expect("revoke").into_inner();
-    assert_eq!(revoked.device.expect("device").state(), pb::DeviceState::Revoked);
+    let revoke = pb::RevokeDeviceRequest {
+        account_id: account.clone(),
+        device_id: phone.device_id.clone(),
+    };
+    let revoked = app
+        .registry
+        .clone()
+        .revoke_device(revoke)
+        .await
+        .expect("revoke")
+        .into_inner();
+    assert_eq!(
+        revoked.device.expect("device").state(),
+        pb::DeviceState::Revoked
+    );
 
-    assert_code(app.approve(&mut phone, &challenge).await, Code::PermissionDenied, "revoked");
+    assert_code(
+        app.approve(&mut phone, &challenge).await,
+        Code::PermissionDenied,
+        "revoked",
+    );
     still_pending(&app, &challenge).await;
 }
 
@@ -140,16 +221,38 @@ async fn a_wrong_number_is_refused_audited_and_the_challenge_stays_pending() {
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
 
-    let result =
-        app.respond(&mut phone, &challenge.challenge_id, pb::Decision::Approve, pb::DenyReason::Unspecified, wrong(challenge.number));
-    assert_code(result.await, Code::InvalidArgument, "number: does not match");
-    let result = app.respond(&mut phone, &challenge.challenge_id, pb::Decision::Approve, pb::DenyReason::Unspecified, 0);
+    let result = app.respond(
+        &mut phone,
+        &challenge.challenge_id,
+        pb::Decision::Approve,
+        pb::DenyReason::Unspecified,
+        wrong(challenge.number),
+    );
+    assert_code(
+        result.await,
+        Code::InvalidArgument,
+        "number: does not match",
+    );
+    let result = app.respond(
+        &mut phone,
+        &challenge.challenge_id,
+        pb::Decision::Approve,
+        pb::DenyReason::Unspecified,
+        0,
+    );
     assert_code(result.await, Code::InvalidArgument, "number: required");
     still_pending(&app, &challenge).await;
-    assert!(app.audit_details(&account).await.contains(&(pb::AuditKind::RequestRefused, "wrong_number".into())));
+    assert!(
+        app.audit_details(&account)
+            .await
+            .contains(&(pb::AuditKind::RequestRefused, "wrong_number".into()))
+    );
 
     // The owner can still approve with the right number.
-    assert_eq!(app.approve(&mut phone, &challenge).await.expect("approve"), pb::ChallengeState::Approved);
+    assert_eq!(
+        app.approve(&mut phone, &challenge).await.expect("approve"),
+        pb::ChallengeState::Approved
+    );
 }
 
 #[tokio::test]
@@ -161,8 +264,18 @@ async fn a_second_decision_after_the_first_is_refused() {
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
     app.approve(&mut first, &challenge).await.expect("approved");
 
-    let result = app.respond(&mut second, &challenge.challenge_id, pb::Decision::ReportFraud, pb::DenyReason::Unspecified, 0);
-    assert_code(result.await, Code::FailedPrecondition, "already ended (approved)");
+    let result = app.respond(
+        &mut second,
+        &challenge.challenge_id,
+        pb::Decision::ReportFraud,
+        pb::DenyReason::Unspecified,
+        0,
+    );
+    assert_code(
+        result.await,
+        Code::FailedPrecondition,
+        "already ended (approved)",
+    );
     let after = app.get(&challenge.challenge_id).await;
     assert_eq!(after.state(), pb::ChallengeState::Approved);
     assert_eq!(after.decided_by_device_id, first.device_id);
@@ -175,7 +288,11 @@ async fn a_timestamp_outside_the_window_is_refused() {
     let phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
     let req = phone.signed_with(1, now_ms() - 3_600_000, approve_body(&challenge));
-    assert_code(app.device.clone().respond(req).await, Code::Unauthenticated, "timestamp");
+    assert_code(
+        app.device.clone().respond(req).await,
+        Code::Unauthenticated,
+        "timestamp",
+    );
     still_pending(&app, &challenge).await;
 }
 
@@ -187,8 +304,18 @@ async fn an_enrollment_ticket_works_once() {
     let phone = Phone::new(PhoneKey::p256());
     let req = phone.enroll_request(&ticket, pb::Platform::Fcm, "tok", "com.example.a", "A");
     app.device.clone().enroll(req).await.expect("first use");
-    let again = Phone::new(PhoneKey::ed25519()).enroll_request(&ticket, pb::Platform::Fcm, "tok2", "com.example.a", "B");
-    assert_code(app.device.clone().enroll(again).await, Code::PermissionDenied, "ticket is unknown, used or expired");
+    let again = Phone::new(PhoneKey::ed25519()).enroll_request(
+        &ticket,
+        pb::Platform::Fcm,
+        "tok2",
+        "com.example.a",
+        "B",
+    );
+    assert_code(
+        app.device.clone().enroll(again).await,
+        Code::PermissionDenied,
+        "ticket is unknown, used or expired",
+    );
     assert_eq!(app.devices(&account).await.len(), 1);
 }
 
@@ -200,6 +327,10 @@ async fn an_enrollment_whose_proof_is_not_signed_by_the_enrolled_key_is_refused(
     let phone = Phone::new(PhoneKey::p256());
     let mut req = phone.enroll_request(&ticket, pb::Platform::Fcm, "tok", "com.example.a", "A");
     req.signature = PhoneKey::p256().sign(&req.payload);
-    assert_code(app.device.clone().enroll(req).await, Code::Unauthenticated, "signature does not verify");
+    assert_code(
+        app.device.clone().enroll(req).await,
+        Code::Unauthenticated,
+        "signature does not verify",
+    );
     assert!(app.devices(&account).await.is_empty());
 }

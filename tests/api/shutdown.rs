@@ -13,11 +13,17 @@ async fn on_shutdown_open_watches_end_with_unavailable_and_the_relay_exits_in_ti
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
     let mut watch = app.watch(&challenge.challenge_id).await;
     let first = watch.message().await.expect("snapshot").expect("open");
-    assert!(matches!(first.kind, Some(pb::challenge_event::Kind::Snapshot(_))));
+    assert!(matches!(
+        first.kind,
+        Some(pb::challenge_event::Kind::Snapshot(_))
+    ));
 
     app.stop();
     let status = loop {
-        match tokio::time::timeout(PATIENCE, watch.message()).await.expect("the watch ends in time") {
+        match tokio::time::timeout(PATIENCE, watch.message())
+            .await
+            .expect("the watch ends in time")
+        {
             Ok(Some(_)) => {}
             Ok(None) => panic!("the watch must end with a status telling the client to reconnect"),
             Err(status) => break status,
@@ -26,7 +32,11 @@ async fn on_shutdown_open_watches_end_with_unavailable_and_the_relay_exits_in_ti
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("reconnect"));
     let stopped = app.stopped.take().expect("running");
-    tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("exits within the grace period").expect("join").expect("clean exit");
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("exits within the grace period")
+        .expect("join")
+        .expect("clean exit");
 }
 
 #[tokio::test]
@@ -42,7 +52,11 @@ async fn the_admin_listener_reports_health_readiness_and_metrics() {
         async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.expect("write");
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("write");
             let mut out = String::new();
             s.read_to_string(&mut out).await.expect("read");
             out
@@ -51,6 +65,12 @@ async fn the_admin_listener_reports_health_readiness_and_metrics() {
     assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
     let metrics = get("/metrics").await;
-    assert!(metrics.contains("relay_challenges_created_total"), "{metrics}");
-    assert!(metrics.contains("relay_challenges_ended_total"), "{metrics}");
+    assert!(
+        metrics.contains("relay_challenges_created_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("relay_challenges_ended_total"),
+        "{metrics}"
+    );
 }

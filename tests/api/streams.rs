@@ -11,10 +11,12 @@ use tokio_stream::wrappers::ReceiverStream;
 fn create(request_id: &str, account: &str) -> pb::StreamChallengesRequest {
     pb::StreamChallengesRequest {
         request_id: request_id.into(),
-        request: Some(pb::stream_challenges_request::Request::Create(pb::CreateChallengeRequest {
-            account_id: account.into(),
-            ..Default::default()
-        })),
+        request: Some(pb::stream_challenges_request::Request::Create(
+            pb::CreateChallengeRequest {
+                account_id: account.into(),
+                ..Default::default()
+            },
+        )),
     }
 }
 
@@ -27,17 +29,31 @@ async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_
         phones.push(app.enroll(a).await);
     }
     let (tx, rx) = mpsc::channel(16);
-    let mut responses =
-        app.challenges.clone().stream_challenges(ReceiverStream::new(rx)).await.expect("stream").into_inner();
+    let mut responses = app
+        .challenges
+        .clone()
+        .stream_challenges(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
     for (i, a) in accounts.iter().enumerate() {
         tx.send(create(&format!("req-{i}"), a)).await.expect("send");
     }
-    tx.send(pb::StreamChallengesRequest { request_id: "bad".into(), request: None }).await.expect("send");
+    tx.send(pb::StreamChallengesRequest {
+        request_id: "bad".into(),
+        request: None,
+    })
+    .await
+    .expect("send");
 
     let mut created: HashMap<String, pb::Challenge> = HashMap::new();
     let mut error_seen = false;
     while created.len() < 3 || !error_seen {
-        let r = tokio::time::timeout(PATIENCE, responses.message()).await.expect("in time").expect("ok").expect("open");
+        let r = tokio::time::timeout(PATIENCE, responses.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
         match r.response.expect("response") {
             R::Created(c) => {
                 created.insert(r.request_id, c.challenge.expect("challenge"));
@@ -57,13 +73,25 @@ async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_
 
     let (p0, rest) = phones.split_at_mut(1);
     let (p1, p2) = rest.split_at_mut(1);
-    app.approve(&mut p0[0], &created["req-0"]).await.expect("approve");
-    app.respond(&mut p1[0], &created["req-1"].challenge_id, pb::Decision::Deny, pb::DenyReason::CancelledByUser, 0).await.expect("deny");
+    app.approve(&mut p0[0], &created["req-0"])
+        .await
+        .expect("approve");
+    app.respond(
+        &mut p1[0],
+        &created["req-1"].challenge_id,
+        pb::Decision::Deny,
+        pb::DenyReason::CancelledByUser,
+        0,
+    )
+    .await
+    .expect("deny");
     let cancel = pb::StreamChallengesRequest {
         request_id: "req-2-cancel".into(),
-        request: Some(pb::stream_challenges_request::Request::Cancel(pb::CancelChallengeRequest {
-            challenge_id: created["req-2"].challenge_id.clone(),
-        })),
+        request: Some(pb::stream_challenges_request::Request::Cancel(
+            pb::CancelChallengeRequest {
+                challenge_id: created["req-2"].challenge_id.clone(),
+            },
+        )),
     };
     tx.send(cancel).await.expect("send cancel");
     let _ = p2;
@@ -71,14 +99,24 @@ async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_
     let mut terminal: HashMap<String, Kind> = HashMap::new();
     let mut cancel_answered = false;
     while terminal.len() < 3 || !cancel_answered {
-        let r = tokio::time::timeout(PATIENCE, responses.message()).await.expect("in time").expect("ok").expect("open");
+        let r = tokio::time::timeout(PATIENCE, responses.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
         match r.response.expect("response") {
             R::Event(e) => {
                 let kind = e.kind.expect("kind");
                 let expected_id = &created[&r.request_id].challenge_id;
-                assert_eq!(&e.challenge_id, expected_id, "event tagged with its own request id");
+                assert_eq!(
+                    &e.challenge_id, expected_id,
+                    "event tagged with its own request id"
+                );
                 if !matches!(kind, Kind::Delivered(_) | Kind::DeliveryFailed(_)) {
-                    assert!(terminal.insert(r.request_id.clone(), kind).is_none(), "one terminal event per challenge");
+                    assert!(
+                        terminal.insert(r.request_id.clone(), kind).is_none(),
+                        "one terminal event per challenge"
+                    );
                 }
             }
             R::Cancelled(c) => {
@@ -92,7 +130,10 @@ async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_
     assert!(matches!(terminal["req-0"], Kind::Approved(_)));
     assert!(matches!(terminal["req-1"], Kind::Denied(_)));
     assert!(matches!(terminal["req-2"], Kind::Cancelled(_)));
-    assert!(matches!(decisive(&drain(watched).await).as_slice(), [Kind::Snapshot(_), Kind::Denied(_)]));
+    assert!(matches!(
+        decisive(&drain(watched).await).as_slice(),
+        [Kind::Snapshot(_), Kind::Denied(_)]
+    ));
 }
 
 #[tokio::test]
@@ -101,13 +142,26 @@ async fn a_stream_reports_delivery_of_the_push_it_created() {
     let account = account();
     let phone = app.enroll(&account).await;
     let (tx, rx) = mpsc::channel(4);
-    let mut responses =
-        app.challenges.clone().stream_challenges(ReceiverStream::new(rx)).await.expect("stream").into_inner();
+    let mut responses = app
+        .challenges
+        .clone()
+        .stream_challenges(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
     tx.send(create("only", &account)).await.expect("send");
     let mut delivered = false;
     while !delivered {
-        let r = tokio::time::timeout(PATIENCE, responses.message()).await.expect("in time").expect("ok").expect("open");
-        if let Some(R::Event(pb::ChallengeEvent { kind: Some(Kind::Delivered(d)), .. })) = r.response {
+        let r = tokio::time::timeout(PATIENCE, responses.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        if let Some(R::Event(pb::ChallengeEvent {
+            kind: Some(Kind::Delivered(d)),
+            ..
+        })) = r.response
+        {
             assert_eq!(d.device_id, phone.device_id);
             delivered = true;
         }

@@ -1,0 +1,253 @@
+//! `approval-relay backend …`: the identity backend's side on the command line, for trying the service
+//! (and for the README walkthrough) without installing grpcurl. A thin client of the backend API.
+
+use crate::pb;
+use crate::pb::audit_service_client::AuditServiceClient;
+use crate::pb::challenge_service_client::ChallengeServiceClient;
+use crate::pb::device_registry_client::DeviceRegistryClient;
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+/// Arguments of `approval-relay backend`.
+#[derive(Debug, clap::Args)]
+pub struct BackendArgs {
+    /// Backend API address.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50051",
+        env = "APPROVAL_RELAY_BACKEND"
+    )]
+    pub relay: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: BackendCommand,
+}
+
+/// The backend commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BackendCommand {
+    /// Issue an enrollment ticket for an account; prints the enrollment URI.
+    Enroll {
+        /// The account.
+        account: String,
+    },
+    /// Start a challenge; prints its id and the number to show on the sign-in screen.
+    Create {
+        /// The account.
+        account: String,
+        /// `type`, `choose` or `none`.
+        #[arg(long, default_value = "type")]
+        mode: String,
+        /// Seconds until it expires (0: the relay's default).
+        #[arg(long, default_value_t = 0)]
+        ttl: u32,
+        /// IP address of the sign-in.
+        #[arg(long, default_value = "203.0.113.7")]
+        ip: String,
+        /// Approximate place of the sign-in.
+        #[arg(long, default_value = "Lyon, France")]
+        location: String,
+        /// User agent of the sign-in.
+        #[arg(long, default_value = "Firefox on Linux")]
+        user_agent: String,
+    },
+    /// Print a challenge's events until it ends.
+    Watch {
+        /// The challenge id.
+        challenge_id: String,
+    },
+    /// Cancel a challenge.
+    Cancel {
+        /// The challenge id.
+        challenge_id: String,
+    },
+    /// List an account's devices.
+    Devices {
+        /// The account.
+        account: String,
+    },
+    /// Print an account's latest audit records.
+    Audit {
+        /// The account.
+        account: String,
+    },
+}
+
+/// Runs one backend command.
+pub async fn main(args: BackendArgs) -> ExitCode {
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("approval-relay backend: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(e: tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
+fn describe(kind: Option<pb::challenge_event::Kind>) -> String {
+    use pb::challenge_event::Kind;
+    match kind {
+        Some(Kind::Snapshot(c)) => format!(
+            "SNAPSHOT state={} number={}",
+            c.state().as_str_name(),
+            c.number
+        ),
+        Some(Kind::Delivered(d)) => format!("DELIVERED device={}", d.device_id),
+        Some(Kind::DeliveryFailed(d)) => {
+            format!("DELIVERY_FAILED device={} reason={}", d.device_id, d.reason)
+        }
+        Some(Kind::Approved(d)) => format!("APPROVED device={}", d.device_id),
+        Some(Kind::Denied(d)) => format!(
+            "DENIED device={} reason={}",
+            d.device_id,
+            d.reason().as_str_name()
+        ),
+        Some(Kind::FraudReported(d)) => format!("FRAUD_REPORTED device={}", d.device_id),
+        Some(Kind::Expired(_)) => "EXPIRED".into(),
+        Some(Kind::Cancelled(_)) => "CANCELLED".into(),
+        None => "UNKNOWN".into(),
+    }
+}
+
+async fn run(args: BackendArgs) -> Result<(), String> {
+    let url = if args.relay.contains("://") {
+        args.relay.clone()
+    } else {
+        format!("http://{}", args.relay)
+    };
+    let channel = Channel::from_shared(url.clone())
+        .map_err(|e| format!("--relay: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the backend API at {url}: {e}"))?;
+    let mut challenges = ChallengeServiceClient::new(channel.clone());
+    match args.command {
+        BackendCommand::Enroll { account } => {
+            let req = pb::CreateEnrollmentRequest {
+                account_id: account,
+                ttl_seconds: 0,
+            };
+            let e = DeviceRegistryClient::new(channel)
+                .create_enrollment(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{}", e.enrollment_uri);
+        }
+        BackendCommand::Create {
+            account,
+            mode,
+            ttl,
+            ip,
+            location,
+            user_agent,
+        } => {
+            let mode = match mode.as_str() {
+                "type" => pb::NumberMatchMode::Type,
+                "choose" => pb::NumberMatchMode::Choose,
+                "none" => pb::NumberMatchMode::None,
+                other => {
+                    return Err(format!(
+                        "--mode must be type, choose or none, not {other:?}"
+                    ));
+                }
+            };
+            let req = pb::CreateChallengeRequest {
+                account_id: account,
+                login_context: Some(pb::LoginContext {
+                    ip,
+                    location,
+                    user_agent,
+                    signing_in_device_name: "approval-relay backend CLI".into(),
+                    signing_in_device_id: String::new(),
+                }),
+                idempotency_key: String::new(),
+                ttl_seconds: ttl,
+                number_match_mode: mode.into(),
+            };
+            let r = challenges
+                .create_challenge(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let c = r.challenge.unwrap_or_default();
+            println!("{}", c.challenge_id);
+            eprintln!(
+                "number to show on the sign-in screen: {}; pushed to {} device(s)",
+                c.number,
+                c.targeted_device_ids.len()
+            );
+        }
+        BackendCommand::Watch { challenge_id } => {
+            let req = pb::WatchChallengeRequest { challenge_id };
+            let mut stream = challenges
+                .watch_challenge(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            while let Some(event) = stream.message().await.map_err(status)? {
+                println!("{}", describe(event.kind));
+            }
+        }
+        BackendCommand::Cancel { challenge_id } => {
+            let req = pb::CancelChallengeRequest { challenge_id };
+            let r = challenges
+                .cancel_challenge(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let state = r.challenge.unwrap_or_default().state();
+            println!(
+                "{} (cancelled by this call: {})",
+                state.as_str_name(),
+                r.cancelled
+            );
+        }
+        BackendCommand::Devices { account } => {
+            let req = pb::ListDevicesRequest {
+                account_id: account,
+            };
+            let list = DeviceRegistryClient::new(channel)
+                .list_devices(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            for d in list.devices {
+                println!(
+                    "{} {} {} {:?}",
+                    d.device_id,
+                    d.state().as_str_name(),
+                    d.platform().as_str_name(),
+                    d.display_name
+                );
+            }
+        }
+        BackendCommand::Audit { account } => {
+            let req = pb::ListAuditEventsRequest {
+                account_id: account,
+                page_size: 50,
+                page_token: String::new(),
+            };
+            let page = AuditServiceClient::new(channel)
+                .list_audit_events(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            for e in page.events {
+                println!(
+                    "{} {} {} {} {}",
+                    e.position,
+                    e.kind().as_str_name(),
+                    e.actor,
+                    e.challenge_id,
+                    e.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}
