@@ -33,6 +33,7 @@ pub struct App {
     admin: TcpListener,
     relay: Arc<Relay>,
     sink: Arc<SinkProvider>,
+    hub: Arc<Hub>,
     expiry: expiry::ExpiryQueue,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -60,7 +61,13 @@ impl App {
         );
         let (expiry_handle, expiry) = expiry::channel();
         let policy = config.policy(device.local_addr()?);
-        let relay = Arc::new(Relay::new(store, hub, dispatcher, expiry_handle, policy));
+        let relay = Arc::new(Relay::new(
+            store,
+            Arc::clone(&hub),
+            dispatcher,
+            expiry_handle,
+            policy,
+        ));
         Ok(Self {
             config,
             backend,
@@ -68,6 +75,7 @@ impl App {
             admin,
             relay,
             sink,
+            hub,
             expiry,
             tracker,
             shutdown: CancellationToken::new(),
@@ -96,6 +104,11 @@ impl App {
         Arc::clone(&self.sink)
     }
 
+    /// This replica's watch hub (how many watchers are registered, for tests and diagnostics).
+    pub fn hub(&self) -> Arc<Hub> {
+        Arc::clone(&self.hub)
+    }
+
     /// Serves until `signal` resolves, then drains within the configured grace period.
     ///
     /// # Errors
@@ -114,6 +127,7 @@ impl App {
             expiry,
             tracker,
             shutdown,
+            hub: _,
         } = self;
         tracing::warn!(
             backend = %backend.local_addr()?, device = %device.local_addr()?, admin = %admin.local_addr()?,

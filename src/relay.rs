@@ -625,11 +625,3 @@ fn watch_stream(
         }
     }))
 }
-
-/// Whether a state is one a device decided.
-pub fn decided_by(state: &State) -> Option<&DeviceId> {
-    match state {
-        State::Approved(d) | State::Denied(d, _) | State::FraudReported(d) => Some(d),
-        _ => None,
-    }
-}

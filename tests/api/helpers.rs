@@ -26,6 +26,7 @@ pub struct TestApp {
     pub audit: AuditServiceClient<Channel>,
     pub device: DeviceServiceClient<Channel>,
     pub sink: Arc<SinkProvider>,
+    pub hub: Arc<approval_relay::watch::Hub>,
 
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -45,6 +46,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let (backend_addr, device_addr, admin_addr) =
         (app.backend_addr(), app.device_addr(), app.admin_addr());
     let sink = app.sink();
+    let hub = app.hub();
     let (stop, stopped_rx) = oneshot::channel::<()>();
     let stopped = tokio::spawn(app.run(async move {
         let _ = stopped_rx.await;
@@ -57,7 +59,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         audit: AuditServiceClient::new(backend),
         device: DeviceServiceClient::new(device),
         sink,
-
+        hub,
         device_addr,
         admin_addr,
         stop: Some(stop),

@@ -167,3 +167,28 @@ async fn a_stream_reports_delivery_of_the_push_it_created() {
         }
     }
 }
+
+#[tokio::test]
+async fn watchers_are_removed_when_their_clients_go_away() {
+    let app = spawn_app().await;
+    let account = account();
+    let _phone = app.enroll(&account).await;
+    let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
+    let mut watches = Vec::new();
+    for _ in 0..50 {
+        let mut w = app.watch(&challenge.challenge_id).await;
+        w.message().await.expect("snapshot").expect("open");
+        watches.push(w);
+    }
+    assert_eq!(app.hub.len(), 50);
+    drop(watches);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !app.hub.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} watchers left after their clients went away",
+            app.hub.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
