@@ -6,7 +6,7 @@ use crate::audit::{Actor, AuditKind, AuditRecord, SecurityEvent};
 use crate::auth::{self, AuthError, PublicKey};
 use crate::challenge::{
     AccountId, Challenge, ChallengeId, Decision, DeviceId, Event, EventKind, LoginContext,
-    NumberMatch, NumberMode, RespondError, State,
+    NumberMatch, NumberMode, RespondError,
 };
 use crate::device::{Device, Enrollment, Ticket};
 use crate::error::Error;
