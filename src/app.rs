@@ -9,7 +9,7 @@ use crate::grpc::{BackendApi, DeviceApi};
 use crate::pb;
 use crate::push::{Dispatcher, PushProvider, SinkProvider};
 use crate::relay::Relay;
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, RedisStore, Store};
 use crate::watch::Hub;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,8 +48,18 @@ impl App {
         let backend = bind(config.backend_addr, "backend").await?;
         let device = bind(config.device_addr, "device").await?;
         let admin = bind(config.admin_addr, "admin").await?;
+        // One crypto provider for every TLS client in the process (two make rustls panic).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let hub = Hub::new();
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Arc::clone(&hub)));
+        let shutdown = CancellationToken::new();
+        let store: Arc<dyn Store> = match &config.redis_url {
+            None => Arc::new(MemoryStore::new(Arc::clone(&hub))),
+            Some(url) => Arc::new(
+                RedisStore::connect(url, Arc::clone(&hub), shutdown.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot use the redis store: {e}"))?,
+            ),
+        };
         let sink = Arc::new(SinkProvider::default());
         let provider: Arc<dyn PushProvider> = Arc::clone(&sink) as Arc<dyn PushProvider>;
         let tracker = TaskTracker::new();
@@ -78,7 +88,7 @@ impl App {
             hub,
             expiry,
             tracker,
-            shutdown: CancellationToken::new(),
+            shutdown,
         })
     }
 
@@ -129,9 +139,14 @@ impl App {
             shutdown,
             hub: _,
         } = self;
+        let store_kind = if config.redis_url.is_some() {
+            "redis"
+        } else {
+            "in-memory (state is lost on exit)"
+        };
         tracing::warn!(
-            backend = %backend.local_addr()?, device = %device.local_addr()?, admin = %admin.local_addr()?,
-            "development mode: in-memory store, local push sink, plaintext gRPC; state is lost on exit and no push leaves this machine"
+            backend = %backend.local_addr()?, device = %device.local_addr()?, admin = %admin.local_addr()?, store = store_kind,
+            "development mode: local push sink (no push leaves this machine), plaintext gRPC"
         );
         let ready = Arc::new(AtomicBool::new(false));
         let expiry_task = tokio::spawn(expiry::run(expiry, Arc::clone(&relay), shutdown.clone()));

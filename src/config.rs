@@ -21,6 +21,9 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// Device API address put in enrollment URIs; defaults to `device_addr`.
     pub public_device_address: Option<String>,
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS); none: the in-memory
+    /// store of development mode.
+    pub redis_url: Option<String>,
     /// Challenge TTL when the backend gives none, seconds.
     pub default_ttl_secs: u64,
     /// Shortest challenge TTL accepted, seconds.
@@ -50,6 +53,7 @@ impl Default for Config {
             device_addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             public_device_address: None,
+            redis_url: None,
             default_ttl_secs: 60,
             min_ttl_secs: 10,
             max_ttl_secs: 600,
@@ -87,6 +91,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_device_address: Option<String>,
+    /// Redis URL, e.g. redis://user:password@10.0.0.5:6379 or rediss:// for TLS [default: in-memory store].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
     /// Challenge TTL when the backend gives none, seconds [default: 60].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,6 +190,11 @@ impl Config {
                 "default_ttl_secs ({}) must lie within min_ttl_secs..=max_ttl_secs",
                 self.default_ttl_secs
             ));
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return bad("redis_url must start with redis:// or rediss://".into());
+            }
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams must be at least 1".into());

@@ -96,18 +96,21 @@ impl Device {
 /// A one-time enrollment ticket as handed to the owner: `t.<routing tag>.<43 base64url characters>`.
 /// Only its SHA-256 is stored, so a store dump does not hold usable tickets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ticket(String);
+pub struct Ticket {
+    text: String,
+    tag: RoutingTag,
+}
 
 impl Ticket {
     /// Issues a fresh ticket for an account.
     pub fn generate(account: &AccountId) -> Self {
         let mut random = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut random);
-        Self(format!(
-            "t.{}.{}",
-            account.tag(),
-            URL_SAFE_NO_PAD.encode(random)
-        ))
+        let tag = account.tag();
+        Self {
+            text: format!("t.{tag}.{}", URL_SAFE_NO_PAD.encode(random)),
+            tag,
+        }
     }
 
     /// Parses a ticket a phone sent.
@@ -115,39 +118,47 @@ impl Ticket {
     /// # Errors
     /// [`IdError`] when it is not of the issued shape.
     pub fn parse(value: &str) -> Result<Self, IdError> {
+        if value.is_empty() {
+            return Err(IdError::Empty);
+        }
         let mut parts = value.split('.');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        match (
+            parts.next(),
+            parts.next().and_then(RoutingTag::from_hex),
+            parts.next(),
+            parts.next(),
+        ) {
             (Some("t"), Some(tag), Some(random), None)
-                if tag.len() == 8
-                    && tag.bytes().all(|b| b.is_ascii_hexdigit())
-                    && random.len() == 43
+                if random.len() == 43
                     && random
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
             {
-                Ok(Self(value.to_owned()))
+                Ok(Self {
+                    text: value.to_owned(),
+                    tag,
+                })
             }
-            _ if value.is_empty() => Err(IdError::Empty),
             _ => Err(IdError::Malformed),
         }
     }
 
     /// The ticket text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// Lower-case hex SHA-256 of the ticket: the stored form.
     pub fn digest(&self) -> String {
-        Sha256::digest(self.0.as_bytes())
+        Sha256::digest(self.text.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
     }
 
-    /// The routing tag text of the account it enrolls into.
-    pub fn tag_text(&self) -> &str {
-        self.0.get(2..10).unwrap_or_default()
+    /// The routing tag of the account it enrolls into.
+    pub fn tag(&self) -> RoutingTag {
+        self.tag
     }
 }
 
@@ -158,11 +169,6 @@ pub struct Enrollment {
     pub account: AccountId,
     /// The ticket expires at this store time, Unix ms.
     pub expires_at_ms: i64,
-}
-
-/// The routing tag of an account, for code that only has a tag's text.
-pub fn tag_matches(tag: RoutingTag, text: &str) -> bool {
-    tag.to_string() == text
 }
 
 #[cfg(test)]
@@ -208,7 +214,7 @@ mod tests {
         let account = AccountId::parse("bob").expect("valid");
         let t = Ticket::generate(&account);
         assert_eq!(Ticket::parse(t.as_str()), Ok(t.clone()));
-        assert!(tag_matches(account.tag(), t.tag_text()));
+        assert_eq!(t.tag(), account.tag());
         assert_eq!(Ticket::parse("t.1234.abc"), Err(IdError::Malformed));
     }
 }

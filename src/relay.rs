@@ -248,6 +248,7 @@ impl Relay {
         let registration = self.hub.register(id, tx);
         self.store.subscribe(id).await?;
         let snapshot = self.get_challenge(id).await?;
+        self.watch_deadline(&snapshot);
         Ok(watch_stream(snapshot, rx, registration))
     }
 
@@ -264,6 +265,7 @@ impl Relay {
         let registration = self.hub.register(id, tx);
         self.store.subscribe(id).await?;
         let snapshot = self.get_challenge(id).await?;
+        self.watch_deadline(&snapshot);
         Ok((registration, snapshot))
     }
 
@@ -295,7 +297,8 @@ impl Relay {
         }
     }
 
-    /// After a challenge ended: metrics and withdrawing the prompt from the other devices.
+    /// After a challenge ended: metrics, and withdrawing the prompt from the other devices in the
+    /// background (the caller's answer does not wait for it).
     async fn ended(&self, challenge: &Challenge, decided_by: Option<&DeviceId>) {
         metrics::counter!("relay_challenges_ended_total", "outcome" => challenge.state.name())
             .increment(1);
@@ -304,11 +307,20 @@ impl Relay {
             .saturating_sub(challenge.created_at_ms);
         metrics::histogram!("relay_decision_seconds", "outcome" => challenge.state.name())
             .record(decision_ms as f64 / 1000.0);
-        match self.store.list_devices(&challenge.account).await {
-            Ok(devices) => self.dispatcher.withdraw(challenge, devices, decided_by),
-            Err(error) => {
-                tracing::warn!(%error, challenge_id = %challenge.id, "could not withdraw the prompt")
-            }
+        self.dispatcher
+            .withdraw_later(challenge.clone(), decided_by.cloned());
+    }
+
+    /// Every replica that holds a watcher also holds a timer, so EXPIRED arrives on time even when the
+    /// replica that created the challenge is gone.
+    fn watch_deadline(&self, c: &Challenge) {
+        if !c.state.is_terminal() {
+            let left = c
+                .expires_at_ms
+                .saturating_sub(crate::device_sim::phone::now_ms())
+                .max(0);
+            self.expiry
+                .schedule(c.id.clone(), Duration::from_millis(left.unsigned_abs()));
         }
     }
 

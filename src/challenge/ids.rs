@@ -82,7 +82,8 @@ impl fmt::Display for AccountId {
 pub struct RoutingTag([u8; 4]);
 
 impl RoutingTag {
-    fn parse_hex(s: &str) -> Option<Self> {
+    /// Parses the 8 lower-case hex digits of a tag.
+    pub fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 8
             || !s
                 .bytes()
@@ -125,7 +126,7 @@ fn parse_issued(prefix: char, value: &str) -> Result<RoutingTag, IdError> {
     if p.len() != 1 || !p.starts_with(prefix) || !random_ok {
         return Err(IdError::Malformed);
     }
-    RoutingTag::parse_hex(tag).ok_or(IdError::Malformed)
+    RoutingTag::from_hex(tag).ok_or(IdError::Malformed)
 }
 
 macro_rules! issued_id {
@@ -138,6 +139,11 @@ macro_rules! issued_id {
             /// Issues a fresh random id for an account.
             pub fn generate(account: &AccountId) -> Self {
                 Self(issue($prefix, account.tag()))
+            }
+
+            /// Issues a fresh random id in the slot of a routing tag.
+            pub fn generate_in(tag: RoutingTag) -> Self {
+                Self(issue($prefix, tag))
             }
 
             /// Parses an id a client sent back.

@@ -17,6 +17,17 @@ pub enum DenyReason {
     NumberMismatch,
 }
 
+impl DenyReason {
+    /// Lower-case name, as stored and audited.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotMe => "not_me",
+            Self::CancelledByUser => "cancelled_by_user",
+            Self::NumberMismatch => "number_mismatch",
+        }
+    }
+}
+
 /// The owner's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {

@@ -104,6 +104,17 @@ impl Dispatcher {
         }
     }
 
+    /// Looks up the account's devices and withdraws the prompt, in the background.
+    pub fn withdraw_later(&self, challenge: Challenge, except: Option<DeviceId>) {
+        let this = self.clone();
+        self.tracker.spawn(async move {
+            match this.store.list_devices(&challenge.account).await {
+                Ok(devices) => this.withdraw(&challenge, devices, except.as_ref()),
+                Err(error) => tracing::warn!(%error, challenge_id = %challenge.id, "could not withdraw the prompt"),
+            }
+        });
+    }
+
     async fn record(
         &self,
         challenge: &crate::challenge::ChallengeId,

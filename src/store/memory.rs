@@ -154,7 +154,7 @@ impl Inner {
             State::Denied(d, r) => (
                 AuditKind::ChallengeDenied,
                 Actor::Device(d.clone()),
-                format!("{r:?}"),
+                r.name().to_owned(),
             ),
             State::FraudReported(d) => (
                 AuditKind::FraudReported,

@@ -4,6 +4,7 @@
 //! a single script. `memory.rs` keeps every guarantee inside one process.
 
 pub mod memory;
+pub mod redis;
 
 use crate::audit::{AuditRecord, SecurityEvent, StoredAudit};
 use crate::auth::{AuthError, PublicKey};
@@ -15,6 +16,7 @@ use crate::device::{Device, Enrollment, Platform, Ticket};
 use async_trait::async_trait;
 use std::time::Duration;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// The store could not do its job (not a refusal: those are outcomes).

@@ -45,6 +45,7 @@ struct Watcher {
 pub struct Hub {
     watchers: Mutex<HashMap<ChallengeId, Vec<Watcher>>>,
     next_key: AtomicU64,
+    idle: std::sync::OnceLock<mpsc::UnboundedSender<ChallengeId>>,
 }
 
 /// Keeps a watcher registered; dropping it (the stream ended or the client left) removes the watcher.
@@ -108,13 +109,33 @@ impl Hub {
             Sink::Unbounded(tx) => tx.send(event.clone()).is_ok(),
         });
         let dropped = before - list.len();
-        if list.is_empty() {
+        let idle = list.is_empty();
+        if idle {
             map.remove(&event.challenge_id);
         }
         drop(map);
+        if idle {
+            self.went_idle(&event.challenge_id);
+        }
         if dropped > 0 {
             metrics::gauge!("relay_watchers").decrement(dropped as f64);
         }
+    }
+
+    /// Asks to be told of every challenge that loses its last local watcher (to unsubscribe from it).
+    pub fn notify_idle(&self, tx: mpsc::UnboundedSender<ChallengeId>) {
+        let _ = self.idle.set(tx);
+    }
+
+    fn went_idle(&self, challenge: &ChallengeId) {
+        if let Some(tx) = self.idle.get() {
+            let _ = tx.send(challenge.clone());
+        }
+    }
+
+    /// True when this replica has a watcher for the challenge.
+    pub fn contains(&self, challenge: &ChallengeId) -> bool {
+        self.lock().contains_key(challenge)
     }
 
     /// Challenges with at least one local watcher (for re-subscription and resync).
@@ -169,10 +190,14 @@ impl Drop for Registration {
         let before = list.len();
         list.retain(|w| w.key != self.key);
         let removed = before - list.len();
-        if list.is_empty() {
+        let idle = list.is_empty();
+        if idle {
             map.remove(&self.challenge);
         }
         drop(map);
+        if idle {
+            self.hub.went_idle(&self.challenge);
+        }
         if removed > 0 {
             metrics::gauge!("relay_watchers").decrement(removed as f64);
         }

@@ -8,9 +8,7 @@ use approval_relay::pb::device_request::Body;
 use approval_relay::relay::rotate_key_message;
 use tonic::Code;
 
-#[tokio::test]
-async fn an_enrollment_uri_names_the_ticket_and_the_device_api() {
-    let app = spawn_app().await;
+async fn an_enrollment_uri_names_the_ticket_and_the_device_api(app: TestApp) {
     let req = pb::CreateEnrollmentRequest {
         account_id: account(),
         ttl_seconds: 120,
@@ -31,9 +29,7 @@ async fn an_enrollment_uri_names_the_ticket_and_the_device_api() {
     );
 }
 
-#[tokio::test]
-async fn a_new_push_token_is_used_for_the_next_push() {
-    let app = spawn_app().await;
+async fn a_new_push_token_is_used_for_the_next_push(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let req = phone.signed(Body::UpdatePushToken(pb::UpdatePushTokenBody {
@@ -52,9 +48,7 @@ async fn a_new_push_token_is_used_for_the_next_push() {
     assert_eq!(pushes[0].token, "fresh-token");
 }
 
-#[tokio::test]
-async fn a_rotated_key_signs_from_then_on_and_the_old_key_is_refused() {
-    let app = spawn_app().await;
+async fn a_rotated_key_signs_from_then_on_and_the_old_key_is_refused(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     // Same algorithm, so the old key's signature is well-formed and fails only because the key changed.
@@ -90,9 +84,7 @@ async fn a_rotated_key_signs_from_then_on_and_the_old_key_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn a_rotation_without_proof_of_the_new_key_is_refused() {
-    let app = spawn_app().await;
+async fn a_rotation_without_proof_of_the_new_key_is_refused(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let new_key = PhoneKey::p256();
@@ -109,16 +101,34 @@ async fn a_rotation_without_proof_of_the_new_key_is_refused() {
     assert_code(result, Code::InvalidArgument, "rotate_key.new_key_proof");
 }
 
-#[tokio::test]
-async fn the_audit_trail_pages_newest_first_without_gaps() {
-    let app = spawn_app().await;
+async fn the_audit_trail_pages_newest_first_without_gaps(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     for _ in 0..5 {
         let c = app.create(&account, pb::NumberMatchMode::Type).await;
         app.approve(&mut phone, &c).await.expect("approve");
     }
-    let mut positions = Vec::new();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let full = {
+        let req = pb::ListAuditEventsRequest {
+            account_id: account.clone(),
+            page_size: 500,
+            page_token: String::new(),
+        };
+        app.audit
+            .clone()
+            .list_audit_events(req)
+            .await
+            .expect("all")
+            .into_inner()
+    };
+    assert!(full.next_page_token.is_empty());
+    assert!(
+        full.events.len() >= 17,
+        "2 enrollment records and 3 per challenge: {}",
+        full.events.len()
+    );
+    let mut paged = Vec::new();
     let mut token = String::new();
     loop {
         let req = pb::ListAuditEventsRequest {
@@ -133,23 +143,32 @@ async fn the_audit_trail_pages_newest_first_without_gaps() {
             .await
             .expect("page")
             .into_inner();
-        positions.extend(
-            page.events
-                .iter()
-                .map(|e| e.position.parse::<u64>().expect("numeric position")),
-        );
+        assert!(page.events.len() <= 3);
+        paged.extend(page.events);
         if page.next_page_token.is_empty() {
             break;
         }
         token = page.next_page_token;
     }
-    let mut sorted = positions.clone();
-    sorted.sort_unstable_by(|a, b| b.cmp(a));
-    sorted.dedup();
-    assert_eq!(positions, sorted, "newest first, no repeats");
     assert_eq!(
-        positions.len() as u64,
-        positions[0],
-        "no gaps down to the first record"
+        paged, full.events,
+        "pages put together are the whole trail, newest first"
+    );
+    assert!(
+        paged.windows(2).all(|w| w[0].at_unix_ms >= w[1].at_unix_ms),
+        "newest first"
+    );
+    assert_eq!(
+        paged.last().map(|e| e.kind()),
+        Some(pb::AuditKind::EnrollmentCreated),
+        "down to the first record"
     );
 }
+
+on_both_stores!(
+    an_enrollment_uri_names_the_ticket_and_the_device_api,
+    a_new_push_token_is_used_for_the_next_push,
+    a_rotated_key_signs_from_then_on_and_the_old_key_is_refused,
+    a_rotation_without_proof_of_the_new_key_is_refused,
+    the_audit_trail_pages_newest_first_without_gaps,
+);

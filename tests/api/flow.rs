@@ -9,10 +9,9 @@ use approval_relay::push::PushKind;
 use std::time::Duration;
 use tonic::Code;
 
-#[tokio::test]
-async fn an_enrolled_phone_approves_with_the_right_number_and_the_watcher_sees_snapshot_then_approved()
- {
-    let app = spawn_app().await;
+async fn an_enrolled_phone_approves_with_the_right_number_and_the_watcher_sees_snapshot_then_approved(
+    app: TestApp,
+) {
     let account = account();
     let mut phone = app.enroll(&account).await;
 
@@ -64,9 +63,7 @@ async fn an_enrolled_phone_approves_with_the_right_number_and_the_watcher_sees_s
     assert_eq!(after.decided_by_device_id, phone.device_id);
 }
 
-#[tokio::test]
-async fn choose_mode_offers_three_numbers_one_of_which_approves() {
-    let app = spawn_app().await;
+async fn choose_mode_offers_three_numbers_one_of_which_approves(app: TestApp) {
     let account = account();
     let mut phone = app
         .enroll_with(&account, PhoneKey::ed25519(), pb::Platform::Apns)
@@ -90,9 +87,7 @@ async fn choose_mode_offers_three_numbers_one_of_which_approves() {
     );
 }
 
-#[tokio::test]
-async fn a_denial_carries_its_reason_to_the_watcher_and_the_audit_trail() {
-    let app = spawn_app().await;
+async fn a_denial_carries_its_reason_to_the_watcher_and_the_audit_trail(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -119,13 +114,11 @@ async fn a_denial_carries_its_reason_to_the_watcher_and_the_audit_trail() {
     assert!(
         app.audit_details(&account)
             .await
-            .contains(&(pb::AuditKind::ChallengeDenied, "NotMe".into()))
+            .contains(&(pb::AuditKind::ChallengeDenied, "not_me".into()))
     );
 }
 
-#[tokio::test]
-async fn a_fraud_report_ends_the_challenge_and_reaches_the_security_event_stream() {
-    let app = spawn_app().await;
+async fn a_fraud_report_ends_the_challenge_and_reaches_the_security_event_stream(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -170,9 +163,9 @@ async fn a_fraud_report_ends_the_challenge_and_reaches_the_security_event_stream
     assert_eq!(found.device_id, phone.device_id);
 }
 
-#[tokio::test]
-async fn an_unanswered_challenge_expires_at_its_deadline_and_late_answers_are_refused() {
-    let app = spawn_app().await;
+async fn an_unanswered_challenge_expires_at_its_deadline_and_late_answers_are_refused(
+    app: TestApp,
+) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create_short(&account, 1).await;
@@ -205,9 +198,7 @@ async fn an_unanswered_challenge_expires_at_its_deadline_and_late_answers_are_re
     assert_eq!(expiries, 1, "exactly one terminal audit record");
 }
 
-#[tokio::test]
-async fn a_cancelled_challenge_tells_its_watcher_and_a_second_cancel_changes_nothing() {
-    let app = spawn_app().await;
+async fn a_cancelled_challenge_tells_its_watcher_and_a_second_cancel_changes_nothing(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -248,9 +239,7 @@ async fn a_cancelled_challenge_tells_its_watcher_and_a_second_cancel_changes_not
     );
 }
 
-#[tokio::test]
-async fn a_watch_started_after_the_decision_gets_it_from_the_snapshot() {
-    let app = spawn_app().await;
+async fn a_watch_started_after_the_decision_gets_it_from_the_snapshot(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -266,10 +255,9 @@ async fn a_watch_started_after_the_decision_gets_it_from_the_snapshot() {
     }
 }
 
-#[tokio::test]
-async fn the_signing_in_device_is_never_pushed_and_an_account_without_devices_gets_failed_precondition()
- {
-    let app = spawn_app().await;
+async fn the_signing_in_device_is_never_pushed_and_an_account_without_devices_gets_failed_precondition(
+    app: TestApp,
+) {
     let account = account();
     assert_code(
         app.create_with(pb::CreateChallengeRequest {
@@ -319,9 +307,7 @@ async fn the_signing_in_device_is_never_pushed_and_an_account_without_devices_ge
     );
 }
 
-#[tokio::test]
-async fn the_same_idempotency_key_twice_gives_one_challenge_and_one_push_per_device() {
-    let app = spawn_app().await;
+async fn the_same_idempotency_key_twice_gives_one_challenge_and_one_push_per_device(app: TestApp) {
     let account = account();
     let _one = app.enroll(&account).await;
     let _two = app
@@ -350,9 +336,9 @@ async fn the_same_idempotency_key_twice_gives_one_challenge_and_one_push_per_dev
     assert_ne!(pushes[0].token, pushes[1].token);
 }
 
-#[tokio::test]
-async fn after_an_approval_every_other_device_gets_a_withdraw_push_for_the_same_challenge() {
-    let app = spawn_app().await;
+async fn after_an_approval_every_other_device_gets_a_withdraw_push_for_the_same_challenge(
+    app: TestApp,
+) {
     let account = account();
     let mut first = app.enroll(&account).await;
     let _second = app.enroll(&account).await;
@@ -370,3 +356,16 @@ async fn after_an_approval_every_other_device_gets_a_withdraw_push_for_the_same_
         "the two devices that did not answer: {pushes:?}"
     );
 }
+
+on_both_stores!(
+    an_enrolled_phone_approves_with_the_right_number_and_the_watcher_sees_snapshot_then_approved,
+    the_signing_in_device_is_never_pushed_and_an_account_without_devices_gets_failed_precondition,
+    choose_mode_offers_three_numbers_one_of_which_approves,
+    a_denial_carries_its_reason_to_the_watcher_and_the_audit_trail,
+    a_fraud_report_ends_the_challenge_and_reaches_the_security_event_stream,
+    an_unanswered_challenge_expires_at_its_deadline_and_late_answers_are_refused,
+    a_cancelled_challenge_tells_its_watcher_and_a_second_cancel_changes_nothing,
+    a_watch_started_after_the_decision_gets_it_from_the_snapshot,
+    the_same_idempotency_key_twice_gives_one_challenge_and_one_push_per_device,
+    after_an_approval_every_other_device_gets_a_withdraw_push_for_the_same_challenge,
+);

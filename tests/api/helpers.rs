@@ -27,6 +27,7 @@ pub struct TestApp {
     pub device: DeviceServiceClient<Channel>,
     pub sink: Arc<SinkProvider>,
     pub hub: Arc<approval_relay::watch::Hub>,
+    pub redis: Option<crate::redis_server::RedisServer>,
 
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -60,6 +61,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         device: DeviceServiceClient::new(device),
         sink,
         hub,
+        redis: None,
         device_addr,
         admin_addr,
         stop: Some(stop),
@@ -344,4 +346,36 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, co
 
 pub fn wrong(number: u32) -> u32 {
     if number == 99 { 98 } else { number + 1 }
+}
+
+/// A relay on its own real redis-server (which lives as long as the app).
+pub async fn spawn_app_on_redis() -> TestApp {
+    let redis = crate::redis_server::RedisServer::start();
+    let url = redis.url();
+    let mut app = spawn_app_with(|c| c.redis_url = Some(url)).await;
+    app.redis = Some(redis);
+    app
+}
+
+/// Runs each named `async fn(TestApp)` twice: on the in-memory store and on a real Redis, so that the
+/// two stores cannot drift apart (the conformance suite of the `Store` contract, through the API).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::spawn_app().await).await
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::spawn_app_on_redis().await).await
+                }
+            )*
+        }
+    };
 }

@@ -1,11 +1,14 @@
 //! Integration tests: the real service on loopback ports, driven by real gRPC clients.
 
+#[macro_use]
 mod helpers;
+mod redis_server;
 
 mod devices;
 mod flow;
 mod races;
 mod refusals;
+mod replicas;
 mod shutdown;
 mod streams;
 mod validation;

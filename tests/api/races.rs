@@ -4,9 +4,7 @@ use crate::helpers::*;
 use approval_relay::pb;
 use approval_relay::pb::challenge_event::Kind;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_devices_answering_at_once_yield_exactly_one_terminal_state_every_time() {
-    let app = spawn_app().await;
+async fn three_devices_answering_at_once_yield_exactly_one_terminal_state_every_time(app: TestApp) {
     let account = account();
     let mut phones = [
         app.enroll(&account).await,
@@ -62,9 +60,7 @@ async fn three_devices_answering_at_once_yield_exactly_one_terminal_state_every_
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_racing_an_approval_still_ends_in_one_state() {
-    let app = spawn_app().await;
+async fn cancel_racing_an_approval_still_ends_in_one_state(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     for round in 0..40 {
@@ -84,3 +80,8 @@ async fn cancel_racing_an_approval_still_ends_in_one_state() {
         );
     }
 }
+
+on_both_stores!(
+    three_devices_answering_at_once_yield_exactly_one_terminal_state_every_time,
+    cancel_racing_an_approval_still_ends_in_one_state,
+);

@@ -25,9 +25,7 @@ async fn still_pending(app: &TestApp, challenge: &pb::Challenge) {
     );
 }
 
-#[tokio::test]
-async fn a_bad_signature_is_refused_audited_and_changes_nothing() {
-    let app = spawn_app().await;
+async fn a_bad_signature_is_refused_audited_and_changes_nothing(app: TestApp) {
     let account = account();
     let phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -59,9 +57,7 @@ async fn a_bad_signature_is_refused_audited_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_signature_by_another_devices_key_is_refused() {
-    let app = spawn_app().await;
+async fn a_signature_by_another_devices_key_is_refused(app: TestApp) {
     let account = account();
     let victim = app.enroll(&account).await;
     let attacker_key = PhoneKey::p256();
@@ -81,9 +77,7 @@ async fn a_signature_by_another_devices_key_is_refused() {
     still_pending(&app, &challenge).await;
 }
 
-#[tokio::test]
-async fn a_device_of_another_account_cannot_see_or_answer_the_challenge() {
-    let app = spawn_app().await;
+async fn a_device_of_another_account_cannot_see_or_answer_the_challenge(app: TestApp) {
     let (owner, stranger) = (account(), account());
     let _phone = app.enroll(&owner).await;
     let mut other = app.enroll(&stranger).await;
@@ -112,9 +106,9 @@ async fn a_device_of_another_account_cannot_see_or_answer_the_challenge() {
     );
 }
 
-#[tokio::test]
-async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refused_from_then_on() {
-    let app = spawn_app().await;
+async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refused_from_then_on(
+    app: TestApp,
+) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -183,9 +177,7 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
     );
 }
 
-#[tokio::test]
-async fn a_revoked_device_is_refused() {
-    let app = spawn_app().await;
+async fn a_revoked_device_is_refused(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let _other = app.enroll(&account).await;
@@ -214,9 +206,7 @@ async fn a_revoked_device_is_refused() {
     still_pending(&app, &challenge).await;
 }
 
-#[tokio::test]
-async fn a_wrong_number_is_refused_audited_and_the_challenge_stays_pending() {
-    let app = spawn_app().await;
+async fn a_wrong_number_is_refused_audited_and_the_challenge_stays_pending(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -255,9 +245,7 @@ async fn a_wrong_number_is_refused_audited_and_the_challenge_stays_pending() {
     );
 }
 
-#[tokio::test]
-async fn a_second_decision_after_the_first_is_refused() {
-    let app = spawn_app().await;
+async fn a_second_decision_after_the_first_is_refused(app: TestApp) {
     let account = account();
     let mut first = app.enroll(&account).await;
     let mut second = app.enroll(&account).await;
@@ -281,9 +269,7 @@ async fn a_second_decision_after_the_first_is_refused() {
     assert_eq!(after.decided_by_device_id, first.device_id);
 }
 
-#[tokio::test]
-async fn a_timestamp_outside_the_window_is_refused() {
-    let app = spawn_app().await;
+async fn a_timestamp_outside_the_window_is_refused(app: TestApp) {
     let account = account();
     let phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -296,9 +282,7 @@ async fn a_timestamp_outside_the_window_is_refused() {
     still_pending(&app, &challenge).await;
 }
 
-#[tokio::test]
-async fn an_enrollment_ticket_works_once() {
-    let app = spawn_app().await;
+async fn an_enrollment_ticket_works_once(app: TestApp) {
     let account = account();
     let ticket = app.ticket(&account).await;
     let phone = Phone::new(PhoneKey::p256());
@@ -319,9 +303,7 @@ async fn an_enrollment_ticket_works_once() {
     assert_eq!(app.devices(&account).await.len(), 1);
 }
 
-#[tokio::test]
-async fn an_enrollment_whose_proof_is_not_signed_by_the_enrolled_key_is_refused() {
-    let app = spawn_app().await;
+async fn an_enrollment_whose_proof_is_not_signed_by_the_enrolled_key_is_refused(app: TestApp) {
     let account = account();
     let ticket = app.ticket(&account).await;
     let phone = Phone::new(PhoneKey::p256());
@@ -334,3 +316,16 @@ async fn an_enrollment_whose_proof_is_not_signed_by_the_enrolled_key_is_refused(
     );
     assert!(app.devices(&account).await.is_empty());
 }
+
+on_both_stores!(
+    a_bad_signature_is_refused_audited_and_changes_nothing,
+    a_signature_by_another_devices_key_is_refused,
+    a_device_of_another_account_cannot_see_or_answer_the_challenge,
+    a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refused_from_then_on,
+    a_revoked_device_is_refused,
+    a_wrong_number_is_refused_audited_and_the_challenge_stays_pending,
+    a_second_decision_after_the_first_is_refused,
+    a_timestamp_outside_the_window_is_refused,
+    an_enrollment_ticket_works_once,
+    an_enrollment_whose_proof_is_not_signed_by_the_enrolled_key_is_refused,
+);

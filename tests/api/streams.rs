@@ -20,9 +20,7 @@ fn create(request_id: &str, account: &str) -> pb::StreamChallengesRequest {
     }
 }
 
-#[tokio::test]
-async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_ids() {
-    let app = spawn_app().await;
+async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_ids(app: TestApp) {
     let accounts = [account(), account(), account()];
     let mut phones = Vec::new();
     for a in &accounts {
@@ -136,9 +134,7 @@ async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_
     ));
 }
 
-#[tokio::test]
-async fn a_stream_reports_delivery_of_the_push_it_created() {
-    let app = spawn_app().await;
+async fn a_stream_reports_delivery_of_the_push_it_created(app: TestApp) {
     let account = account();
     let phone = app.enroll(&account).await;
     let (tx, rx) = mpsc::channel(4);
@@ -168,9 +164,7 @@ async fn a_stream_reports_delivery_of_the_push_it_created() {
     }
 }
 
-#[tokio::test]
-async fn watchers_are_removed_when_their_clients_go_away() {
-    let app = spawn_app().await;
+async fn watchers_are_removed_when_their_clients_go_away(app: TestApp) {
     let account = account();
     let _phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -192,3 +186,9 @@ async fn watchers_are_removed_when_their_clients_go_away() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+on_both_stores!(
+    challenges_on_one_stream_each_get_their_own_events_under_their_request_ids,
+    a_stream_reports_delivery_of_the_push_it_created,
+    watchers_are_removed_when_their_clients_go_away,
+);

@@ -7,9 +7,7 @@ use approval_relay::pb;
 use approval_relay::pb::device_request::Body;
 use tonic::Code;
 
-#[tokio::test]
-async fn bad_create_challenge_requests_name_the_field() {
-    let app = spawn_app().await;
+async fn bad_create_challenge_requests_name_the_field(app: TestApp) {
     let account = account();
     let _phone = app.enroll(&account).await;
     let ok = || pb::CreateChallengeRequest {
@@ -114,9 +112,7 @@ async fn bad_create_challenge_requests_name_the_field() {
     );
 }
 
-#[tokio::test]
-async fn bad_ids_on_backend_rpcs_name_the_field() {
-    let app = spawn_app().await;
+async fn bad_ids_on_backend_rpcs_name_the_field(app: TestApp) {
     let mut c = app.challenges.clone();
     let mut r = app.registry.clone();
     let mut a = app.audit.clone();
@@ -218,9 +214,7 @@ async fn bad_ids_on_backend_rpcs_name_the_field() {
     );
 }
 
-#[tokio::test]
-async fn malformed_envelopes_keys_and_signatures_name_the_field() {
-    let app = spawn_app().await;
+async fn malformed_envelopes_keys_and_signatures_name_the_field(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
@@ -314,9 +308,7 @@ async fn malformed_envelopes_keys_and_signatures_name_the_field() {
     );
 }
 
-#[tokio::test]
-async fn malformed_enrollments_name_the_field_and_register_nothing() {
-    let app = spawn_app().await;
+async fn malformed_enrollments_name_the_field_and_register_nothing(app: TestApp) {
     let account = account();
     let ticket = app.ticket(&account).await;
     let phone = Phone::new(PhoneKey::p256());
@@ -378,3 +370,10 @@ async fn malformed_enrollments_name_the_field_and_register_nothing() {
         .await
         .expect("the ticket is still usable after refused attempts");
 }
+
+on_both_stores!(
+    bad_create_challenge_requests_name_the_field,
+    bad_ids_on_backend_rpcs_name_the_field,
+    malformed_envelopes_keys_and_signatures_name_the_field,
+    malformed_enrollments_name_the_field_and_register_nothing,
+);

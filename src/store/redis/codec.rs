@@ -1,0 +1,282 @@
+//! Redis values ⇄ domain records: device and challenge hashes, event payloads on the channels, and
+//! script replies.
+
+use crate::auth::{KeyAlgorithm, PublicKey};
+use crate::challenge::{
+    AccountId, Challenge, ChallengeId, DenyReason, DeviceId, Event, EventKind, LoginContext,
+    NumberMatch, NumberMode, State,
+};
+use crate::device::{Device, DeviceState, Platform};
+use crate::store::StoreError;
+use ::redis::Value;
+use std::collections::HashMap;
+
+/// A hash as read with HGETALL.
+pub type Hash = HashMap<String, Vec<u8>>;
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Text of a script reply element.
+pub fn text(v: &Value) -> Result<String, StoreError> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(corrupt),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        other => Err(corrupt(format!("expected text, got {other:?}"))),
+    }
+}
+
+/// Integer of a script reply element.
+pub fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => text(other)?.parse().map_err(corrupt),
+    }
+}
+
+/// Elements of an array reply.
+pub fn array(v: &Value) -> Result<&[Value], StoreError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        other => Err(corrupt(format!("expected an array, got {other:?}"))),
+    }
+}
+
+/// A flat field/value array (HGETALL inside a script) as a hash.
+pub fn hash(v: &Value) -> Result<Hash, StoreError> {
+    let items = array(v)?;
+    let mut out = Hash::new();
+    for pair in items.chunks(2) {
+        if let [Value::BulkString(k), Value::BulkString(val)] = pair {
+            out.insert(String::from_utf8_lossy(k).into_owned(), val.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn field<'a>(h: &'a Hash, name: &str) -> Result<&'a str, StoreError> {
+    h.get(name)
+        .map(|v| std::str::from_utf8(v).map_err(corrupt))
+        .transpose()?
+        .ok_or_else(|| corrupt(format!("missing field {name}")))
+}
+
+fn opt_field<'a>(h: &'a Hash, name: &str) -> &'a str {
+    h.get(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or_default()
+}
+
+fn num<T: std::str::FromStr>(h: &Hash, name: &str) -> Result<T, StoreError> {
+    field(h, name)?
+        .parse()
+        .map_err(|_| corrupt(format!("field {name} is not a number")))
+}
+
+/// Name of a platform in a device hash.
+pub fn platform_name(p: Platform) -> &'static str {
+    p.name()
+}
+
+/// Name of a key algorithm in a device hash.
+pub fn algorithm_name(a: KeyAlgorithm) -> &'static str {
+    match a {
+        KeyAlgorithm::EcdsaP256 => "p256",
+        KeyAlgorithm::Ed25519 => "ed25519",
+    }
+}
+
+/// A device from its hash.
+pub fn device(id: &DeviceId, h: &Hash) -> Result<Device, StoreError> {
+    let algorithm = match field(h, "alg")? {
+        "p256" => KeyAlgorithm::EcdsaP256,
+        "ed25519" => KeyAlgorithm::Ed25519,
+        other => return Err(corrupt(format!("unknown key algorithm {other}"))),
+    };
+    let key_bytes = h.get("key").ok_or_else(|| corrupt("missing key"))?;
+    Ok(Device {
+        id: id.clone(),
+        account: AccountId::parse(field(h, "account")?).map_err(corrupt)?,
+        platform: match field(h, "platform")? {
+            "apns" => Platform::Apns,
+            "fcm" => Platform::Fcm,
+            other => return Err(corrupt(format!("unknown platform {other}"))),
+        },
+        push_token: h
+            .get("token")
+            .map(|t| String::from_utf8_lossy(t).into_owned()),
+        app_id: opt_field(h, "app").to_owned(),
+        key: PublicKey::parse(algorithm, key_bytes).map_err(corrupt)?,
+        display_name: opt_field(h, "name").to_owned(),
+        created_at_ms: num(h, "created")?,
+        last_seen_ms: num(h, "seen")?,
+        counter: num(h, "counter")?,
+        state: match field(h, "state")? {
+            "active" => DeviceState::Active,
+            "clone" => DeviceState::SuspectedClone,
+            "revoked" => DeviceState::Revoked,
+            other => return Err(corrupt(format!("unknown device state {other}"))),
+        },
+    })
+}
+
+/// The device fields the relay writes at enrollment (the script adds account, state, counter, times).
+pub fn new_device_fields(d: &crate::store::NewDevice) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("platform", platform_name(d.platform).as_bytes().to_vec()),
+        ("token", d.push_token.as_bytes().to_vec()),
+        ("app", d.app_id.as_bytes().to_vec()),
+        ("alg", algorithm_name(d.key.algorithm()).as_bytes().to_vec()),
+        ("key", d.key.to_bytes()),
+        ("name", d.display_name.as_bytes().to_vec()),
+    ]
+}
+
+fn mode_name(m: NumberMode) -> &'static str {
+    match m {
+        NumberMode::None => "none",
+        NumberMode::Type => "type",
+        NumberMode::Choose => "choose",
+    }
+}
+
+/// The challenge fields the relay writes at creation (the script adds state, times, targets).
+pub fn new_challenge_fields(c: &crate::store::NewChallenge) -> Vec<(&'static str, String)> {
+    let ctx = &c.context;
+    vec![
+        ("ip", ctx.ip.map(|ip| ip.to_string()).unwrap_or_default()),
+        ("loc", ctx.location.clone()),
+        ("ua", ctx.user_agent.clone()),
+        ("sname", ctx.signing_in_device_name.clone()),
+        (
+            "sdev",
+            ctx.signing_in_device_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
+        ("mode", mode_name(c.number.mode).to_owned()),
+        ("number", c.number.number.to_string()),
+        (
+            "choices",
+            c.number
+                .choices
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("idem", c.idempotency_key.clone().unwrap_or_default()),
+    ]
+}
+
+fn state(name: &str, by: &str, reason: &str) -> Result<State, StoreError> {
+    let device = || DeviceId::parse(by).map_err(corrupt);
+    Ok(match name {
+        "pending" => State::Pending,
+        "approved" => State::Approved(device()?),
+        "denied" => State::Denied(device()?, deny_reason(reason)?),
+        "fraud_reported" => State::FraudReported(device()?),
+        "expired" => State::Expired,
+        "cancelled" => State::Cancelled,
+        other => return Err(corrupt(format!("unknown challenge state {other}"))),
+    })
+}
+
+fn deny_reason(name: &str) -> Result<DenyReason, StoreError> {
+    [
+        DenyReason::NotMe,
+        DenyReason::CancelledByUser,
+        DenyReason::NumberMismatch,
+    ]
+    .into_iter()
+    .find(|r| r.name() == name)
+    .ok_or_else(|| corrupt(format!("unknown deny reason {name}")))
+}
+
+/// A challenge from its hash.
+pub fn challenge(id: &ChallengeId, h: &Hash) -> Result<Challenge, StoreError> {
+    let mode = match field(h, "mode")? {
+        "none" => NumberMode::None,
+        "type" => NumberMode::Type,
+        "choose" => NumberMode::Choose,
+        other => return Err(corrupt(format!("unknown number mode {other}"))),
+    };
+    let choices = opt_field(h, "choices")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<u32>, _>>();
+    let targets = opt_field(h, "targets")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(DeviceId::parse)
+        .collect::<Result<Vec<_>, _>>();
+    let ip = opt_field(h, "ip");
+    let sdev = opt_field(h, "sdev");
+    let idem = opt_field(h, "idem");
+    Ok(Challenge {
+        id: id.clone(),
+        account: AccountId::parse(field(h, "account")?).map_err(corrupt)?,
+        context: LoginContext {
+            ip: if ip.is_empty() {
+                None
+            } else {
+                Some(ip.parse().map_err(corrupt)?)
+            },
+            location: opt_field(h, "loc").to_owned(),
+            user_agent: opt_field(h, "ua").to_owned(),
+            signing_in_device_name: opt_field(h, "sname").to_owned(),
+            signing_in_device_id: if sdev.is_empty() {
+                None
+            } else {
+                Some(DeviceId::parse(sdev).map_err(corrupt)?)
+            },
+        },
+        number: NumberMatch {
+            mode,
+            number: num(h, "number")?,
+            choices: choices.map_err(corrupt)?,
+        },
+        targets: targets.map_err(corrupt)?,
+        created_at_ms: num(h, "created")?,
+        expires_at_ms: num(h, "expires")?,
+        ended_at_ms: num(h, "ended")?,
+        state: state(
+            field(h, "state")?,
+            opt_field(h, "by"),
+            opt_field(h, "reason"),
+        )?,
+        sequence: num(h, "seq")?,
+        idempotency_key: if idem.is_empty() {
+            None
+        } else {
+            Some(idem.to_owned())
+        },
+    })
+}
+
+/// An event from its channel payload: `seq \t at \t kind \t device \t extra`.
+pub fn event(id: &ChallengeId, payload: &[u8]) -> Result<Event, StoreError> {
+    let text = std::str::from_utf8(payload).map_err(corrupt)?;
+    let mut parts = text.splitn(5, '\t');
+    let mut next = || parts.next().unwrap_or_default();
+    let (seq, at, kind, device, extra) = (next(), next(), next(), next(), next());
+    let sequence = seq.parse().map_err(corrupt)?;
+    let at_ms = at.parse().map_err(corrupt)?;
+    let kind = match kind {
+        "delivered" => EventKind::Delivered(DeviceId::parse(device).map_err(corrupt)?),
+        "failed" => {
+            EventKind::DeliveryFailed(DeviceId::parse(device).map_err(corrupt)?, extra.to_owned())
+        }
+        terminal => EventKind::Ended(state(terminal, device, extra)?),
+    };
+    Ok(Event {
+        challenge_id: id.clone(),
+        sequence,
+        at_ms,
+        kind,
+    })
+}

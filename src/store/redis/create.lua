@@ -1,0 +1,35 @@
+-- Creates a challenge for every active device of the account except the signing-in one, or returns the
+-- challenge that holds the idempotency key. One atomic step (guarantee 8).
+-- KEYS[1] account's device list, KEYS[2] idempotency key (or the challenge key when none), KEYS[3] challenge
+-- hash, KEYS[4] account's pending index.
+-- ARGV[3] challenge id, ARGV[4] account, ARGV[5] ttl ms, ARGV[6] excluded device id, ARGV[7] '1' if an
+-- idempotency key is given, ARGV[8] retention ms, ARGV[9..] field/value pairs of the challenge.
+local id, account, ttl, excluded, retention = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[8])
+if ARGV[7] == '1' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return {'existing', existing} end
+end
+local targets, devices = {}, {}
+for _, device_id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if device_id ~= excluded then
+    local dev_key = PREFIX .. 'dev:' .. device_id
+    if redis.call('HGET', dev_key, 'state') == 'active' then
+      table.insert(targets, device_id)
+      table.insert(devices, redis.call('HGETALL', dev_key))
+    end
+  end
+end
+if #targets == 0 then return {'nodevices'} end
+local now = now_ms()
+local expires = now + ttl
+local fields = {}
+for i = 9, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call('HSET', KEYS[3], 'account', account, 'state', 'pending', 'seq', 0, 'created', now, 'expires', expires,
+  'ended', 0, 'by', '', 'reason', '', 'targets', ',' .. table.concat(targets, ',') .. ',', unpack(fields))
+redis.call('PEXPIREAT', KEYS[3], expires + retention)
+if ARGV[7] == '1' then redis.call('SET', KEYS[2], id, 'PXAT', expires + retention) end
+redis.call('ZADD', KEYS[4], expires, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention)
+redis.call('PEXPIREAT', KEYS[4], expires + retention)
+audit(account, now, 'challenge_created', 'backend', id, '', 'devices=' .. #targets)
+return {'created', now, expires, targets, devices}

@@ -1,0 +1,16 @@
+-- Expires (if due by Redis time) or cancels a pending challenge. KEYS[1] challenge hash.
+-- ARGV[3] challenge id, ARGV[4] 'expired' or 'cancelled'.
+local id, target = ARGV[3], ARGV[4]
+local c = redis.call('HMGET', KEYS[1], 'account', 'state', 'expires', 'seq')
+if not c[1] then return {'missing'} end
+if c[2] ~= 'pending' then return {'ended', c[2]} end
+local now = now_ms()
+if target == 'expired' and now < tonumber(c[3]) then return {'notdue', tonumber(c[3]) - now} end
+local at = now
+local seq = tonumber(c[4]) + 1
+redis.call('HSET', KEYS[1], 'state', target, 'ended', at, 'seq', seq)
+local actor = 'backend'
+if target == 'expired' then actor = 'relay' end
+audit(c[1], now, ended_kind(target), actor, id, '', '')
+publish(id, seq, at, target, '', '')
+return {'ok', seq, at}

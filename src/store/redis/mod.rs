@@ -1,0 +1,859 @@
+//! The Redis store: the same `Store` contract as `memory.rs`, shared by any number of replicas. Every
+//! state change is one Lua script (beside this file) that checks state, writes it, appends the audit
+//! record and publishes the event together, judging deadlines by Redis `TIME`. Keys of an account share
+//! one hash tag (see `keys.rs`); every key has a TTL or a cap.
+//!
+//! Security events go to one global stream (`ar:security`) written right after the script that caused
+//! them: a different slot, so it cannot be inside the same script on Cluster.
+
+mod codec;
+mod keys;
+mod scripts;
+mod subscriber;
+
+use super::*;
+use crate::audit::{Actor, AuditKind, SecurityKind};
+use crate::challenge::{EventKind, State};
+use crate::watch::Hub;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{AsyncCommands, Value};
+use codec::{array, int, text};
+use scripts::Scripts;
+use std::sync::Arc;
+use subscriber::Subscriber;
+use tokio_util::sync::CancellationToken;
+
+/// How long an ended challenge stays readable after its deadline (as in the memory store).
+const RETENTION_MS: i64 = memory::RETENTION_MS;
+/// Security events kept in the global stream.
+const SECURITY_CAP: usize = memory::SECURITY_CAP;
+
+/// The relay's state in Redis.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Scripts,
+    subscriber: Subscriber,
+}
+
+fn unavailable(e: ::redis::RedisError) -> StoreError {
+    metrics::counter!("relay_redis_errors_total").increment(1);
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Parses a Redis URL and turns on TCP_NODELAY (DESIGN.md §10: redis-rs leaves it off).
+fn connection_info(url: &str, resp3: bool) -> Result<::redis::ConnectionInfo, StoreError> {
+    use ::redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()
+        .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    let mut redis_settings = info.redis_settings().clone();
+    if resp3 {
+        redis_settings = redis_settings.set_protocol(::redis::ProtocolVersion::RESP3);
+    }
+    Ok(info
+        .set_tcp_settings(tcp)
+        .set_redis_settings(redis_settings))
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for
+    /// TLS) and starts the subscriber that feeds `hub`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub async fn connect(
+        url: &str,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StoreError> {
+        let client = ::redis::Client::open(connection_info(url, false)?).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        let sub_client = ::redis::Client::open(connection_info(url, true)?).map_err(unavailable)?;
+        let subscriber = subscriber::start(sub_client, conn.clone(), hub, shutdown).await?;
+        Ok(Self {
+            conn,
+            scripts: Scripts::new(),
+            subscriber,
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn security(
+        &self,
+        account: &AccountId,
+        kind: SecurityKind,
+        device: Option<&DeviceId>,
+        challenge: Option<&ChallengeId>,
+        detail: &str,
+    ) {
+        let kind = match kind {
+            SecurityKind::FraudReported => "fraud_reported",
+            SecurityKind::CloneSuspected => "clone_suspected",
+            SecurityKind::DeviceEnrolled => "device_enrolled",
+            SecurityKind::DeviceRevoked => "device_revoked",
+            SecurityKind::LimitTripped => "limit_tripped",
+        };
+        let device = device.map(ToString::to_string).unwrap_or_default();
+        let challenge = challenge.map(ToString::to_string).unwrap_or_default();
+        let mut cmd = ::redis::cmd("XADD");
+        cmd.arg(keys::SECURITY)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(SECURITY_CAP)
+            .arg("*");
+        cmd.arg("account")
+            .arg(account.as_str())
+            .arg("kind")
+            .arg(kind)
+            .arg("device")
+            .arg(device);
+        cmd.arg("challenge")
+            .arg(challenge)
+            .arg("detail")
+            .arg(detail);
+        if let Err(error) = cmd.query_async::<Value>(&mut self.conn()).await {
+            tracing::error!(%error, "could not append a security event");
+        }
+    }
+
+    async fn refusal(&self, device: &DeviceId, reason: &str) -> AuthError {
+        let error = match reason {
+            "unknown_device" => AuthError::UnknownDevice,
+            "revoked" => AuthError::Revoked,
+            "suspected_clone" => AuthError::SuspectedClone,
+            _ => AuthError::CounterNotIncreasing,
+        };
+        if error == AuthError::CounterNotIncreasing {
+            if let Ok(Some(d)) = self.get_device(device).await {
+                self.security(
+                    &d.account,
+                    SecurityKind::CloneSuspected,
+                    Some(device),
+                    None,
+                    "counter did not increase",
+                )
+                .await;
+            }
+        }
+        error
+    }
+
+    async fn touch(
+        &self,
+        call: &DeviceCall,
+        op: &str,
+        a: &[u8],
+        b: &[u8],
+    ) -> Result<Result<Device, AuthError>, StoreError> {
+        let reply: Value = self
+            .scripts
+            .touch
+            .key(keys::device(&call.device))
+            .arg(keys::prefix(call.device.tag()))
+            .arg("PUBLISH")
+            .arg(call.device.as_str())
+            .arg(call.counter)
+            .arg(op)
+            .arg(a)
+            .arg(b)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let items = array(&reply)?;
+        if text(&items[0])? == "refused" {
+            let reason = items.get(1).map(text).transpose()?.unwrap_or_default();
+            return Ok(Err(self.refusal(&call.device, &reason).await));
+        }
+        self.get_device(&call.device)
+            .await?
+            .ok_or(StoreError::Corrupt("device vanished".into()))
+            .map(Ok)
+    }
+
+    async fn end(&self, id: &ChallengeId, target: &str) -> Result<Value, StoreError> {
+        self.scripts
+            .end
+            .key(keys::challenge(id))
+            .arg(keys::prefix(id.tag()))
+            .arg("PUBLISH")
+            .arg(id.as_str())
+            .arg(target)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn now_ms(&self) -> Result<i64, StoreError> {
+        let (secs, micros): (i64, i64) = ::redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    async fn create_enrollment(
+        &self,
+        ticket: &Ticket,
+        enrollment: &Enrollment,
+    ) -> Result<(), StoreError> {
+        let now = self.now_ms().await?;
+        let ttl = (enrollment.expires_at_ms - now).max(1);
+        let _: Value = self
+            .scripts
+            .enrollment
+            .key(keys::enrollment(ticket))
+            .arg(keys::ticket_prefix(ticket))
+            .arg("PUBLISH")
+            .arg(enrollment.account.as_str())
+            .arg(ttl)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn enroll(
+        &self,
+        ticket: &Ticket,
+        device: NewDevice,
+    ) -> Result<Result<Device, EnrollRefusal>, StoreError> {
+        // The ticket carries the account's tag, so the new id lands in the account's slot.
+        let id = DeviceId::generate_in(ticket.tag());
+        let mut inv = self.scripts.enroll.key(keys::enrollment(ticket));
+        inv.arg(keys::ticket_prefix(ticket))
+            .arg("PUBLISH")
+            .arg(id.as_str())
+            .arg(memory::MAX_DEVICES);
+        for (name, value) in codec::new_device_fields(&device) {
+            inv.arg(name).arg(value);
+        }
+        let reply: Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let items = array(&reply)?;
+        match text(&items[0])?.as_str() {
+            "bad_ticket" => return Ok(Err(EnrollRefusal::BadTicket)),
+            "too_many" => return Ok(Err(EnrollRefusal::TooManyDevices)),
+            _ => {}
+        }
+        let device = self
+            .get_device(&id)
+            .await?
+            .ok_or(StoreError::Corrupt("device vanished".into()))?;
+        self.security(
+            &device.account,
+            SecurityKind::DeviceEnrolled,
+            Some(&id),
+            None,
+            "",
+        )
+        .await;
+        Ok(Ok(device))
+    }
+
+    async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>, StoreError> {
+        let hash: codec::Hash = self
+            .conn()
+            .hgetall(keys::device(id))
+            .await
+            .map_err(unavailable)?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        codec::device(id, &hash).map(Some)
+    }
+
+    async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError> {
+        let reply: Value = self
+            .scripts
+            .reads
+            .key(keys::devices(account))
+            .arg(keys::prefix(account.tag()))
+            .arg("PUBLISH")
+            .arg("devices")
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for pair in array(&reply)? {
+            let pair = array(pair)?;
+            let id = DeviceId::parse(&text(&pair[0])?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(codec::device(&id, &codec::hash(&pair[1])?)?);
+        }
+        Ok(out)
+    }
+
+    async fn revoke_device(
+        &self,
+        account: &AccountId,
+        id: &DeviceId,
+    ) -> Result<Option<Device>, StoreError> {
+        if id.tag() != account.tag() {
+            return Ok(None);
+        }
+        let reply: String = self
+            .scripts
+            .revoke
+            .key(keys::device(id))
+            .arg(keys::prefix(id.tag()))
+            .arg("PUBLISH")
+            .arg(account.as_str())
+            .arg(id.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if reply == "missing" {
+            return Ok(None);
+        }
+        if reply == "ok" {
+            self.security(account, SecurityKind::DeviceRevoked, Some(id), None, "")
+                .await;
+        }
+        self.get_device(id).await
+    }
+
+    async fn accept_call(
+        &self,
+        call: &DeviceCall,
+    ) -> Result<Result<Device, AuthError>, StoreError> {
+        self.touch(call, "touch", b"", b"").await
+    }
+
+    async fn update_push_token(
+        &self,
+        call: &DeviceCall,
+        token: &str,
+    ) -> Result<Result<Device, AuthError>, StoreError> {
+        self.touch(call, "token", token.as_bytes(), b"").await
+    }
+
+    async fn rotate_key(
+        &self,
+        call: &DeviceCall,
+        key: &PublicKey,
+    ) -> Result<Result<Device, AuthError>, StoreError> {
+        self.touch(
+            call,
+            "key",
+            codec::algorithm_name(key.algorithm()).as_bytes(),
+            &key.to_bytes(),
+        )
+        .await
+    }
+
+    async fn prune_token(
+        &self,
+        _id: &DeviceId,
+        _token: &str,
+        _reason: &str,
+    ) -> Result<(), StoreError> {
+        // Pruning happens in the same step as recording the failed delivery (see `record_delivery`).
+        Ok(())
+    }
+
+    async fn create_challenge(&self, new: NewChallenge) -> Result<CreateOutcome, StoreError> {
+        let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
+        // The overdue index first: an entry for a challenge that then is not created is harmless (the sweep
+        // finds nothing to expire and drops it); the other order could leave a challenge no sweep finds.
+        let due_at = crate::device_sim::phone::now_ms().saturating_add(ttl_ms);
+        let due = keys::due(&new.id);
+        let keep = ttl_ms.saturating_add(RETENTION_MS);
+        let mut pipe = ::redis::pipe();
+        pipe.zadd(&due, new.id.as_str(), due_at).ignore();
+        // NX gives a new shard a TTL; GT extends it: the index never outlives its newest entry by long.
+        pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("NX").ignore();
+        pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("GT").ignore();
+        let _: () = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let idem_key = match &new.idempotency_key {
+            Some(k) => keys::idempotency(&new.account, k),
+            None => keys::challenge(&new.id),
+        };
+        let mut inv = self.scripts.create.key(keys::devices(&new.account));
+        inv.key(idem_key)
+            .key(keys::challenge(&new.id))
+            .key(keys::pending(&new.account));
+        inv.arg(keys::prefix(new.account.tag()))
+            .arg("PUBLISH")
+            .arg(new.id.as_str())
+            .arg(new.account.as_str())
+            .arg(ttl_ms)
+            .arg(
+                new.context
+                    .signing_in_device_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+            .arg(if new.idempotency_key.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(RETENTION_MS);
+        for (name, value) in codec::new_challenge_fields(&new) {
+            inv.arg(name).arg(value);
+        }
+        let reply: Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let items = array(&reply)?;
+        match text(&items[0])?.as_str() {
+            "nodevices" => Ok(CreateOutcome::NoDevices),
+            "existing" => {
+                let id = ChallengeId::parse(&text(&items[1])?)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let c = self
+                    .get_challenge(&id)
+                    .await?
+                    .ok_or(StoreError::Corrupt("idempotent challenge vanished".into()))?;
+                Ok(CreateOutcome::Existing(c))
+            }
+            _ => {
+                let (now, expires) = (int(&items[1])?, int(&items[2])?);
+                let mut devices = Vec::new();
+                for (id, hash) in array(&items[3])?.iter().zip(array(&items[4])?) {
+                    let id = DeviceId::parse(&text(id)?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    devices.push(codec::device(&id, &codec::hash(hash)?)?);
+                }
+                let challenge = Challenge {
+                    id: new.id,
+                    account: new.account,
+                    context: new.context,
+                    number: new.number,
+                    targets: devices.iter().map(|d| d.id.clone()).collect(),
+                    created_at_ms: now,
+                    expires_at_ms: expires,
+                    ended_at_ms: 0,
+                    state: State::Pending,
+                    sequence: 0,
+                    idempotency_key: new.idempotency_key,
+                };
+                Ok(CreateOutcome::Created(challenge, devices))
+            }
+        }
+    }
+
+    async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError> {
+        let hash: codec::Hash = self
+            .conn()
+            .hgetall(keys::challenge(id))
+            .await
+            .map_err(unavailable)?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        codec::challenge(id, &hash).map(Some)
+    }
+
+    async fn respond(
+        &self,
+        call: &DeviceCall,
+        id: &ChallengeId,
+        decision: Decision,
+        number: u32,
+    ) -> Result<RespondOutcome, StoreError> {
+        let (state, reason) = match decision {
+            Decision::Approve => ("approved", ""),
+            Decision::Deny(r) => ("denied", r.name()),
+            Decision::ReportFraud => ("fraud_reported", ""),
+        };
+        let reply: Value = self
+            .scripts
+            .respond
+            .key(keys::device(&call.device))
+            .key(keys::challenge(id))
+            .arg(keys::prefix(call.device.tag()))
+            .arg("PUBLISH")
+            .arg(call.device.as_str())
+            .arg(call.counter)
+            .arg(id.as_str())
+            .arg(state)
+            .arg(reason)
+            .arg(number)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let items = array(&reply)?;
+        if text(&items[0])? == "refused" {
+            let why = text(&items[1])?;
+            let refusal = match why.as_str() {
+                "not_found" => DeviceRefusal::ChallengeNotFound,
+                "not_targeted" => DeviceRefusal::Respond(RespondError::NotTargeted),
+                "late" => DeviceRefusal::Respond(RespondError::Late),
+                "missing_number" => DeviceRefusal::Respond(RespondError::MissingNumber),
+                "wrong_number" => DeviceRefusal::Respond(RespondError::WrongNumber),
+                ended if ended.starts_with("ended:") => {
+                    let c = self
+                        .get_challenge(id)
+                        .await?
+                        .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
+                    DeviceRefusal::Respond(RespondError::Ended(c.state))
+                }
+                other => DeviceRefusal::Auth(self.refusal(&call.device, other).await),
+            };
+            return Ok(Err(refusal));
+        }
+        let c = self
+            .get_challenge(id)
+            .await?
+            .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
+        if matches!(c.state, State::FraudReported(_)) {
+            self.security(
+                &c.account,
+                SecurityKind::FraudReported,
+                Some(&call.device),
+                Some(id),
+                "",
+            )
+            .await;
+        }
+        let event = Event {
+            challenge_id: id.clone(),
+            sequence: c.sequence,
+            at_ms: c.ended_at_ms,
+            kind: EventKind::Ended(c.state.clone()),
+        };
+        Ok(Ok((c, event)))
+    }
+
+    async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError> {
+        let reply = self.end(id, "expired").await?;
+        let items = array(&reply)?;
+        match text(&items[0])?.as_str() {
+            "notdue" => Ok(ExpireOutcome::NotDue(std::time::Duration::from_millis(
+                int(&items[1])?.unsigned_abs(),
+            ))),
+            "ok" => {
+                let c = self
+                    .get_challenge(id)
+                    .await?
+                    .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
+                Ok(ExpireOutcome::Expired(Box::new(c)))
+            }
+            _ => Ok(ExpireOutcome::Ended),
+        }
+    }
+
+    async fn cancel(
+        &self,
+        id: &ChallengeId,
+    ) -> Result<Option<Result<(Challenge, Event), Challenge>>, StoreError> {
+        let reply = self.end(id, "cancelled").await?;
+        let items = array(&reply)?;
+        let outcome = text(&items[0])?;
+        if outcome == "missing" {
+            return Ok(None);
+        }
+        let c = self
+            .get_challenge(id)
+            .await?
+            .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
+        if outcome != "ok" {
+            return Ok(Some(Err(c)));
+        }
+        let event = Event {
+            challenge_id: id.clone(),
+            sequence: c.sequence,
+            at_ms: c.ended_at_ms,
+            kind: EventKind::Ended(c.state.clone()),
+        };
+        Ok(Some(Ok((c, event))))
+    }
+
+    async fn record_delivery(
+        &self,
+        id: &ChallengeId,
+        device: &DeviceId,
+        failure: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .scripts
+            .delivery
+            .key(keys::challenge(id))
+            .key(keys::device(device))
+            .arg(keys::prefix(id.tag()))
+            .arg("PUBLISH")
+            .arg(id.as_str())
+            .arg(device.as_str())
+            .arg(failure.unwrap_or_default().replace('\t', " "))
+            .arg("")
+            .arg("")
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_pending(&self, device: &DeviceId) -> Result<Vec<Challenge>, StoreError> {
+        let Some(d) = self.get_device(device).await? else {
+            return Ok(Vec::new());
+        };
+        let reply: Value = self
+            .scripts
+            .reads
+            .key(keys::pending(&d.account))
+            .arg(keys::prefix(device.tag()))
+            .arg("PUBLISH")
+            .arg("pending")
+            .arg(device.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for pair in array(&reply)? {
+            let pair = array(pair)?;
+            let id = ChallengeId::parse(&text(&pair[0])?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(codec::challenge(&id, &codec::hash(&pair[1])?)?);
+        }
+        out.sort_by_key(|c| c.created_at_ms);
+        Ok(out)
+    }
+
+    async fn overdue(&self, limit: usize) -> Result<Vec<ChallengeId>, StoreError> {
+        let now = self.now_ms().await?;
+        let mut pipe = ::redis::pipe();
+        for shard in 0..keys::DUE_SHARDS {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(keys::due_shard(shard))
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+        }
+        let shards: Vec<Vec<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        let mut stale = ::redis::pipe();
+        for (shard, ids) in shards.into_iter().enumerate() {
+            for id in ids {
+                // Each entry is looked at once: expired now, or already ended; either way it leaves the index.
+                stale.zrem(keys::due_shard(shard as u32), &id).ignore();
+                if let Ok(id) = ChallengeId::parse(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        let _: () = stale
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(out)
+    }
+
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        let mut cmd = ::redis::cmd("XADD");
+        cmd.arg(keys::audit(&record.account))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(memory::AUDIT_CAP)
+            .arg("*");
+        cmd.arg("at")
+            .arg(self.now_ms().await?)
+            .arg("kind")
+            .arg(audit_kind_name(record.kind))
+            .arg("actor")
+            .arg(record.actor.to_string());
+        cmd.arg("challenge").arg(
+            record
+                .challenge
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
+        cmd.arg("device").arg(
+            record
+                .device
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        );
+        cmd.arg("detail").arg(&record.detail);
+        let _: Value = cmd
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        account: &AccountId,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<AuditPage, StoreError> {
+        let end = match before {
+            None => "+".to_owned(),
+            Some(p) if is_stream_id(p) => format!("({p}"),
+            Some(_) => return Err(StoreError::InvalidPosition),
+        };
+        let reply: ::redis::streams::StreamRangeReply = self
+            .conn()
+            .xrevrange_count(keys::audit(account), end, "-", limit + 1)
+            .await
+            .map_err(unavailable)?;
+        let mut records = Vec::new();
+        for entry in reply.ids.iter().take(limit) {
+            let get = |f: &str| entry.get::<String>(f).unwrap_or_default();
+            let actor = get("actor");
+            let actor = match actor.strip_prefix("device:") {
+                Some(id) => DeviceId::parse(id)
+                    .map(Actor::Device)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                None if actor == "relay" => Actor::Relay,
+                None => Actor::Backend,
+            };
+            let record = AuditRecord {
+                account: account.clone(),
+                kind: audit_kind(&get("kind"))?,
+                actor,
+                challenge: ChallengeId::parse(&get("challenge")).ok(),
+                device: DeviceId::parse(&get("device")).ok(),
+                detail: get("detail"),
+            };
+            let at_ms = get("at").parse().unwrap_or_default();
+            records.push(StoredAudit {
+                position: entry.id.clone(),
+                at_ms,
+                record,
+            });
+        }
+        let next = if reply.ids.len() > limit {
+            records.last().map(|r| r.position.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage { records, next })
+    }
+
+    async fn security_events(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<SecurityEvent>, StoreError> {
+        let after = match after {
+            None => "0-0".to_owned(),
+            Some(p) if is_stream_id(p) => p.to_owned(),
+            Some(_) => return Err(StoreError::InvalidPosition),
+        };
+        // Polling instead of XREAD BLOCK: a blocking read would stall the shared multiplexed connection.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let opts = ::redis::streams::StreamReadOptions::default().count(limit);
+            let reply: Option<::redis::streams::StreamReadReply> = self
+                .conn()
+                .xread_options(&[keys::SECURITY], &[&after], &opts)
+                .await
+                .map_err(unavailable)?;
+            let events = reply.map(security_events).transpose()?.unwrap_or_default();
+            if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(events);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100).min(wait)).await;
+        }
+    }
+
+    async fn subscribe(&self, id: &ChallengeId) -> Result<(), StoreError> {
+        self.subscriber.subscribe(id).await
+    }
+}
+
+fn is_stream_id(p: &str) -> bool {
+    let mut parts = p.split('-');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None)
+        if !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()))
+}
+
+fn security_events(
+    reply: ::redis::streams::StreamReadReply,
+) -> Result<Vec<SecurityEvent>, StoreError> {
+    let mut out = Vec::new();
+    for key in reply.keys {
+        for entry in key.ids {
+            let get = |f: &str| entry.get::<String>(f).unwrap_or_default();
+            let kind = match get("kind").as_str() {
+                "fraud_reported" => SecurityKind::FraudReported,
+                "clone_suspected" => SecurityKind::CloneSuspected,
+                "device_enrolled" => SecurityKind::DeviceEnrolled,
+                "device_revoked" => SecurityKind::DeviceRevoked,
+                _ => SecurityKind::LimitTripped,
+            };
+            let at_ms = entry
+                .id
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_default();
+            out.push(SecurityEvent {
+                position: entry.id.clone(),
+                at_ms,
+                account: AccountId::parse(&get("account"))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                kind,
+                device: DeviceId::parse(&get("device")).ok(),
+                challenge: ChallengeId::parse(&get("challenge")).ok(),
+                detail: get("detail"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+const AUDIT_KINDS: [(AuditKind, &str); 17] = [
+    (AuditKind::EnrollmentCreated, "enrollment_created"),
+    (AuditKind::DeviceEnrolled, "device_enrolled"),
+    (AuditKind::DeviceRevoked, "device_revoked"),
+    (AuditKind::PushTokenUpdated, "push_token_updated"),
+    (AuditKind::KeyRotated, "key_rotated"),
+    (AuditKind::PushTokenPruned, "push_token_pruned"),
+    (AuditKind::ChallengeCreated, "challenge_created"),
+    (AuditKind::PushDelivered, "push_delivered"),
+    (AuditKind::PushFailed, "push_failed"),
+    (AuditKind::ChallengeApproved, "challenge_approved"),
+    (AuditKind::ChallengeDenied, "challenge_denied"),
+    (AuditKind::FraudReported, "fraud_reported"),
+    (AuditKind::ChallengeExpired, "challenge_expired"),
+    (AuditKind::ChallengeCancelled, "challenge_cancelled"),
+    (AuditKind::RequestRefused, "request_refused"),
+    (AuditKind::RateLimited, "rate_limited"),
+    (AuditKind::CloneSuspected, "clone_suspected"),
+];
+
+fn audit_kind_name(kind: AuditKind) -> &'static str {
+    AUDIT_KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("unknown", |(_, n)| n)
+}
+
+fn audit_kind(name: &str) -> Result<AuditKind, StoreError> {
+    AUDIT_KINDS
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(k, _)| *k)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown audit kind {name}")))
+}

@@ -1,0 +1,48 @@
+-- Shared by every script (prepended by scripts.rs). ARGV[1] is the account's key prefix "ar:{<tag>}:",
+-- ARGV[2] the publish command (PUBLISH on a single node, SPUBLISH on Cluster).
+local PREFIX = ARGV[1]
+local PUB = ARGV[2]
+local AUDIT_CAP = 1000
+local LONG_TTL_MS = 34560000000 -- 400 days: devices and audit trails of active accounts are refreshed
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function audit(account, now, kind, actor, challenge, device, detail)
+  local key = PREFIX .. 'audit:' .. account
+  redis.call('XADD', key, 'MAXLEN', '~', AUDIT_CAP, '*', 'at', now, 'kind', kind, 'actor', actor,
+    'challenge', challenge or '', 'device', device or '', 'detail', detail or '')
+  redis.call('PEXPIRE', key, LONG_TTL_MS)
+end
+
+local function publish(challenge_id, seq, now, kind, device, extra)
+  redis.call(PUB, PREFIX .. 'ev:' .. challenge_id,
+    seq .. '\t' .. now .. '\t' .. kind .. '\t' .. (device or '') .. '\t' .. (extra or ''))
+end
+
+-- The counter rule (auth::counter_is_fresh, device::Device::accept_counter). Returns nil when the call is
+-- accepted, or the refusal reason.
+local function accept_counter(dev_key, device_id, counter, now)
+  local d = redis.call('HMGET', dev_key, 'state', 'counter', 'account')
+  if not d[1] then return 'unknown_device', nil end
+  if d[1] == 'revoked' then return 'revoked', d[3] end
+  if d[1] == 'clone' then return 'suspected_clone', d[3] end
+  if tonumber(counter) <= tonumber(d[2]) then
+    redis.call('HSET', dev_key, 'state', 'clone')
+    audit(d[3], now, 'clone_suspected', 'device:' .. device_id, '', device_id, 'counter ' .. counter .. ' after ' .. d[2])
+    return 'counter_replayed', d[3]
+  end
+  redis.call('HSET', dev_key, 'counter', counter, 'seen', now)
+  redis.call('PEXPIRE', dev_key, LONG_TTL_MS)
+  return nil, d[3]
+end
+
+local function ended_kind(state)
+  if state == 'approved' then return 'challenge_approved' end
+  if state == 'denied' then return 'challenge_denied' end
+  if state == 'fraud_reported' then return 'fraud_reported' end
+  if state == 'expired' then return 'challenge_expired' end
+  return 'challenge_cancelled'
+end

@@ -1,0 +1,29 @@
+-- Counter rule, then a device's answer: one atomic step (DESIGN.md guarantees 1, 2, 4, 5).
+-- KEYS[1] device hash, KEYS[2] challenge hash.
+-- ARGV[3] device id, ARGV[4] counter, ARGV[5] challenge id, ARGV[6] decision (approved|denied|fraud_reported),
+-- ARGV[7] deny reason, ARGV[8] number answered.
+local device_id, counter, challenge_id = ARGV[3], ARGV[4], ARGV[5]
+local now = now_ms()
+local refused, account = accept_counter(KEYS[1], device_id, counter, now)
+if refused then return {'refused', refused} end
+
+local function refuse(reason, detail)
+  audit(account, now, 'request_refused', 'device:' .. device_id, challenge_id, device_id, detail or reason)
+  return {'refused', reason}
+end
+
+local c = redis.call('HMGET', KEYS[2], 'account', 'state', 'targets', 'expires', 'mode', 'number', 'seq')
+if not c[1] or c[1] ~= account then return refuse('not_found', 'not_targeted') end
+if not string.find(c[3], ',' .. device_id .. ',', 1, true) then return refuse('not_targeted') end
+if c[2] ~= 'pending' then return refuse('ended:' .. c[2], 'already_' .. c[2]) end
+if now >= tonumber(c[4]) then return refuse('late') end
+local decision, reason = ARGV[6], ARGV[7]
+if decision == 'approved' and c[5] ~= 'none' then
+  if ARGV[8] == '0' then return refuse('missing_number') end
+  if ARGV[8] ~= c[6] then return refuse('wrong_number') end
+end
+local seq = tonumber(c[7]) + 1
+redis.call('HSET', KEYS[2], 'state', decision, 'by', device_id, 'reason', reason, 'ended', now, 'seq', seq)
+audit(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
+publish(challenge_id, seq, now, decision, device_id, reason)
+return {'ok', seq, now}

@@ -1,0 +1,49 @@
+//! The Lua scripts, each prefixed with `prelude.lua`. `::redis::Script` calls them by SHA and loads them
+//! again when Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+
+use ::redis::Script;
+
+const PRELUDE: &str = include_str!("prelude.lua");
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// Every state change as one script.
+pub struct Scripts {
+    /// Counter rule + a device's answer.
+    pub respond: Script,
+    /// Counter rule + optional token or key change.
+    pub touch: Script,
+    /// Idempotent challenge creation.
+    pub create: Script,
+    /// Expire or cancel.
+    pub end: Script,
+    /// Push outcome (and token pruning).
+    pub delivery: Script,
+    /// Ticket consumption and device registration.
+    pub enroll: Script,
+    /// Ticket storage.
+    pub enrollment: Script,
+    /// Device revocation.
+    pub revoke: Script,
+    /// Multi-key reads in one round trip.
+    pub reads: Script,
+}
+
+impl Scripts {
+    /// Prepares every script (nothing is sent until first use).
+    pub fn new() -> Self {
+        Self {
+            respond: script(include_str!("respond.lua")),
+            touch: script(include_str!("touch.lua")),
+            create: script(include_str!("create.lua")),
+            end: script(include_str!("end.lua")),
+            delivery: script(include_str!("delivery.lua")),
+            enroll: script(include_str!("enroll.lua")),
+            enrollment: script(include_str!("enrollment.lua")),
+            revoke: script(include_str!("revoke.lua")),
+            reads: script(include_str!("reads.lua")),
+        }
+    }
+}
