@@ -52,10 +52,10 @@ impl App {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let hub = Hub::new();
         let shutdown = CancellationToken::new();
-        let store: Arc<dyn Store> = match &config.redis_url {
+        let store: Arc<dyn Store> = match config.redis_target() {
             None => Arc::new(MemoryStore::new(Arc::clone(&hub))),
-            Some(url) => Arc::new(
-                RedisStore::connect(url, Arc::clone(&hub), shutdown.clone())
+            Some(target) => Arc::new(
+                RedisStore::connect(&target, Arc::clone(&hub), shutdown.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot use the redis store: {e}"))?,
             ),
@@ -139,7 +139,7 @@ impl App {
             shutdown,
             hub: _,
         } = self;
-        let store_kind = if config.redis_url.is_some() {
+        let store_kind = if config.redis_target().is_some() {
             "redis"
         } else {
             "in-memory (state is lost on exit)"

@@ -24,6 +24,8 @@ pub struct Config {
     /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS); none: the in-memory
     /// store of development mode.
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated `redis://host:port` URLs (instead of `redis_url`).
+    pub redis_cluster_nodes: Option<String>,
     /// Challenge TTL when the backend gives none, seconds.
     pub default_ttl_secs: u64,
     /// Shortest challenge TTL accepted, seconds.
@@ -54,6 +56,7 @@ impl Default for Config {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             public_device_address: None,
             redis_url: None,
+            redis_cluster_nodes: None,
             default_ttl_secs: 60,
             min_ttl_secs: 10,
             max_ttl_secs: 600,
@@ -95,6 +98,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated, e.g. redis://10.0.0.5:7000,redis://10.0.0.6:7000.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cluster_nodes: Option<String>,
     /// Challenge TTL when the backend gives none, seconds [default: 60].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,10 +198,21 @@ impl Config {
                 self.default_ttl_secs
             ));
         }
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return bad("redis_url must start with redis:// or rediss://".into());
-            }
+        let urls = self
+            .redis_url
+            .iter()
+            .map(String::as_str)
+            .chain(self.cluster_seeds());
+        if let Some(url) = urls
+            .clone()
+            .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            return bad(format!(
+                "redis url {url:?} must start with redis:// or rediss://"
+            ));
+        }
+        if self.redis_url.is_some() && self.redis_cluster_nodes.is_some() {
+            return bad("give either redis_url or redis_cluster_nodes, not both".into());
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams must be at least 1".into());
@@ -221,6 +239,26 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn cluster_seeds(&self) -> impl Iterator<Item = &str> + Clone {
+        self.redis_cluster_nodes
+            .iter()
+            .flat_map(|n| n.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Where Redis is, if anywhere (none: the in-memory store).
+    pub fn redis_target(&self) -> Option<crate::store::redis::Target> {
+        use crate::store::redis::Target;
+        match (&self.redis_url, &self.redis_cluster_nodes) {
+            (Some(url), _) => Some(Target::Single(url.clone())),
+            (None, Some(_)) => Some(Target::Cluster(
+                self.cluster_seeds().map(str::to_owned).collect(),
+            )),
+            (None, None) => None,
+        }
     }
 
     /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0.

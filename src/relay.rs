@@ -290,7 +290,9 @@ impl Relay {
         match self.store.overdue(256).await {
             Ok(ids) => {
                 for id in ids {
-                    self.expire(&id).await;
+                    if let Some(left) = self.expire(&id).await {
+                        self.expiry.schedule(id, left);
+                    }
                 }
             }
             Err(error) => tracing::warn!(%error, "expiry sweep failed"),

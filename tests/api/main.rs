@@ -4,6 +4,7 @@
 mod helpers;
 mod redis_server;
 
+mod cluster;
 mod devices;
 mod flow;
 mod races;

@@ -7,6 +7,7 @@
 //! them: a different slot, so it cannot be inside the same script on Cluster.
 
 mod codec;
+mod conn;
 mod keys;
 mod scripts;
 mod subscriber;
@@ -15,9 +16,10 @@ use super::*;
 use crate::audit::{Actor, AuditKind, SecurityKind};
 use crate::challenge::{EventKind, State};
 use crate::watch::Hub;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Value};
 use codec::{array, int, text};
+use conn::Conn;
+pub use conn::Target;
 use scripts::Scripts;
 use std::sync::Arc;
 use subscriber::Subscriber;
@@ -30,7 +32,8 @@ const SECURITY_CAP: usize = memory::SECURITY_CAP;
 
 /// The relay's state in Redis.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    publish: &'static str,
     scripts: Scripts,
     subscriber: Subscriber,
 }
@@ -40,51 +43,28 @@ fn unavailable(e: ::redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Parses a Redis URL and turns on TCP_NODELAY (DESIGN.md §10: redis-rs leaves it off).
-fn connection_info(url: &str, resp3: bool) -> Result<::redis::ConnectionInfo, StoreError> {
-    use ::redis::IntoConnectionInfo;
-    let info = url
-        .into_connection_info()
-        .map_err(|e| StoreError::Unavailable(format!("redis url: {e}")))?;
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    let mut redis_settings = info.redis_settings().clone();
-    if resp3 {
-        redis_settings = redis_settings.set_protocol(::redis::ProtocolVersion::RESP3);
-    }
-    Ok(info
-        .set_tcp_settings(tcp)
-        .set_redis_settings(redis_settings))
-}
-
 impl RedisStore {
-    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` for
-    /// TLS) and starts the subscriber that feeds `hub`.
+    /// Connects to a Redis node (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS) or a
+    /// Cluster, and starts the subscriber that feeds `hub`.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn connect(
-        url: &str,
+        target: &Target,
         hub: Arc<Hub>,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(connection_info(url, false)?).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
-        let sub_client = ::redis::Client::open(connection_info(url, true)?).map_err(unavailable)?;
-        let subscriber = subscriber::start(sub_client, conn.clone(), hub, shutdown).await?;
+        let conn = Conn::connect(target, None).await.map_err(unavailable)?;
+        let subscriber = subscriber::start(target, conn.clone(), hub, shutdown).await?;
         Ok(Self {
+            publish: conn.publish_command(),
             conn,
             scripts: Scripts::new(),
             subscriber,
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -160,7 +140,7 @@ impl RedisStore {
             .touch
             .key(keys::device(&call.device))
             .arg(keys::prefix(call.device.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(call.device.as_str())
             .arg(call.counter)
             .arg(op)
@@ -185,7 +165,7 @@ impl RedisStore {
             .end
             .key(keys::challenge(id))
             .arg(keys::prefix(id.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(id.as_str())
             .arg(target)
             .invoke_async(&mut self.conn())
@@ -216,7 +196,7 @@ impl Store for RedisStore {
             .enrollment
             .key(keys::enrollment(ticket))
             .arg(keys::ticket_prefix(ticket))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(enrollment.account.as_str())
             .arg(ttl)
             .invoke_async(&mut self.conn())
@@ -234,7 +214,7 @@ impl Store for RedisStore {
         let id = DeviceId::generate_in(ticket.tag());
         let mut inv = self.scripts.enroll.key(keys::enrollment(ticket));
         inv.arg(keys::ticket_prefix(ticket))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(id.as_str())
             .arg(memory::MAX_DEVICES);
         for (name, value) in codec::new_device_fields(&device) {
@@ -283,7 +263,7 @@ impl Store for RedisStore {
             .reads
             .key(keys::devices(account))
             .arg(keys::prefix(account.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg("devices")
             .invoke_async(&mut self.conn())
             .await
@@ -311,7 +291,7 @@ impl Store for RedisStore {
             .revoke
             .key(keys::device(id))
             .arg(keys::prefix(id.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(account.as_str())
             .arg(id.as_str())
             .invoke_async(&mut self.conn())
@@ -391,7 +371,7 @@ impl Store for RedisStore {
             .key(keys::challenge(&new.id))
             .key(keys::pending(&new.account));
         inv.arg(keys::prefix(new.account.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(new.id.as_str())
             .arg(new.account.as_str())
             .arg(ttl_ms)
@@ -483,7 +463,7 @@ impl Store for RedisStore {
             .key(keys::device(&call.device))
             .key(keys::challenge(id))
             .arg(keys::prefix(call.device.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(call.device.as_str())
             .arg(call.counter)
             .arg(id.as_str())
@@ -592,7 +572,7 @@ impl Store for RedisStore {
             .key(keys::challenge(id))
             .key(keys::device(device))
             .arg(keys::prefix(id.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg(id.as_str())
             .arg(device.as_str())
             .arg(failure.unwrap_or_default().replace('\t', " "))
@@ -613,7 +593,7 @@ impl Store for RedisStore {
             .reads
             .key(keys::pending(&d.account))
             .arg(keys::prefix(device.tag()))
-            .arg("PUBLISH")
+            .arg(self.publish)
             .arg("pending")
             .arg(device.as_str())
             .invoke_async(&mut self.conn())
@@ -632,35 +612,23 @@ impl Store for RedisStore {
 
     async fn overdue(&self, limit: usize) -> Result<Vec<ChallengeId>, StoreError> {
         let now = self.now_ms().await?;
-        let mut pipe = ::redis::pipe();
-        for shard in 0..keys::DUE_SHARDS {
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(keys::due_shard(shard))
-                .arg("-inf")
-                .arg(now)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit);
-        }
-        let shards: Vec<Vec<String>> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
         let mut out = Vec::new();
-        let mut stale = ::redis::pipe();
-        for (shard, ids) in shards.into_iter().enumerate() {
-            for id in ids {
-                // Each entry is looked at once: expired now, or already ended; either way it leaves the index.
-                stale.zrem(keys::due_shard(shard as u32), &id).ignore();
-                if let Ok(id) = ChallengeId::parse(&id) {
-                    out.push(id);
-                }
+        // Shard by shard: each shard is its own Cluster slot, so no command spans two.
+        for shard in 0..keys::DUE_SHARDS {
+            let key = keys::due_shard(shard);
+            let ids: Vec<String> = self
+                .conn()
+                .zrangebyscore_limit(&key, "-inf", now, 0, limit as isize)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                continue;
             }
+            // Each entry is handed out once; the caller expires it or, if its deadline is in fact still
+            // ahead (the score is the creating replica's estimate), sets a timer for it.
+            let _: i64 = self.conn().zrem(&key, &ids).await.map_err(unavailable)?;
+            out.extend(ids.iter().filter_map(|id| ChallengeId::parse(id).ok()));
         }
-        let _: () = stale
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
         Ok(out)
     }
 

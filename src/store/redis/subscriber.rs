@@ -1,13 +1,16 @@
-//! The replica's one subscriber connection (RESP3 push messages) and the task that owns it: batches
-//! SUBSCRIBE / UNSUBSCRIBE for the hub's challenges, hands every message to the hub, and after a
-//! disconnection re-subscribes every watched channel itself and re-reads each watched challenge so a
-//! watcher gets any terminal event it missed (DESIGN.md guarantee 3). Exact channel names only.
+//! The replica's subscriber (RESP3 push messages; on Cluster one connection per node, sharded channels)
+//! and the task that owns it: batches subscriptions for the hub's challenges, hands every message to the
+//! hub, and after a disconnection re-subscribes every watched channel itself, one slot at a time, then
+//! re-reads each watched challenge so a watcher gets any terminal event it missed (DESIGN.md guarantee
+//! 3). redis-rs' own re-subscription on Cluster sends a node's channels of many slots in one SSUBSCRIBE,
+//! which Redis refuses (CROSSSLOT) and redis-rs drops silently (DESIGN.md §9): ours does not rely on it.
+//! Exact channel names only, never patterns.
 
+use super::conn::{Conn, Target};
 use super::{codec, keys};
 use crate::challenge::{ChallengeId, Event, EventKind};
 use crate::store::StoreError;
 use crate::watch::Hub;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, PushKind, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,18 +58,13 @@ fn unavailable(e: ::redis::RedisError) -> StoreError {
 /// # Errors
 /// [`StoreError::Unavailable`] when Redis cannot be reached at start.
 pub async fn start(
-    client: ::redis::Client,
-    commands: ConnectionManager,
+    target: &Target,
+    commands: Conn,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> Result<Subscriber, StoreError> {
     let (push_tx, push_rx) = mpsc::unbounded_channel();
-    let config = ConnectionManagerConfig::new()
-        .set_push_sender(push_tx)
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(1);
-    let conn = ConnectionManager::new_with_config(client, config)
+    let conn = Conn::connect(target, Some(push_tx))
         .await
         .map_err(unavailable)?;
     let (ops_tx, ops_rx) = mpsc::unbounded_channel();
@@ -92,8 +90,8 @@ pub async fn start(
 }
 
 struct Task {
-    conn: ConnectionManager,
-    commands: ConnectionManager,
+    conn: Conn,
+    commands: Conn,
     hub: Arc<Hub>,
     push_rx: mpsc::UnboundedReceiver<::redis::PushInfo>,
     ops_rx: mpsc::UnboundedReceiver<Op>,
@@ -151,7 +149,7 @@ impl Task {
 
     async fn on_push(&mut self, push: ::redis::PushInfo, shutdown: &CancellationToken) {
         match push.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 let [Value::BulkString(channel), Value::BulkString(payload), ..] =
                     push.data.as_slice()
                 else {
