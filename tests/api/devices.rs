@@ -165,7 +165,7 @@ async fn the_audit_trail_pages_newest_first_without_gaps(app: TestApp) {
     );
 }
 
-on_both_stores!(
+on_every_store!(
     an_enrollment_uri_names_the_ticket_and_the_device_api,
     a_new_push_token_is_used_for_the_next_push,
     a_rotated_key_signs_from_then_on_and_the_old_key_is_refused,

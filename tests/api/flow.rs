@@ -357,7 +357,7 @@ async fn after_an_approval_every_other_device_gets_a_withdraw_push_for_the_same_
     );
 }
 
-on_both_stores!(
+on_every_store!(
     an_enrolled_phone_approves_with_the_right_number_and_the_watcher_sees_snapshot_then_approved,
     the_signing_in_device_is_never_pushed_and_an_account_without_devices_gets_failed_precondition,
     choose_mode_offers_three_numbers_one_of_which_approves,

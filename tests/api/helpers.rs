@@ -28,6 +28,7 @@ pub struct TestApp {
     pub sink: Arc<SinkProvider>,
     pub hub: Arc<approval_relay::watch::Hub>,
     pub redis: Option<crate::redis_server::RedisServer>,
+    pub cluster: Option<crate::redis_server::RedisCluster>,
 
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -62,6 +63,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         sink,
         hub,
         redis: None,
+        cluster: None,
         device_addr,
         admin_addr,
         stop: Some(stop),
@@ -357,9 +359,19 @@ pub async fn spawn_app_on_redis() -> TestApp {
     app
 }
 
-/// Runs each named `async fn(TestApp)` twice: on the in-memory store and on a real Redis, so that the
-/// two stores cannot drift apart (the conformance suite of the `Store` contract, through the API).
-macro_rules! on_both_stores {
+/// A relay on its own 3-master Redis Cluster.
+pub async fn spawn_app_on_cluster() -> TestApp {
+    let cluster = crate::redis_server::RedisCluster::start();
+    let seeds = cluster.seeds();
+    let mut app = spawn_app_with(|c| c.redis_cluster_nodes = Some(seeds)).await;
+    app.cluster = Some(cluster);
+    app
+}
+
+/// Runs each named `async fn(TestApp)` on the in-memory store, a real Redis node and a real Redis
+/// Cluster, so that the stores cannot drift apart (the conformance suite of the `Store` contract,
+/// through the API).
+macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod memory_store {
             $(
@@ -374,6 +386,14 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(crate::helpers::spawn_app_on_redis().await).await
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::spawn_app_on_cluster().await).await
                 }
             )*
         }

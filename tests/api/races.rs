@@ -81,7 +81,7 @@ async fn cancel_racing_an_approval_still_ends_in_one_state(app: TestApp) {
     }
 }
 
-on_both_stores!(
+on_every_store!(
     three_devices_answering_at_once_yield_exactly_one_terminal_state_every_time,
     cancel_racing_an_approval_still_ends_in_one_state,
 );

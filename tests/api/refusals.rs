@@ -317,7 +317,7 @@ async fn an_enrollment_whose_proof_is_not_signed_by_the_enrolled_key_is_refused(
     assert!(app.devices(&account).await.is_empty());
 }
 
-on_both_stores!(
+on_every_store!(
     a_bad_signature_is_refused_audited_and_changes_nothing,
     a_signature_by_another_devices_key_is_refused,
     a_device_of_another_account_cannot_see_or_answer_the_challenge,

@@ -187,7 +187,7 @@ async fn watchers_are_removed_when_their_clients_go_away(app: TestApp) {
     }
 }
 
-on_both_stores!(
+on_every_store!(
     challenges_on_one_stream_each_get_their_own_events_under_their_request_ids,
     a_stream_reports_delivery_of_the_push_it_created,
     watchers_are_removed_when_their_clients_go_away,

@@ -371,7 +371,7 @@ async fn malformed_enrollments_name_the_field_and_register_nothing(app: TestApp)
         .expect("the ticket is still usable after refused attempts");
 }
 
-on_both_stores!(
+on_every_store!(
     bad_create_challenge_requests_name_the_field,
     bad_ids_on_backend_rpcs_name_the_field,
     malformed_envelopes_keys_and_signatures_name_the_field,
