@@ -11,7 +11,7 @@ pub enum Error {
     #[error("{field}: {reason}")]
     InvalidArgument {
         /// The field's name as in the proto (dotted for nested fields).
-        field: &'static str,
+        field: std::borrow::Cow<'static, str>,
         /// What is wrong, in lower case.
         reason: String,
     },
@@ -40,10 +40,25 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::InvalidArgument`] for `field`.
-    pub fn invalid(field: &'static str, reason: impl std::fmt::Display) -> Self {
+    pub fn invalid(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        reason: impl std::fmt::Display,
+    ) -> Self {
         Self::InvalidArgument {
-            field,
+            field: field.into(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// Names a nested request's field from the outer message (`create.` + `ttl_seconds`).
+    #[must_use]
+    pub fn within(self, outer: &str) -> Self {
+        match self {
+            Self::InvalidArgument { field, reason } => Self::InvalidArgument {
+                field: format!("{outer}{field}").into(),
+                reason,
+            },
+            other => other,
         }
     }
 }

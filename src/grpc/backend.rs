@@ -2,23 +2,20 @@
 //! calls the relay, and converts the answer.
 
 use super::convert::{self, challenge_to_pb};
+use super::stream::StreamSession;
 use super::{EventStream, until_shutdown};
-use crate::challenge::{ChallengeId, MAX_NAME_LEN, check_name};
+use crate::challenge::{MAX_NAME_LEN, check_name};
 use crate::error::Error;
 use crate::pb;
 use crate::relay::{CreateRequest, Relay, WatchItem};
 use crate::store::StoreError;
 use futures::StreamExt;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-
-/// Most challenges one StreamChallenges stream may follow at once.
-pub const MAX_OPEN_PER_STREAM: usize = 10_000;
 
 /// The backend-facing services.
 #[derive(Clone)]
@@ -34,7 +31,7 @@ impl BackendApi {
     }
 }
 
-fn parse_create(req: pb::CreateChallengeRequest) -> Result<CreateRequest, Error> {
+pub(super) fn parse_create(req: pb::CreateChallengeRequest) -> Result<CreateRequest, Error> {
     let account = convert::account("account_id", &req.account_id)?;
     let idempotency_key = match req.idempotency_key.as_str() {
         "" => None,
@@ -128,11 +125,7 @@ impl pb::challenge_service_server::ChallengeService for BackendApi {
     ) -> Result<Response<Self::StreamChallengesStream>, Status> {
         let inbound = request.into_inner();
         let (out_tx, out_rx) = mpsc::channel(256);
-        let session = StreamSession {
-            relay: Arc::clone(&self.relay),
-            out: out_tx,
-            open: HashMap::new(),
-        };
+        let session = StreamSession::new(Arc::clone(&self.relay), out_tx);
         tokio::spawn(session.run(inbound, self.shutdown.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
@@ -145,196 +138,6 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         metrics::gauge!(self.0).decrement(1.0);
     }
-}
-
-/// One StreamChallenges stream: its open challenges and where their events go.
-struct StreamSession {
-    relay: Arc<Relay>,
-    out: mpsc::Sender<Result<pb::StreamChallengesResponse, Status>>,
-    open: HashMap<ChallengeId, (String, u64, crate::watch::Registration)>,
-}
-
-fn stream_error(request_id: &str, error: &Error) -> pb::StreamChallengesResponse {
-    pb::StreamChallengesResponse {
-        request_id: request_id.to_owned(),
-        response: Some(pb::stream_challenges_response::Response::Error(
-            pb::StreamError {
-                code: super::status::code(error) as i32,
-                message: error.to_string(),
-                retry_after_seconds: 0,
-            },
-        )),
-    }
-}
-
-impl StreamSession {
-    async fn run(
-        mut self,
-        mut inbound: Streaming<pb::StreamChallengesRequest>,
-        shutdown: CancellationToken,
-    ) {
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    let _ = self.out.send(Err(Status::unavailable("relay shutting down; reconnect and watch again"))).await;
-                    return;
-                }
-                Some(event) = events_rx.recv() => {
-                    if !self.forward(event).await { return; }
-                }
-                request = inbound.next() => match request {
-                    Some(Ok(request)) => {
-                        if !self.handle(request, &events_tx).await { return; }
-                    }
-                    Some(Err(status)) => {
-                        tracing::debug!(%status, "StreamChallenges client stream failed");
-                        return;
-                    }
-                    None => return,
-                },
-            }
-        }
-    }
-
-    async fn send(&self, response: pb::StreamChallengesResponse) -> bool {
-        self.out.send(Ok(response)).await.is_ok()
-    }
-
-    async fn forward(&mut self, event: crate::challenge::Event) -> bool {
-        let Some((request_id, seen, _)) = self.open.get_mut(&event.challenge_id) else {
-            return true;
-        };
-        if event.sequence <= *seen {
-            return true;
-        }
-        *seen = event.sequence;
-        let response = pb::StreamChallengesResponse {
-            request_id: request_id.clone(),
-            response: Some(pb::stream_challenges_response::Response::Event(
-                convert::event_to_pb(&event),
-            )),
-        };
-        if event.is_terminal() {
-            self.open.remove(&event.challenge_id);
-        }
-        self.send(response).await
-    }
-
-    async fn handle(
-        &mut self,
-        request: pb::StreamChallengesRequest,
-        events: &mpsc::UnboundedSender<crate::challenge::Event>,
-    ) -> bool {
-        use pb::stream_challenges_request::Request as R;
-        use pb::stream_challenges_response::Response as A;
-        let request_id = request.request_id;
-        if let Err(e) = check_name(&request_id, MAX_NAME_LEN) {
-            return self
-                .send(stream_error(&request_id, &Error::invalid("request_id", e)))
-                .await;
-        }
-        match request.request {
-            None => {
-                self.send(stream_error(
-                    &request_id,
-                    &Error::invalid("request", "must be create or cancel"),
-                ))
-                .await
-            }
-            Some(R::Cancel(cancel)) => {
-                let result =
-                    match convert::challenge_id("cancel.challenge_id", &cancel.challenge_id) {
-                        Ok(id) => self.relay.cancel(&id).await,
-                        Err(e) => Err(e),
-                    };
-                let response = match result {
-                    Ok((c, cancelled)) => pb::StreamChallengesResponse {
-                        request_id,
-                        response: Some(A::Cancelled(pb::CancelChallengeResponse {
-                            challenge: Some(challenge_to_pb(&c)),
-                            cancelled,
-                        })),
-                    },
-                    Err(e) => stream_error(&request_id, &e),
-                };
-                self.send(response).await
-            }
-            Some(R::Create(create)) => {
-                if self.open.len() >= MAX_OPEN_PER_STREAM {
-                    let e = Error::invalid(
-                        "request",
-                        format!("at most {MAX_OPEN_PER_STREAM} open challenges per stream"),
-                    );
-                    return self.send(stream_error(&request_id, &e)).await;
-                }
-                let result = match parse_create(create).map_err(|e| prefix(e, "create.")) {
-                    Ok(req) => self.relay.create_watched(req, events.clone()).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Err(e) => self.send(stream_error(&request_id, &e)).await,
-                    Ok((challenge, created, registration)) => {
-                        let terminal = challenge.state.is_terminal();
-                        let response = pb::StreamChallengesResponse {
-                            request_id: request_id.clone(),
-                            response: Some(A::Created(pb::CreateChallengeResponse {
-                                challenge: Some(challenge_to_pb(&challenge)),
-                                created,
-                            })),
-                        };
-                        if !self.send(response).await {
-                            return false;
-                        }
-                        if terminal {
-                            let event = crate::challenge::Event {
-                                challenge_id: challenge.id.clone(),
-                                sequence: challenge.sequence,
-                                at_ms: challenge.ended_at_ms,
-                                kind: crate::challenge::EventKind::Ended(challenge.state.clone()),
-                            };
-                            return self
-                                .send(pb::StreamChallengesResponse {
-                                    request_id,
-                                    response: Some(A::Event(convert::event_to_pb(&event))),
-                                })
-                                .await;
-                        }
-                        self.open.insert(
-                            challenge.id.clone(),
-                            (request_id, challenge.sequence, registration),
-                        );
-                        true
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Prefixes the field of an InvalidArgument (a nested request's fields).
-fn prefix(error: Error, outer: &'static str) -> Error {
-    match error {
-        Error::InvalidArgument { field, reason } => Error::InvalidArgument {
-            field: leak_field(outer, field),
-            reason,
-        },
-        other => other,
-    }
-}
-
-fn leak_field(outer: &'static str, field: &'static str) -> &'static str {
-    // Field names form a small fixed set, so this cache stays tiny.
-    static CACHE: std::sync::OnceLock<
-        std::sync::Mutex<HashMap<(&'static str, &'static str), &'static str>>,
-    > = std::sync::OnceLock::new();
-    let mut cache = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    cache
-        .entry((outer, field))
-        .or_insert_with(|| Box::leak(format!("{outer}{field}").into_boxed_str()))
 }
 
 #[tonic::async_trait]

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod convert;
 pub mod device;
 pub mod status;
+pub mod stream;
 
 use futures::{Stream, StreamExt};
 use std::pin::Pin;

@@ -2,26 +2,26 @@
 //! arguments here and map the results back; this module checks signatures (via `auth`), asks the store
 //! for each atomic step, and starts pushes, withdrawals and expiry timers.
 
-use crate::audit::{Actor, AuditKind, AuditRecord, SecurityEvent};
-use crate::auth::{self, AuthError, PublicKey};
+use crate::audit::SecurityEvent;
 use crate::challenge::{
-    AccountId, Challenge, ChallengeId, Decision, DeviceId, Event, EventKind, LoginContext,
-    NumberMatch, NumberMode, RespondError,
+    AccountId, Challenge, ChallengeId, DeviceId, Event, EventKind, LoginContext, NumberMatch,
+    NumberMode,
 };
 use crate::device::{Device, Enrollment, Ticket};
 use crate::error::Error;
 use crate::expiry::ExpiryHandle;
 use crate::push::Dispatcher;
-use crate::store::{
-    AuditPage, CreateOutcome, DeviceCall, DeviceRefusal, ExpireOutcome, NewChallenge, NewDevice,
-    Store,
-};
+use crate::store::{AuditPage, CreateOutcome, DeviceCall, ExpireOutcome, NewChallenge, Store};
 use crate::watch::{Hub, Registration, Sink};
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+mod device;
+
+pub use device::rotate_key_message;
 
 /// The limits and defaults the use cases apply.
 #[derive(Debug, Clone)]
@@ -405,185 +405,6 @@ impl Relay {
     ) -> Result<Vec<SecurityEvent>, Error> {
         Ok(self.store.security_events(after, 256, wait).await?)
     }
-
-    /// Enrolls a device: the signature by the new key over the payload proves possession.
-    ///
-    /// # Errors
-    /// `Auth` for a bad proof or timestamp, `Enroll` for a bad ticket, or a store failure.
-    pub async fn enroll(
-        &self,
-        ticket: &Ticket,
-        device: NewDevice,
-        signed: &[u8],
-        signature: &[u8],
-        timestamp_ms: i64,
-    ) -> Result<Device, Error> {
-        device.key.verify(signed, signature)?;
-        let now = self.store.now_ms().await?;
-        auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
-        let device = self.store.enroll(ticket, device).await??;
-        tracing::info!(device_id = %device.id, platform = device.platform.name(), "device enrolled");
-        Ok(device)
-    }
-
-    fn window_ms(&self) -> i64 {
-        i64::try_from(self.policy.timestamp_window.as_millis()).unwrap_or(i64::MAX)
-    }
-
-    /// Checks a signed request: known device, matching id, valid signature, fresh timestamp. Refusals of
-    /// a known device are audited on its account.
-    ///
-    /// # Errors
-    /// `Auth` with the reason.
-    pub async fn authenticate(
-        &self,
-        envelope_device: &DeviceId,
-        inner_device: &str,
-        counter: u64,
-        timestamp_ms: i64,
-        payload: &[u8],
-        signature: &[u8],
-    ) -> Result<Authenticated, Error> {
-        let Some(device) = self.store.get_device(envelope_device).await? else {
-            metrics::counter!("relay_device_requests_refused_total", "reason" => "unknown_device")
-                .increment(1);
-            return Err(AuthError::UnknownDevice.into());
-        };
-        let checked = device.key.verify(payload, signature).and_then(|()| {
-            if inner_device == device.id.as_str() {
-                Ok(())
-            } else {
-                Err(AuthError::DeviceMismatch)
-            }
-        });
-        let checked = match checked {
-            Ok(()) => {
-                let now = self.store.now_ms().await?;
-                auth::check_timestamp(timestamp_ms, now, self.window_ms())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
-            self.refused(&device, None, e.reason()).await;
-            return Err(e.into());
-        }
-        Ok(Authenticated {
-            call: DeviceCall {
-                device: device.id.clone(),
-                counter,
-            },
-            device,
-        })
-    }
-
-    async fn refused(&self, device: &Device, challenge: Option<&ChallengeId>, reason: &str) {
-        metrics::counter!("relay_device_requests_refused_total", "reason" => reason.to_owned())
-            .increment(1);
-        let mut record = AuditRecord::new(
-            &device.account,
-            AuditKind::RequestRefused,
-            Actor::Device(device.id.clone()),
-        )
-        .device(&device.id)
-        .detail(reason);
-        if let Some(id) = challenge {
-            record = record.challenge(id);
-        }
-        if let Err(error) = self.store.audit(record).await {
-            tracing::warn!(%error, "could not audit a refused request");
-        }
-    }
-
-    /// A device's answer to a challenge.
-    ///
-    /// # Errors
-    /// `Device` with the refusal, or a store failure.
-    pub async fn respond(
-        &self,
-        auth: &Authenticated,
-        id: &ChallengeId,
-        decision: Decision,
-        number: u32,
-    ) -> Result<Challenge, Error> {
-        match self.store.respond(&auth.call, id, decision, number).await? {
-            Ok((challenge, _)) => {
-                tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
-                self.ended(&challenge, Some(&auth.device.id)).await;
-                Ok(challenge)
-            }
-            Err(refusal) => {
-                metrics::counter!("relay_responses_refused_total").increment(1);
-                if refusal == DeviceRefusal::Respond(RespondError::Late) {
-                    // The deadline passed but no timer has fired yet: expire it now.
-                    self.expire(id).await;
-                }
-                Err(refusal.into())
-            }
-        }
-    }
-
-    /// A challenge as a targeted device may see it.
-    ///
-    /// # Errors
-    /// `Auth` from the counter rule, `NotFound` if not targeted, or a store failure.
-    pub async fn device_challenge(
-        &self,
-        auth: &Authenticated,
-        id: &ChallengeId,
-    ) -> Result<Challenge, Error> {
-        self.store.accept_call(&auth.call).await??;
-        match self.store.get_challenge(id).await? {
-            Some(c) if c.account == auth.device.account && c.is_targeted(&auth.device.id) => Ok(c),
-            _ => {
-                self.refused(&auth.device, Some(id), "not_targeted").await;
-                Err(Error::NotFound("challenge"))
-            }
-        }
-    }
-
-    /// Pending challenges for a device.
-    ///
-    /// # Errors
-    /// `Auth` from the counter rule, or a store failure.
-    pub async fn list_pending(&self, auth: &Authenticated) -> Result<Vec<Challenge>, Error> {
-        self.store.accept_call(&auth.call).await??;
-        Ok(self.store.list_pending(&auth.device.id).await?)
-    }
-
-    /// Replaces a device's push token.
-    ///
-    /// # Errors
-    /// `Auth` from the counter rule, or a store failure.
-    pub async fn update_push_token(
-        &self,
-        auth: &Authenticated,
-        token: &str,
-    ) -> Result<Device, Error> {
-        Ok(self.store.update_push_token(&auth.call, token).await??)
-    }
-
-    /// Replaces a device's key after checking the new key's proof of possession.
-    ///
-    /// # Errors
-    /// `Auth` for a bad proof or from the counter rule, or a store failure.
-    pub async fn rotate_key(
-        &self,
-        auth: &Authenticated,
-        key: &PublicKey,
-        proof: &[u8],
-    ) -> Result<Device, Error> {
-        let message = rotate_key_message(&auth.device.id, auth.call.counter);
-        if let Err(e) = key.verify(message.as_bytes(), proof) {
-            self.refused(&auth.device, None, "bad_new_key_proof").await;
-            return Err(Error::invalid("rotate_key.new_key_proof", e));
-        }
-        Ok(self.store.rotate_key(&auth.call, key).await??)
-    }
-}
-
-/// The text a new key signs in RotateKey, as documented in device.proto.
-pub fn rotate_key_message(device: &DeviceId, counter: u64) -> String {
-    format!("approval.v1/rotate-key:{device}:{counter}")
 }
 
 fn terminal_event(c: &Challenge) -> Event {

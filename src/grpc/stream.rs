@@ -1,0 +1,196 @@
+//! StreamChallenges: one long-lived stream per busy backend. A session task reads requests, creates or
+//! cancels challenges, and forwards the events of the challenges it created, each tagged with the
+//! backend's request id. One task per stream (not per challenge); its events arrive on one unbounded
+//! channel whose backlog is bounded by the stream's open challenges (see `watch::Sink`).
+
+use super::backend::parse_create;
+use super::convert::{self, challenge_to_pb};
+use crate::challenge::{ChallengeId, MAX_NAME_LEN, check_name};
+use crate::error::Error;
+use crate::pb;
+use crate::relay::Relay;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+/// Most challenges one StreamChallenges stream may follow at once.
+pub const MAX_OPEN_PER_STREAM: usize = 10_000;
+
+/// One StreamChallenges stream: its open challenges and where their events go.
+pub(super) struct StreamSession {
+    relay: Arc<Relay>,
+    out: mpsc::Sender<Result<pb::StreamChallengesResponse, Status>>,
+    open: HashMap<ChallengeId, (String, u64, crate::watch::Registration)>,
+}
+
+fn stream_error(request_id: &str, error: &Error) -> pb::StreamChallengesResponse {
+    pb::StreamChallengesResponse {
+        request_id: request_id.to_owned(),
+        response: Some(pb::stream_challenges_response::Response::Error(
+            pb::StreamError {
+                code: super::status::code(error) as i32,
+                message: error.to_string(),
+                retry_after_seconds: 0,
+            },
+        )),
+    }
+}
+
+impl StreamSession {
+    pub(super) fn new(
+        relay: Arc<Relay>,
+        out: mpsc::Sender<Result<pb::StreamChallengesResponse, Status>>,
+    ) -> Self {
+        Self {
+            relay,
+            out,
+            open: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut inbound: Streaming<pb::StreamChallengesRequest>,
+        shutdown: CancellationToken,
+    ) {
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = self.out.send(Err(Status::unavailable("relay shutting down; reconnect and watch again"))).await;
+                    return;
+                }
+                Some(event) = events_rx.recv() => {
+                    if !self.forward(event).await { return; }
+                }
+                request = inbound.next() => match request {
+                    Some(Ok(request)) => {
+                        if !self.handle(request, &events_tx).await { return; }
+                    }
+                    Some(Err(status)) => {
+                        tracing::debug!(%status, "StreamChallenges client stream failed");
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn send(&self, response: pb::StreamChallengesResponse) -> bool {
+        self.out.send(Ok(response)).await.is_ok()
+    }
+
+    async fn forward(&mut self, event: crate::challenge::Event) -> bool {
+        let Some((request_id, seen, _)) = self.open.get_mut(&event.challenge_id) else {
+            return true;
+        };
+        if event.sequence <= *seen {
+            return true;
+        }
+        *seen = event.sequence;
+        let response = pb::StreamChallengesResponse {
+            request_id: request_id.clone(),
+            response: Some(pb::stream_challenges_response::Response::Event(
+                convert::event_to_pb(&event),
+            )),
+        };
+        if event.is_terminal() {
+            self.open.remove(&event.challenge_id);
+        }
+        self.send(response).await
+    }
+
+    async fn handle(
+        &mut self,
+        request: pb::StreamChallengesRequest,
+        events: &mpsc::UnboundedSender<crate::challenge::Event>,
+    ) -> bool {
+        use pb::stream_challenges_request::Request as R;
+        use pb::stream_challenges_response::Response as A;
+        let request_id = request.request_id;
+        if let Err(e) = check_name(&request_id, MAX_NAME_LEN) {
+            return self
+                .send(stream_error(&request_id, &Error::invalid("request_id", e)))
+                .await;
+        }
+        match request.request {
+            None => {
+                self.send(stream_error(
+                    &request_id,
+                    &Error::invalid("request", "must be create or cancel"),
+                ))
+                .await
+            }
+            Some(R::Cancel(cancel)) => {
+                let result =
+                    match convert::challenge_id("cancel.challenge_id", &cancel.challenge_id) {
+                        Ok(id) => self.relay.cancel(&id).await,
+                        Err(e) => Err(e),
+                    };
+                let response = match result {
+                    Ok((c, cancelled)) => pb::StreamChallengesResponse {
+                        request_id,
+                        response: Some(A::Cancelled(pb::CancelChallengeResponse {
+                            challenge: Some(challenge_to_pb(&c)),
+                            cancelled,
+                        })),
+                    },
+                    Err(e) => stream_error(&request_id, &e),
+                };
+                self.send(response).await
+            }
+            Some(R::Create(create)) => {
+                if self.open.len() >= MAX_OPEN_PER_STREAM {
+                    let e = Error::invalid(
+                        "request",
+                        format!("at most {MAX_OPEN_PER_STREAM} open challenges per stream"),
+                    );
+                    return self.send(stream_error(&request_id, &e)).await;
+                }
+                let result = match parse_create(create).map_err(|e| e.within("create.")) {
+                    Ok(req) => self.relay.create_watched(req, events.clone()).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Err(e) => self.send(stream_error(&request_id, &e)).await,
+                    Ok((challenge, created, registration)) => {
+                        let terminal = challenge.state.is_terminal();
+                        let response = pb::StreamChallengesResponse {
+                            request_id: request_id.clone(),
+                            response: Some(A::Created(pb::CreateChallengeResponse {
+                                challenge: Some(challenge_to_pb(&challenge)),
+                                created,
+                            })),
+                        };
+                        if !self.send(response).await {
+                            return false;
+                        }
+                        if terminal {
+                            let event = crate::challenge::Event {
+                                challenge_id: challenge.id.clone(),
+                                sequence: challenge.sequence,
+                                at_ms: challenge.ended_at_ms,
+                                kind: crate::challenge::EventKind::Ended(challenge.state.clone()),
+                            };
+                            return self
+                                .send(pb::StreamChallengesResponse {
+                                    request_id,
+                                    response: Some(A::Event(convert::event_to_pb(&event))),
+                                })
+                                .await;
+                        }
+                        self.open.insert(
+                            challenge.id.clone(),
+                            (request_id, challenge.sequence, registration),
+                        );
+                        true
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The device API's use cases: enrollment with proof of possession, authentication of signed requests
+//! (signature over the exact payload bytes, device id, timestamp window) and the operations a device may
+//! perform; the counter rule runs inside each operation's store step.
+
+use super::{Authenticated, Relay};
+use crate::audit::{Actor, AuditKind, AuditRecord};
+use crate::auth::{self, AuthError, PublicKey};
+use crate::challenge::{Challenge, ChallengeId, Decision, DeviceId, RespondError};
+use crate::device::{Device, Ticket};
+use crate::error::Error;
+use crate::store::{DeviceCall, DeviceRefusal, NewDevice};
+
+impl Relay {
+    /// Enrolls a device: the signature by the new key over the payload proves possession.
+    ///
+    /// # Errors
+    /// `Auth` for a bad proof or timestamp, `Enroll` for a bad ticket, or a store failure.
+    pub async fn enroll(
+        &self,
+        ticket: &Ticket,
+        device: NewDevice,
+        signed: &[u8],
+        signature: &[u8],
+        timestamp_ms: i64,
+    ) -> Result<Device, Error> {
+        device.key.verify(signed, signature)?;
+        let now = self.store.now_ms().await?;
+        auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
+        let device = self.store.enroll(ticket, device).await??;
+        tracing::info!(device_id = %device.id, platform = device.platform.name(), "device enrolled");
+        Ok(device)
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.policy.timestamp_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Checks a signed request: known device, matching id, valid signature, fresh timestamp. Refusals of
+    /// a known device are audited on its account.
+    ///
+    /// # Errors
+    /// `Auth` with the reason.
+    pub async fn authenticate(
+        &self,
+        envelope_device: &DeviceId,
+        inner_device: &str,
+        counter: u64,
+        timestamp_ms: i64,
+        payload: &[u8],
+        signature: &[u8],
+    ) -> Result<Authenticated, Error> {
+        let Some(device) = self.store.get_device(envelope_device).await? else {
+            metrics::counter!("relay_device_requests_refused_total", "reason" => "unknown_device")
+                .increment(1);
+            return Err(AuthError::UnknownDevice.into());
+        };
+        let checked = device.key.verify(payload, signature).and_then(|()| {
+            if inner_device == device.id.as_str() {
+                Ok(())
+            } else {
+                Err(AuthError::DeviceMismatch)
+            }
+        });
+        let checked = match checked {
+            Ok(()) => {
+                let now = self.store.now_ms().await?;
+                auth::check_timestamp(timestamp_ms, now, self.window_ms())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            self.refused(&device, None, e.reason()).await;
+            return Err(e.into());
+        }
+        Ok(Authenticated {
+            call: DeviceCall {
+                device: device.id.clone(),
+                counter,
+            },
+            device,
+        })
+    }
+
+    async fn refused(&self, device: &Device, challenge: Option<&ChallengeId>, reason: &str) {
+        metrics::counter!("relay_device_requests_refused_total", "reason" => reason.to_owned())
+            .increment(1);
+        let mut record = AuditRecord::new(
+            &device.account,
+            AuditKind::RequestRefused,
+            Actor::Device(device.id.clone()),
+        )
+        .device(&device.id)
+        .detail(reason);
+        if let Some(id) = challenge {
+            record = record.challenge(id);
+        }
+        if let Err(error) = self.store.audit(record).await {
+            tracing::warn!(%error, "could not audit a refused request");
+        }
+    }
+
+    /// A device's answer to a challenge.
+    ///
+    /// # Errors
+    /// `Device` with the refusal, or a store failure.
+    pub async fn respond(
+        &self,
+        auth: &Authenticated,
+        id: &ChallengeId,
+        decision: Decision,
+        number: u32,
+    ) -> Result<Challenge, Error> {
+        match self.store.respond(&auth.call, id, decision, number).await? {
+            Ok((challenge, _)) => {
+                tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
+                self.ended(&challenge, Some(&auth.device.id)).await;
+                Ok(challenge)
+            }
+            Err(refusal) => {
+                metrics::counter!("relay_responses_refused_total").increment(1);
+                if refusal == DeviceRefusal::Respond(RespondError::Late) {
+                    // The deadline passed but no timer has fired yet: expire it now.
+                    self.expire(id).await;
+                }
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// A challenge as a targeted device may see it.
+    ///
+    /// # Errors
+    /// `Auth` from the counter rule, `NotFound` if not targeted, or a store failure.
+    pub async fn device_challenge(
+        &self,
+        auth: &Authenticated,
+        id: &ChallengeId,
+    ) -> Result<Challenge, Error> {
+        self.store.accept_call(&auth.call).await??;
+        match self.store.get_challenge(id).await? {
+            Some(c) if c.account == auth.device.account && c.is_targeted(&auth.device.id) => Ok(c),
+            _ => {
+                self.refused(&auth.device, Some(id), "not_targeted").await;
+                Err(Error::NotFound("challenge"))
+            }
+        }
+    }
+
+    /// Pending challenges for a device.
+    ///
+    /// # Errors
+    /// `Auth` from the counter rule, or a store failure.
+    pub async fn list_pending(&self, auth: &Authenticated) -> Result<Vec<Challenge>, Error> {
+        self.store.accept_call(&auth.call).await??;
+        Ok(self.store.list_pending(&auth.device.id).await?)
+    }
+
+    /// Replaces a device's push token.
+    ///
+    /// # Errors
+    /// `Auth` from the counter rule, or a store failure.
+    pub async fn update_push_token(
+        &self,
+        auth: &Authenticated,
+        token: &str,
+    ) -> Result<Device, Error> {
+        Ok(self.store.update_push_token(&auth.call, token).await??)
+    }
+
+    /// Replaces a device's key after checking the new key's proof of possession.
+    ///
+    /// # Errors
+    /// `Auth` for a bad proof or from the counter rule, or a store failure.
+    pub async fn rotate_key(
+        &self,
+        auth: &Authenticated,
+        key: &PublicKey,
+        proof: &[u8],
+    ) -> Result<Device, Error> {
+        let message = rotate_key_message(&auth.device.id, auth.call.counter);
+        if let Err(e) = key.verify(message.as_bytes(), proof) {
+            self.refused(&auth.device, None, "bad_new_key_proof").await;
+            return Err(Error::invalid("rotate_key.new_key_proof", e));
+        }
+        Ok(self.store.rotate_key(&auth.call, key).await??)
+    }
+}
+
+/// The text a new key signs in RotateKey, as documented in device.proto.
+pub fn rotate_key_message(device: &DeviceId, counter: u64) -> String {
+    format!("approval.v1/rotate-key:{device}:{counter}")
+}
