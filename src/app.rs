@@ -7,6 +7,8 @@ use crate::config::Config;
 use crate::expiry;
 use crate::grpc::{BackendApi, DeviceApi};
 use crate::pb;
+use crate::push::apns::{ApnsProvider, ApnsSettings};
+use crate::push::router::PlatformRouter;
 use crate::push::{Dispatcher, PushProvider, SinkProvider};
 use crate::relay::Relay;
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -61,7 +63,7 @@ impl App {
             ),
         };
         let sink = Arc::new(SinkProvider::default());
-        let provider: Arc<dyn PushProvider> = Arc::clone(&sink) as Arc<dyn PushProvider>;
+        let provider = push_provider(&config, &sink)?;
         let tracker = TaskTracker::new();
         let dispatcher = Dispatcher::new(
             provider,
@@ -226,6 +228,40 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// APNs when configured, the development sink otherwise (FCM goes to the sink until its client exists).
+fn push_provider(
+    config: &Config,
+    sink: &Arc<SinkProvider>,
+) -> anyhow::Result<Arc<dyn PushProvider>> {
+    let sink: Arc<dyn PushProvider> = Arc::clone(sink) as Arc<dyn PushProvider>;
+    let (Some(key_file), Some(key_id), Some(team_id)) = (
+        &config.apns_key_file,
+        &config.apns_key_id,
+        &config.apns_team_id,
+    ) else {
+        return Ok(sink);
+    };
+    let extra_root_pem = match &config.apns_ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("apns ca file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let apns = ApnsProvider::new(ApnsSettings {
+        base_url: config.apns_url.clone(),
+        key_id: key_id.clone(),
+        team_id: team_id.clone(),
+        key: ApnsSettings::read_key(key_file)?,
+        extra_root_pem,
+    })?;
+    tracing::info!(url = %config.apns_url, "pushing APNs devices through APNs");
+    Ok(Arc::new(PlatformRouter {
+        apns: Arc::new(apns),
+        fcm: sink,
+    }))
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {

@@ -26,6 +26,16 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Redis Cluster seed nodes, comma-separated `redis://host:port` URLs (instead of `redis_url`).
     pub redis_cluster_nodes: Option<String>,
+    /// APNs endpoint: production, sandbox or a mock; APNs is used when `apns_key_file` is set.
+    pub apns_url: String,
+    /// The `.p8` provider key file (PKCS#8 PEM) from Apple.
+    pub apns_key_file: Option<std::path::PathBuf>,
+    /// The provider key's 10-character id.
+    pub apns_key_id: Option<String>,
+    /// The Apple developer team id.
+    pub apns_team_id: Option<String>,
+    /// An extra root certificate (PEM) to trust for APNs, e.g. mock-push's CA.
+    pub apns_ca_file: Option<std::path::PathBuf>,
     /// Challenge TTL when the backend gives none, seconds.
     pub default_ttl_secs: u64,
     /// Shortest challenge TTL accepted, seconds.
@@ -57,6 +67,11 @@ impl Default for Config {
             public_device_address: None,
             redis_url: None,
             redis_cluster_nodes: None,
+            apns_url: crate::push::apns::PRODUCTION.to_owned(),
+            apns_key_file: None,
+            apns_key_id: None,
+            apns_team_id: None,
+            apns_ca_file: None,
             default_ttl_secs: 60,
             min_ttl_secs: 10,
             max_ttl_secs: 600,
@@ -102,6 +117,27 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_cluster_nodes: Option<String>,
+    /// APNs endpoint [default: https://api.push.apple.com]; https://api.sandbox.push.apple.com for
+    /// development builds, or mock-push's URL.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_url: Option<String>,
+    /// APNs provider key file (.p8); with it, APNs devices are pushed through APNs, not the sink.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_key_file: Option<std::path::PathBuf>,
+    /// APNs provider key id.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_key_id: Option<String>,
+    /// Apple developer team id.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_team_id: Option<String>,
+    /// Extra root certificate (PEM) to trust for APNs, e.g. the CA mock-push writes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apns_ca_file: Option<std::path::PathBuf>,
     /// Challenge TTL when the backend gives none, seconds [default: 60].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,6 +249,11 @@ impl Config {
         }
         if self.redis_url.is_some() && self.redis_cluster_nodes.is_some() {
             return bad("give either redis_url or redis_cluster_nodes, not both".into());
+        }
+        if self.apns_key_file.is_some()
+            && (self.apns_key_id.is_none() || self.apns_team_id.is_none())
+        {
+            return bad("apns_key_file needs apns_key_id and apns_team_id".into());
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams must be at least 1".into());

@@ -15,6 +15,7 @@
 //! - [`expiry`]: deadline timers and the overdue sweep.
 //! - [`app`], [`config`], [`telemetry`], [`admin`]: wiring, configuration, logs and metrics, the admin
 //!   HTTP listener.
+//! - [`mock_push`]: a local APNs stand-in speaking Apple's protocol, for tests and demos.
 //! - [`device_sim`]: the phone simulator behind `approval-relay device`.
 //! - [`backend_cli`]: the backend's side on the command line, `approval-relay backend`.
 
@@ -32,6 +33,7 @@ pub mod device_sim;
 pub mod error;
 pub mod expiry;
 pub mod grpc;
+pub mod mock_push;
 pub mod push;
 pub mod relay;
 pub mod store;

@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the relay (the default when no command is given).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// A simulated phone: enroll, list pending challenges, show and answer them.
     Device(device_sim::DeviceArgs),
     /// The identity backend's side: enroll, create, watch, cancel, list devices and audit.
@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli
         .command
-        .unwrap_or(Command::Serve(config::ServeArgs::default()))
+        .unwrap_or_else(|| Command::Serve(Box::default()))
     {
         Command::Device(args) => device_sim::main(args).await,
         Command::Backend(args) => backend_cli::main(args).await,

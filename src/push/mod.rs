@@ -4,7 +4,10 @@
 //! A push carries the challenge id and a generic alert only (DESIGN.md guarantee 7): never the IP, place
 //! or account. The phone fetches details over the signed device API.
 
+pub mod apns;
 pub mod dispatcher;
+pub mod jwt;
+pub mod router;
 pub mod sink;
 
 use crate::challenge::ChallengeId;

@@ -7,6 +7,7 @@ mod redis_server;
 mod cluster;
 mod devices;
 mod flow;
+mod push;
 mod races;
 mod refusals;
 mod replicas;

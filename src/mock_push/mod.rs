@@ -1,0 +1,292 @@
+//! `approval-relay mock-push`: a local stand-in for Apple's APNs over HTTP/2 (TLS with a generated CA,
+//! or h2c), faithful enough that pointing the relay at the real service is a change of URL and
+//! credentials only. It checks what Apple checks (provider JWT signature and age, topic, push type,
+//! priority, payload size), answers with Apple's status codes and JSON reasons, can be told per device
+//! token to fail (dead, throttled, unavailable n times, slow, silent), and hands every accepted push to
+//! listeners (the tests, the device simulator).
+//!
+//! Written on hyper directly: no crate provides an APNs server to test against.
+
+mod apns;
+pub mod tls;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use p256::ecdsa::VerifyingKey;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// How the mock treats one device token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behavior {
+    /// 410 Unregistered: the app was removed.
+    Dead,
+    /// 429 TooManyRequests with `retry-after`, `times` times, then normal.
+    Throttle {
+        /// Seconds in the `retry-after` header.
+        retry_after_secs: u64,
+        /// How many requests are throttled.
+        times: u32,
+    },
+    /// 503 ServiceUnavailable `times` times, then normal.
+    Unavailable {
+        /// How many requests fail.
+        times: u32,
+    },
+    /// Answers normally after a delay.
+    Slow(Duration),
+    /// Never answers.
+    Silent,
+}
+
+/// One push the mock accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// `apns` (or `fcm`).
+    pub provider: &'static str,
+    /// The device token it was sent to.
+    pub token: String,
+    /// `apns-collapse-id` / FCM collapse key.
+    pub collapse_id: String,
+    /// `alert` or `background`.
+    pub push_type: String,
+    /// The JSON payload.
+    pub payload: serde_json::Value,
+}
+
+/// What the mock accepts.
+#[derive(Clone)]
+pub struct MockConfig {
+    /// APNs provider keys by (team id, key id).
+    pub apns_keys: HashMap<(String, String), VerifyingKey>,
+    /// Topics (bundle ids) accepted; empty accepts any.
+    pub apns_topics: Vec<String>,
+    /// Oldest provider token accepted (Apple: one hour).
+    pub apns_token_max_age: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            apns_keys: HashMap::new(),
+            apns_topics: Vec::new(),
+            apns_token_max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+pub(crate) struct State {
+    config: MockConfig,
+    behaviors: Mutex<HashMap<String, Behavior>>,
+    deliveries: broadcast::Sender<Delivery>,
+    accepted: Mutex<Vec<Delivery>>,
+    requests: Mutex<HashMap<String, u32>>,
+}
+
+impl State {
+    fn count_request(&self, token: &str) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(token.to_owned())
+            .or_default() += 1;
+    }
+
+    /// The behavior for a token, consuming one of its counted failures.
+    fn take_behavior(&self, token: &str) -> Option<Behavior> {
+        let mut map = self
+            .behaviors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let behavior = map.get_mut(token)?;
+        let current = behavior.clone();
+        match behavior {
+            Behavior::Throttle { times, .. } | Behavior::Unavailable { times } => {
+                if *times <= 1 {
+                    map.remove(token);
+                } else {
+                    *times -= 1;
+                }
+            }
+            _ => {}
+        }
+        Some(current)
+    }
+
+    fn deliver(&self, delivery: Delivery) {
+        self.accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(delivery.clone());
+        let _ = self.deliveries.send(delivery);
+    }
+}
+
+/// A running mock.
+pub struct MockPush {
+    state: Arc<State>,
+    addr: SocketAddr,
+    ca_pem: Option<String>,
+    stop: CancellationToken,
+}
+
+impl MockPush {
+    /// Starts serving on `addr` (port 0 picks one), with TLS from a fresh CA or as h2c.
+    ///
+    /// # Errors
+    /// The address cannot be bound or TLS cannot be set up.
+    pub async fn start(
+        addr: SocketAddr,
+        use_tls: bool,
+        config: MockConfig,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let tls = if use_tls {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let acceptor = tls.map(|t| t.acceptor);
+        let state = Arc::new(State {
+            config,
+            behaviors: Mutex::new(HashMap::new()),
+            deliveries: broadcast::channel(4096).0,
+            accepted: Mutex::new(Vec::new()),
+            requests: Mutex::new(HashMap::new()),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, acceptor, Arc::clone(&state), stop.clone()));
+        Ok(Self {
+            state,
+            addr,
+            ca_pem,
+            stop,
+        })
+    }
+
+    /// The base URL to give the relay (`https://127.0.0.1:port` or `http://…`).
+    pub fn base_url(&self) -> String {
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA certificate (PEM) to trust, when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Sets how a token is treated from now on.
+    pub fn set_behavior(&self, token: &str, behavior: Behavior) {
+        self.state
+            .behaviors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(token.to_owned(), behavior);
+    }
+
+    /// Every push accepted from now on.
+    pub fn listen(&self) -> broadcast::Receiver<Delivery> {
+        self.state.deliveries.subscribe()
+    }
+
+    /// How many requests for a token reached the mock, whatever the answer.
+    pub fn requests_for(&self, token: &str) -> u32 {
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(token)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every push accepted so far.
+    pub fn accepted(&self) -> Vec<Delivery> {
+        self.state
+            .accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for MockPush {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<State>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((tcp, _)) = accepted else { continue };
+        let _ = tcp.set_nodelay(true);
+        let (state, tls, stop) = (Arc::clone(&state), tls.clone(), stop.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, std::convert::Infallible>(route(&state, req).await) }
+            });
+            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        tokio::select! {
+                            r = builder.serve_connection(TokioIo::new(stream), service) => r,
+                            () = stop.cancelled() => Ok(()),
+                        }
+                    }
+                    Err(_) => return,
+                },
+                None => tokio::select! {
+                    r = builder.serve_connection(TokioIo::new(tcp), service) => r,
+                    () = stop.cancelled() => Ok(()),
+                },
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "mock-push connection ended");
+            }
+        });
+    }
+}
+
+async fn route(
+    state: &State,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/3/device/") {
+        apns::handle(state, req).await
+    } else {
+        json(404, &serde_json::json!({ "reason": "BadPath" }))
+    }
+}
+
+pub(crate) fn json(status: u16, body: &serde_json::Value) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_default()
+}

@@ -1,0 +1,354 @@
+//! Real pushes over HTTP/2 to the APNs mock, with TLS (the mock's CA) and with h2c: delivery, token
+//! pruning, retries, deadlines, withdrawal, provider-token renewal and refusal.
+
+use crate::helpers::*;
+use approval_relay::device_sim::{Phone, PhoneKey};
+use approval_relay::mock_push::{Behavior, Delivery, MockConfig, MockPush};
+use approval_relay::pb;
+use approval_relay::pb::challenge_event::Kind;
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use rand::rngs::OsRng;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "com.example.authenticator";
+
+struct PushEnv {
+    app: TestApp,
+    mock: MockPush,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A directory removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The relay pushing APNs devices to a fresh mock; `relay_key` signs its provider tokens and
+/// `mock_config` decides what the mock accepts.
+async fn push_env(tls: bool, relay_key: &SigningKey, mock_config: MockConfig) -> PushEnv {
+    let mock = MockPush::start("127.0.0.1:0".parse().expect("addr"), tls, mock_config)
+        .await
+        .expect("mock starts");
+    let dir = std::env::temp_dir().join(format!("approval-relay-push-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key_file = dir.join("AuthKey.p8");
+    std::fs::write(
+        &key_file,
+        relay_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pem")
+            .as_bytes(),
+    )
+    .expect("write key");
+    let ca_file = mock.ca_pem().map(|pem| {
+        let path = dir.join("mock-ca.pem");
+        std::fs::write(&path, pem).expect("write ca");
+        path
+    });
+    let url = mock.base_url();
+    let app = spawn_app_with(|c| {
+        c.apns_url = url;
+        c.apns_key_file = Some(key_file);
+        c.apns_key_id = Some("KEYID12345".into());
+        c.apns_team_id = Some("TEAMID1234".into());
+        c.apns_ca_file = ca_file;
+    })
+    .await;
+    PushEnv {
+        app,
+        mock,
+        _dir: tempdir::Dir(dir),
+    }
+}
+
+fn trusting(key: &SigningKey) -> MockConfig {
+    MockConfig {
+        apns_keys: HashMap::from([(
+            ("TEAMID1234".to_owned(), "KEYID12345".to_owned()),
+            *key.verifying_key(),
+        )]),
+        apns_topics: vec![TOPIC.to_owned()],
+        ..MockConfig::default()
+    }
+}
+
+fn hex_token() -> String {
+    format!("{:064x}", rand::random::<u128>())
+}
+
+async fn enroll_apns(app: &TestApp, account: &str, token: &str) -> Phone {
+    let ticket = app.ticket(account).await;
+    let mut phone = Phone::new(PhoneKey::p256());
+    let req = phone.enroll_request(&ticket, pb::Platform::Apns, token, TOPIC, "iPhone");
+    phone.device_id = app
+        .device
+        .clone()
+        .enroll(req)
+        .await
+        .expect("enroll")
+        .into_inner()
+        .device_id;
+    phone
+}
+
+async fn deliveries_for(mock: &MockPush, token: &str, n: usize) -> Vec<Delivery> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let got: Vec<_> = mock
+            .accepted()
+            .into_iter()
+            .filter(|d| d.token == token)
+            .collect();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn apns_devices_receive_the_challenge_over_tls_and_h2c_with_nothing_private_in_it() {
+    for tls in [true, false] {
+        let key = SigningKey::random(&mut OsRng);
+        let env = push_env(tls, &key, trusting(&key)).await;
+        let account = account();
+        let token = hex_token();
+        let _phone = enroll_apns(&env.app, &account, &token).await;
+        let challenge = env.app.create(&account, pb::NumberMatchMode::Type).await;
+
+        let got = deliveries_for(&env.mock, &token, 1).await;
+        assert_eq!(got.len(), 1, "tls={tls}");
+        let d = &got[0];
+        assert_eq!(d.push_type, "alert");
+        assert_eq!(d.collapse_id, challenge.challenge_id);
+        assert_eq!(d.payload["challenge_id"], challenge.challenge_id.as_str());
+        let text = d.payload.to_string();
+        for secret in ["203.0.113.7", "Lyon", account.as_str(), "Firefox"] {
+            assert!(!text.contains(secret), "the push leaks {secret}: {text}");
+        }
+    }
+}
+
+/// Creates a challenge on a StreamChallenges stream (registered before the challenge exists, so no
+/// delivery report can be missed) and returns it with its events up to the first delivery report.
+async fn create_streamed(app: &TestApp, account: &str) -> (pb::Challenge, Vec<Kind>) {
+    use pb::stream_challenges_response::Response as R;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut responses = app
+        .challenges
+        .clone()
+        .stream_challenges(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let create = pb::CreateChallengeRequest {
+        account_id: account.into(),
+        ..Default::default()
+    };
+    let request = pb::StreamChallengesRequest {
+        request_id: "r".into(),
+        request: Some(pb::stream_challenges_request::Request::Create(create)),
+    };
+    tx.send(request).await.expect("send");
+    let mut challenge = None;
+    let mut events = Vec::new();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(15), responses.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        match r.response.expect("response") {
+            R::Created(c) => challenge = c.challenge,
+            R::Event(e) => {
+                let kind = e.kind.expect("kind");
+                let done = matches!(kind, Kind::Delivered(_) | Kind::DeliveryFailed(_));
+                events.push(kind);
+                if done {
+                    return (challenge.expect("created first"), events);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dead_token_is_removed_after_its_first_failure_and_never_pushed_again() {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(false, &key, trusting(&key)).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    env.mock.set_behavior(&token, Behavior::Dead);
+
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason.contains("token_dead")),
+        "{events:?}"
+    );
+    assert!(!env.app.devices(&account).await[0].has_push_token);
+    let audit = env.app.audit_details(&account).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::PushTokenPruned && d == "Unregistered"),
+        "{audit:?}"
+    );
+
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason == "no_push_token"),
+        "{events:?}"
+    );
+    assert_eq!(
+        env.mock.requests_for(&token),
+        1,
+        "the dead token was tried once, never again"
+    );
+}
+
+#[tokio::test]
+async fn unavailable_twice_then_success_is_delivered_once() {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(true, &key, trusting(&key)).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    env.mock
+        .set_behavior(&token, Behavior::Unavailable { times: 2 });
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::Delivered(_))),
+        "{events:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        deliveries_for(&env.mock, &token, 1).await.len(),
+        1,
+        "delivered exactly once"
+    );
+    assert_eq!(
+        env.mock.requests_for(&token),
+        3,
+        "two refusals, one delivery"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_from_the_provider_is_honoured() {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(false, &key, trusting(&key)).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    env.mock.set_behavior(
+        &token,
+        Behavior::Throttle {
+            retry_after_secs: 2,
+            times: 1,
+        },
+    );
+    let started = Instant::now();
+    let _challenge = env.app.create(&account, pb::NumberMatchMode::Type).await;
+    let got = deliveries_for(&env.mock, &token, 1).await;
+    assert_eq!(got.len(), 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "retried after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_provider_that_never_answers_gives_delivery_failed_before_the_deadline() {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(false, &key, trusting(&key)).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    env.mock.set_behavior(&token, Behavior::Silent);
+    let challenge = env.app.create_short(&account, 4).await;
+    let events = drain(env.app.watch(&challenge.challenge_id).await).await;
+    let failed = events
+        .iter()
+        .position(|k| matches!(k, Kind::DeliveryFailed(_)));
+    let expired = events.iter().position(|k| matches!(k, Kind::Expired(_)));
+    assert!(
+        matches!((failed, expired), (Some(f), Some(e)) if f < e),
+        "DELIVERY_FAILED, then EXPIRED: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn after_an_approval_the_other_apns_devices_get_a_silent_withdraw_with_the_same_collapse_id()
+{
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(true, &key, trusting(&key)).await;
+    let account = account();
+    let (t1, t2) = (hex_token(), hex_token());
+    let mut first = enroll_apns(&env.app, &account, &t1).await;
+    let _second = enroll_apns(&env.app, &account, &t2).await;
+    let challenge = env.app.create(&account, pb::NumberMatchMode::Type).await;
+    deliveries_for(&env.mock, &t2, 1).await;
+    env.app
+        .approve(&mut first, &challenge)
+        .await
+        .expect("approve");
+
+    let got = deliveries_for(&env.mock, &t2, 2).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].push_type, "background");
+    assert_eq!(got[1].collapse_id, challenge.challenge_id);
+    assert_eq!(got[1].payload["action"], "withdraw");
+    assert_eq!(
+        deliveries_for(&env.mock, &t1, 1).await.len(),
+        1,
+        "the device that answered gets no withdraw"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_provider_token_is_renewed_and_the_push_goes_through() {
+    let key = SigningKey::random(&mut OsRng);
+    let config = MockConfig {
+        apns_token_max_age: Duration::from_secs(1),
+        ..trusting(&key)
+    };
+    let env = push_env(false, &key, config).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    env.app.create(&account, pb::NumberMatchMode::Type).await;
+    assert_eq!(deliveries_for(&env.mock, &token, 1).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    env.app.create(&account, pb::NumberMatchMode::Type).await;
+    assert_eq!(
+        deliveries_for(&env.mock, &token, 2).await.len(),
+        2,
+        "the second push went through with a new token"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_token_the_mock_cannot_verify_is_refused_and_reported() {
+    let relay_key = SigningKey::random(&mut OsRng);
+    let other = SigningKey::random(&mut OsRng);
+    let env = push_env(true, &relay_key, trusting(&other)).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason.contains("InvalidProviderToken")),
+        "{events:?}"
+    );
+    assert!(env.mock.accepted().is_empty());
+}
