@@ -8,6 +8,7 @@ use crate::expiry;
 use crate::grpc::{BackendApi, DeviceApi};
 use crate::pb;
 use crate::push::apns::{ApnsProvider, ApnsSettings};
+use crate::push::fcm::FcmProvider;
 use crate::push::router::PlatformRouter;
 use crate::push::{Dispatcher, PushProvider, SinkProvider};
 use crate::relay::Relay;
@@ -230,38 +231,52 @@ impl App {
     }
 }
 
-/// APNs when configured, the development sink otherwise (FCM goes to the sink until its client exists).
+/// APNs and FCM where configured, the development sink for a platform that is not.
 fn push_provider(
     config: &Config,
     sink: &Arc<SinkProvider>,
 ) -> anyhow::Result<Arc<dyn PushProvider>> {
     let sink: Arc<dyn PushProvider> = Arc::clone(sink) as Arc<dyn PushProvider>;
-    let (Some(key_file), Some(key_id), Some(team_id)) = (
+    let read_pem = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("ca file {}: {e}", p.display()))
+            })
+            .transpose()
+    };
+    let apns: Arc<dyn PushProvider> = match (
         &config.apns_key_file,
         &config.apns_key_id,
         &config.apns_team_id,
-    ) else {
-        return Ok(sink);
+    ) {
+        (Some(key_file), Some(key_id), Some(team_id)) => {
+            tracing::info!(url = %config.apns_url, "pushing APNs devices through APNs");
+            Arc::new(ApnsProvider::new(ApnsSettings {
+                base_url: config.apns_url.clone(),
+                key_id: key_id.clone(),
+                team_id: team_id.clone(),
+                key: ApnsSettings::read_key(key_file)?,
+                extra_root_pem: read_pem(&config.apns_ca_file)?,
+            })?)
+        }
+        _ => Arc::clone(&sink),
     };
-    let extra_root_pem = match &config.apns_ca_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("apns ca file {}: {e}", path.display()))?,
-        ),
-        None => None,
+    let fcm: Arc<dyn PushProvider> = match &config.fcm_service_account_file {
+        Some(key_file) => {
+            tracing::info!(url = %config.fcm_url, "pushing FCM devices through FCM");
+            let project = config.fcm_project_id.clone().unwrap_or_default();
+            let ca = read_pem(&config.fcm_ca_file)?;
+            Arc::new(FcmProvider::new(
+                &config.fcm_url,
+                &project,
+                key_file,
+                ca.as_deref(),
+            )?)
+        }
+        None => sink,
     };
-    let apns = ApnsProvider::new(ApnsSettings {
-        base_url: config.apns_url.clone(),
-        key_id: key_id.clone(),
-        team_id: team_id.clone(),
-        key: ApnsSettings::read_key(key_file)?,
-        extra_root_pem,
-    })?;
-    tracing::info!(url = %config.apns_url, "pushing APNs devices through APNs");
-    Ok(Arc::new(PlatformRouter {
-        apns: Arc::new(apns),
-        fcm: sink,
-    }))
+    Ok(Arc::new(PlatformRouter { apns, fcm }))
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {

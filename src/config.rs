@@ -36,6 +36,14 @@ pub struct Config {
     pub apns_team_id: Option<String>,
     /// An extra root certificate (PEM) to trust for APNs, e.g. mock-push's CA.
     pub apns_ca_file: Option<std::path::PathBuf>,
+    /// FCM endpoint; FCM is used when `fcm_service_account_file` is set.
+    pub fcm_url: String,
+    /// The Firebase service-account key (JSON); its `token_uri` is where OAuth tokens come from.
+    pub fcm_service_account_file: Option<std::path::PathBuf>,
+    /// The Firebase project id; defaults to the key's `project_id`.
+    pub fcm_project_id: Option<String>,
+    /// An extra root certificate (PEM) to trust for FCM, e.g. mock-push's CA.
+    pub fcm_ca_file: Option<std::path::PathBuf>,
     /// Challenge TTL when the backend gives none, seconds.
     pub default_ttl_secs: u64,
     /// Shortest challenge TTL accepted, seconds.
@@ -72,6 +80,10 @@ impl Default for Config {
             apns_key_id: None,
             apns_team_id: None,
             apns_ca_file: None,
+            fcm_url: crate::push::fcm::PRODUCTION.to_owned(),
+            fcm_service_account_file: None,
+            fcm_project_id: None,
+            fcm_ca_file: None,
             default_ttl_secs: 60,
             min_ttl_secs: 10,
             max_ttl_secs: 600,
@@ -138,6 +150,22 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apns_ca_file: Option<std::path::PathBuf>,
+    /// FCM endpoint [default: https://fcm.googleapis.com], or mock-push's URL.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm_url: Option<String>,
+    /// Firebase service-account key (JSON); with it, FCM devices are pushed through FCM, not the sink.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm_service_account_file: Option<std::path::PathBuf>,
+    /// Firebase project id [default: the key's project_id].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm_project_id: Option<String>,
+    /// Extra root certificate (PEM) to trust for FCM, e.g. the CA mock-push writes.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fcm_ca_file: Option<std::path::PathBuf>,
     /// Challenge TTL when the backend gives none, seconds [default: 60].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

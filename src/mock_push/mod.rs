@@ -1,4 +1,5 @@
-//! `approval-relay mock-push`: a local stand-in for Apple's APNs over HTTP/2 (TLS with a generated CA,
+//! `approval-relay mock-push`: a local stand-in for Apple's APNs, Google's FCM HTTP v1 and its OAuth2
+//! token endpoint, over HTTP/2 (TLS with a generated CA,
 //! or h2c), faithful enough that pointing the relay at the real service is a change of URL and
 //! credentials only. It checks what Apple checks (provider JWT signature and age, topic, push type,
 //! priority, payload size), answers with Apple's status codes and JSON reasons, can be told per device
@@ -8,6 +9,7 @@
 //! Written on hyper directly: no crate provides an APNs server to test against.
 
 mod apns;
+mod fcm;
 pub mod tls;
 
 use bytes::Bytes;
@@ -70,6 +72,10 @@ pub struct MockConfig {
     pub apns_topics: Vec<String>,
     /// Oldest provider token accepted (Apple: one hour).
     pub apns_token_max_age: Duration,
+    /// FCM service accounts by client e-mail: the RSA public key (PKCS#1 DER) their assertions verify with.
+    pub fcm_accounts: HashMap<String, Vec<u8>>,
+    /// FCM project ids accepted; empty accepts any.
+    pub fcm_projects: Vec<String>,
 }
 
 impl Default for MockConfig {
@@ -78,6 +84,8 @@ impl Default for MockConfig {
             apns_keys: HashMap::new(),
             apns_topics: Vec::new(),
             apns_token_max_age: Duration::from_secs(3600),
+            fcm_accounts: HashMap::new(),
+            fcm_projects: Vec::new(),
         }
     }
 }
@@ -88,9 +96,27 @@ pub(crate) struct State {
     deliveries: broadcast::Sender<Delivery>,
     accepted: Mutex<Vec<Delivery>>,
     requests: Mutex<HashMap<String, u32>>,
+    access_tokens: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl State {
+    fn issue_token(&self, token: &str, until: std::time::Instant) {
+        self.access_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(token.to_owned(), until);
+    }
+
+    fn token_valid(&self, token: &str) -> bool {
+        let tokens = self
+            .access_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokens
+            .get(token)
+            .is_some_and(|until| *until > std::time::Instant::now())
+    }
+
     fn count_request(&self, token: &str) {
         *self
             .requests
@@ -163,6 +189,7 @@ impl MockPush {
             deliveries: broadcast::channel(4096).0,
             accepted: Mutex::new(Vec::new()),
             requests: Mutex::new(HashMap::new()),
+            access_tokens: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         tokio::spawn(serve(listener, acceptor, Arc::clone(&state), stop.clone()));
@@ -249,7 +276,8 @@ async fn serve(
                 let state = Arc::clone(&state);
                 async move { Ok::<_, std::convert::Infallible>(route(&state, req).await) }
             });
-            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            // HTTP/2 for the push endpoints (TLS or h2c); HTTP/1.1 too, as OAuth clients use it.
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(tcp).await {
                     Ok(stream) => {
@@ -276,8 +304,13 @@ async fn route(
     state: &State,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
-    if req.uri().path().starts_with("/3/device/") {
+    let path = req.uri().path();
+    if path.starts_with("/3/device/") {
         apns::handle(state, req).await
+    } else if path == "/token" && req.method() == hyper::Method::POST {
+        fcm::token(state, req).await
+    } else if path.starts_with("/v1/projects/") && req.method() == hyper::Method::POST {
+        fcm::send(state, req).await
     } else {
         json(404, &serde_json::json!({ "reason": "BadPath" }))
     }

@@ -44,7 +44,7 @@ pub fn generate() -> anyhow::Result<MockTls> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(MockTls {
         ca_pem: ca_cert.pem(),
         acceptor: TlsAcceptor::from(Arc::new(config)),

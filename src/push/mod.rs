@@ -6,6 +6,7 @@
 
 pub mod apns;
 pub mod dispatcher;
+pub mod fcm;
 pub mod jwt;
 pub mod router;
 pub mod sink;

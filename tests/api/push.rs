@@ -53,12 +53,25 @@ async fn push_env(tls: bool, relay_key: &SigningKey, mock_config: MockConfig) ->
         path
     });
     let url = mock.base_url();
+    // The OAuth token endpoint is reached by gcp_auth, which trusts only public roots: over TLS the mock's
+    // CA is unknown to it, so FCM is wired only when the mock serves h2c.
+    let service_account = (!tls).then(|| {
+        let mut sa: serde_json::Value =
+            serde_json::from_str(include_str!("../fixtures/fcm-service-account.json"))
+                .expect("fixture");
+        sa["token_uri"] = format!("{url}/token").into();
+        let path = dir.join("service-account.json");
+        std::fs::write(&path, sa.to_string()).expect("write service account");
+        path
+    });
     let app = spawn_app_with(|c| {
-        c.apns_url = url;
+        c.apns_url = url.clone();
         c.apns_key_file = Some(key_file);
         c.apns_key_id = Some("KEYID12345".into());
         c.apns_team_id = Some("TEAMID1234".into());
         c.apns_ca_file = ca_file;
+        c.fcm_url = url;
+        c.fcm_service_account_file = service_account;
     })
     .await;
     PushEnv {
@@ -69,14 +82,110 @@ async fn push_env(tls: bool, relay_key: &SigningKey, mock_config: MockConfig) ->
 }
 
 fn trusting(key: &SigningKey) -> MockConfig {
+    let sa: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/fcm-service-account.json"))
+            .expect("fixture");
+    let pem = sa["private_key"].as_str().expect("private key");
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&pem_der(pem)).expect("rsa key");
+    let public = ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec();
     MockConfig {
         apns_keys: HashMap::from([(
             ("TEAMID1234".to_owned(), "KEYID12345".to_owned()),
             *key.verifying_key(),
         )]),
         apns_topics: vec![TOPIC.to_owned()],
+        fcm_accounts: HashMap::from([(
+            sa["client_email"].as_str().expect("email").to_owned(),
+            public,
+        )]),
+        fcm_projects: vec!["approval-relay-test".to_owned()],
         ..MockConfig::default()
     }
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("pem body")
+}
+
+async fn enroll_fcm(app: &TestApp, account: &str, token: &str) -> Phone {
+    let ticket = app.ticket(account).await;
+    let mut phone = Phone::new(PhoneKey::ed25519());
+    let req = phone.enroll_request(
+        &ticket,
+        pb::Platform::Fcm,
+        token,
+        "com.example.authenticator",
+        "Pixel",
+    );
+    phone.device_id = app
+        .device
+        .clone()
+        .enroll(req)
+        .await
+        .expect("enroll")
+        .into_inner()
+        .device_id;
+    phone
+}
+
+#[tokio::test]
+async fn apns_and_fcm_devices_of_one_account_both_receive_the_challenge() {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(false, &key, trusting(&key)).await;
+    let account = account();
+    let (apns_token, fcm_token) = (hex_token(), format!("fcm-token-{}", rand::random::<u64>()));
+    let _iphone = enroll_apns(&env.app, &account, &apns_token).await;
+    let _pixel = enroll_fcm(&env.app, &account, &fcm_token).await;
+    let challenge = env.app.create(&account, pb::NumberMatchMode::Type).await;
+
+    let apns = deliveries_for(&env.mock, &apns_token, 1).await;
+    let fcm = deliveries_for(&env.mock, &fcm_token, 1).await;
+    assert_eq!((apns.len(), fcm.len()), (1, 1));
+    let f = &fcm[0];
+    assert_eq!(f.provider, "fcm");
+    assert_eq!(f.collapse_id, challenge.challenge_id);
+    assert_eq!(
+        f.payload["data"]["challenge_id"],
+        challenge.challenge_id.as_str()
+    );
+    assert_eq!(f.payload["android"]["priority"], "HIGH");
+    let ttl = f.payload["android"]["ttl"].as_str().expect("ttl");
+    let secs: u64 = ttl.trim_end_matches('s').parse().expect("seconds");
+    assert!((55..=60).contains(&secs), "ttl is the time left: {ttl}");
+    for d in [&apns[0], f] {
+        let text = d.payload.to_string();
+        for secret in ["203.0.113.7", "Lyon", account.as_str(), "Firefox"] {
+            assert!(!text.contains(secret), "the push leaks {secret}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unregistered_fcm_token_is_pruned_and_reported() {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(false, &key, trusting(&key)).await;
+    let account = account();
+    let token = format!("fcm-token-{}", rand::random::<u64>());
+    let _pixel = enroll_fcm(&env.app, &account, &token).await;
+    env.mock.set_behavior(&token, Behavior::Dead);
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason.contains("UNREGISTERED")),
+        "{events:?}"
+    );
+    assert!(!env.app.devices(&account).await[0].has_push_token);
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason == "no_push_token"),
+        "{events:?}"
+    );
+    assert_eq!(env.mock.requests_for(&token), 1);
 }
 
 fn hex_token() -> String {
