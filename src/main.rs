@@ -1,7 +1,7 @@
 //! The `approval-relay` binary: `serve` runs the relay, `device` plays a phone. Thin: everything else is
 //! library code that the tests drive too.
 
-use approval_relay::{app::App, backend_cli, config, device_sim, telemetry};
+use approval_relay::{app::App, backend_cli, config, device_sim, mock_push, telemetry};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -26,6 +26,8 @@ enum Command {
     Device(device_sim::DeviceArgs),
     /// The identity backend's side: enroll, create, watch, cancel, list devices and audit.
     Backend(backend_cli::BackendArgs),
+    /// A local APNs + FCM + OAuth stand-in that the relay can push to.
+    MockPush(mock_push::cli::MockPushArgs),
 }
 
 #[tokio::main]
@@ -37,6 +39,7 @@ async fn main() -> ExitCode {
     {
         Command::Device(args) => device_sim::main(args).await,
         Command::Backend(args) => backend_cli::main(args).await,
+        Command::MockPush(args) => mock_push::cli::main(args).await,
         Command::Serve(args) => {
             let config = match config::Config::load(&args) {
                 Ok(c) => c,

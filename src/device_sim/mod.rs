@@ -1,6 +1,7 @@
 //! `approval-relay device …`: a simulated phone on the command line. It keeps its key, device id and
 //! counter in a JSON file and talks to the device API exactly as an app would.
 
+mod listen;
 pub mod phone;
 
 pub use phone::{KeyFile, Phone, PhoneKey};
@@ -60,6 +61,24 @@ pub enum DeviceCommand {
         /// The challenge id.
         challenge_id: String,
     },
+    /// Wait for this phone's pushes from mock-push; show each challenge, or answer it with --auto.
+    Listen {
+        /// mock-push's URL.
+        #[arg(long, default_value = "https://127.0.0.1:8443")]
+        mock: String,
+        /// The CA mock-push wrote (for https).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Answer every challenge: `approve` (only when no number is asked), `deny` or `fraud`.
+        #[arg(long)]
+        auto: Option<String>,
+        /// Milliseconds to "think" before answering.
+        #[arg(long, default_value_t = 0)]
+        think_ms: u64,
+        /// Stop after the first challenge.
+        #[arg(long)]
+        once: bool,
+    },
     /// Approve, deny or report a challenge.
     Respond {
         /// The challenge id.
@@ -116,22 +135,22 @@ async fn connect(relay: &str) -> Result<DeviceServiceClient<Channel>, String> {
         .map_err(|e| format!("cannot reach the device API at {url}: {e}"))
 }
 
-fn load(path: &PathBuf) -> Result<KeyFile, String> {
+pub(crate) fn load(path: &PathBuf) -> Result<KeyFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {} (enroll first): {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{} is not a key file: {e}", path.display()))
 }
 
-fn save(path: &PathBuf, file: &KeyFile) -> Result<(), String> {
+pub(crate) fn save(path: &PathBuf, file: &KeyFile) -> Result<(), String> {
     let text = serde_json::to_string_pretty(file).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn status(e: tonic::Status) -> String {
+pub(crate) fn status(e: tonic::Status) -> String {
     format!("{:?}: {}", e.code(), e.message())
 }
 
-fn describe(c: &pb::DeviceChallenge) -> String {
+pub(crate) fn describe(c: &pb::DeviceChallenge) -> String {
     let ctx = c.login_context.clone().unwrap_or_default();
     let mode =
         pb::NumberMatchMode::try_from(c.number_match_mode).map_or("unknown", |m| m.as_str_name());
@@ -181,7 +200,7 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         let response = client.enroll(request).await.map_err(status)?.into_inner();
         phone.device_id = response.device_id;
         phone.counter = response.counter;
-        save(&args.keys, &KeyFile::from_phone(&phone, &relay))?;
+        save(&args.keys, &KeyFile::from_phone(&phone, &relay, push_token))?;
         println!(
             "enrolled as {} (keys saved in {})",
             phone.device_id,
@@ -192,8 +211,25 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
     let file = load(&args.keys)?;
     let mut phone = file.to_phone()?;
     let mut client = connect(&file.relay).await?;
+    if let DeviceCommand::Listen {
+        mock,
+        ca_file,
+        auto,
+        think_ms,
+        once,
+    } = &args.command
+    {
+        let listen = listen::Listen {
+            mock,
+            ca_file: ca_file.as_deref(),
+            auto: auto.as_deref(),
+            think_ms: *think_ms,
+            once: *once,
+        };
+        return listen::run(listen, &args.keys, file, phone, client).await;
+    }
     let result = match &args.command {
-        DeviceCommand::Enroll { .. } => Ok(()),
+        DeviceCommand::Enroll { .. } | DeviceCommand::Listen { .. } => Ok(()),
         DeviceCommand::Pending => {
             let request = phone.signed(Body::ListPending(pb::ListPendingBody {}));
             client.list_pending(request).await.map(|r| {
@@ -247,6 +283,9 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         }
     };
     // The counter was used whether or not the relay accepted the request: keep it.
-    save(&args.keys, &KeyFile::from_phone(&phone, &file.relay))?;
+    save(
+        &args.keys,
+        &KeyFile::from_phone(&phone, &file.relay, &file.push_token),
+    )?;
     result.map_err(status)
 }

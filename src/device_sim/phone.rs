@@ -158,11 +158,14 @@ pub struct KeyFile {
     pub private_key: String,
     /// The last counter used.
     pub counter: u64,
+    /// The push token registered at enrollment (how `device listen` finds this phone's pushes).
+    #[serde(default)]
+    pub push_token: String,
 }
 
 impl KeyFile {
-    /// Saves a phone.
-    pub fn from_phone(phone: &Phone, relay: &str) -> Self {
+    /// Saves a phone and the push token it registered.
+    pub fn from_phone(phone: &Phone, relay: &str, push_token: &str) -> Self {
         let (algorithm, private_key) = match &phone.key {
             PhoneKey::P256(k) => ("p256", STANDARD.encode(k.to_bytes())),
             PhoneKey::Ed25519(k) => ("ed25519", STANDARD.encode(k.to_bytes())),
@@ -173,6 +176,7 @@ impl KeyFile {
             algorithm: algorithm.into(),
             private_key,
             counter: phone.counter,
+            push_token: push_token.to_owned(),
         }
     }
 

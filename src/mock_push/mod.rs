@@ -9,6 +9,8 @@
 //! Written on hyper directly: no crate provides an APNs server to test against.
 
 mod apns;
+pub mod cli;
+pub mod control;
 mod fcm;
 pub mod tls;
 
@@ -49,7 +51,7 @@ pub enum Behavior {
 }
 
 /// One push the mock accepted.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Delivery {
     /// `apns` (or `fcm`).
     pub provider: &'static str,
@@ -303,17 +305,24 @@ async fn serve(
 async fn route(
     state: &State,
     req: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<control::Body> {
+    use http_body_util::BodyExt;
     let path = req.uri().path();
-    if path.starts_with("/3/device/") {
+    let post = req.method() == hyper::Method::POST;
+    let full = if path.starts_with("/3/device/") {
         apns::handle(state, req).await
-    } else if path == "/token" && req.method() == hyper::Method::POST {
+    } else if path == "/token" && post {
         fcm::token(state, req).await
-    } else if path.starts_with("/v1/projects/") && req.method() == hyper::Method::POST {
+    } else if path.starts_with("/v1/projects/") && post {
         fcm::send(state, req).await
+    } else if path.starts_with("/mock/tokens/") && post {
+        return control::set_behavior(state, req).await;
+    } else if path == "/mock/pushes" {
+        return control::pushes(state, &req);
     } else {
         json(404, &serde_json::json!({ "reason": "BadPath" }))
-    }
+    };
+    full.map(BodyExt::boxed)
 }
 
 pub(crate) fn json(status: u16, body: &serde_json::Value) -> hyper::Response<Full<Bytes>> {

@@ -152,6 +152,8 @@ impl Dispatcher {
             match outcome {
                 PushOutcome::Delivered => return None,
                 PushOutcome::TokenDead(reason) => {
+                    metrics::counter!("relay_push_tokens_pruned_total", "provider" => platform)
+                        .increment(1);
                     if let Err(error) = self
                         .store
                         .prune_token(device, &message.token, &reason)

@@ -14,3 +14,4 @@ mod replicas;
 mod shutdown;
 mod streams;
 mod validation;
+mod walkthrough;

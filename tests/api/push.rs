@@ -33,6 +33,16 @@ mod tempdir {
 /// The relay pushing APNs devices to a fresh mock; `relay_key` signs its provider tokens and
 /// `mock_config` decides what the mock accepts.
 async fn push_env(tls: bool, relay_key: &SigningKey, mock_config: MockConfig) -> PushEnv {
+    push_env_on(tls, relay_key, mock_config, None).await
+}
+
+/// As [`push_env`], on a Redis store when `redis_url` is given.
+async fn push_env_on(
+    tls: bool,
+    relay_key: &SigningKey,
+    mock_config: MockConfig,
+    redis_url: Option<String>,
+) -> PushEnv {
     let mock = MockPush::start("127.0.0.1:0".parse().expect("addr"), tls, mock_config)
         .await
         .expect("mock starts");
@@ -72,6 +82,7 @@ async fn push_env(tls: bool, relay_key: &SigningKey, mock_config: MockConfig) ->
         c.apns_ca_file = ca_file;
         c.fcm_url = url;
         c.fcm_service_account_file = service_account;
+        c.redis_url = redis_url;
     })
     .await;
     PushEnv {
@@ -460,4 +471,34 @@ async fn a_provider_token_the_mock_cannot_verify_is_refused_and_reported() {
         "{events:?}"
     );
     assert!(env.mock.accepted().is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_token_is_pruned_on_redis_too() {
+    let redis = crate::redis_server::RedisServer::start();
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env_on(false, &key, trusting(&key), Some(redis.url())).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    env.mock.set_behavior(&token, Behavior::Dead);
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason.contains("token_dead")),
+        "{events:?}"
+    );
+    assert!(!env.app.devices(&account).await[0].has_push_token);
+    let audit = env.app.audit_details(&account).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::PushTokenPruned && d == "Unregistered"),
+        "{audit:?}"
+    );
+    let (_, events) = create_streamed(&env.app, &account).await;
+    assert!(
+        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason == "no_push_token"),
+        "{events:?}"
+    );
+    assert_eq!(env.mock.requests_for(&token), 1);
 }

@@ -1,15 +1,9 @@
--- Records a push outcome: an event while the challenge is pending, an audit record always; prunes a dead
--- token if it is still the device's token. KEYS[1] challenge hash, KEYS[2] device hash.
--- ARGV[3] challenge id, ARGV[4] device id, ARGV[5] failure reason ('' when delivered), ARGV[6] token to
--- prune ('' for none), ARGV[7] prune reason.
+-- Records a push outcome: an event while the challenge is pending, an audit record always.
+-- KEYS[1] challenge hash. ARGV[3] challenge id, ARGV[4] device id, ARGV[5] failure reason ('' when delivered).
 local id, device_id, failure = ARGV[3], ARGV[4], ARGV[5]
 local now = now_ms()
 local c = redis.call('HMGET', KEYS[1], 'account', 'state', 'targets', 'seq')
 if not c[1] then return 0 end
-if ARGV[6] ~= '' and redis.call('HGET', KEYS[2], 'token') == ARGV[6] then
-  redis.call('HDEL', KEYS[2], 'token')
-  audit(c[1], now, 'push_token_pruned', 'relay', '', device_id, ARGV[7])
-end
 local kind = 'push_delivered'
 if failure ~= '' then kind = 'push_failed' end
 audit(c[1], now, kind, 'relay', id, device_id, failure)

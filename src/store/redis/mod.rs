@@ -308,11 +308,22 @@ impl Store for RedisStore {
 
     async fn prune_token(
         &self,
-        _id: &DeviceId,
-        _token: &str,
-        _reason: &str,
+        id: &DeviceId,
+        token: &str,
+        reason: &str,
     ) -> Result<(), StoreError> {
-        // Pruning happens in the same step as recording the failed delivery (see `record_delivery`).
+        let _: i64 = self
+            .scripts
+            .prune
+            .key(keys::device(id))
+            .arg(keys::prefix(id.tag()))
+            .arg(self.publish)
+            .arg(id.as_str())
+            .arg(token)
+            .arg(reason)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -559,14 +570,11 @@ impl Store for RedisStore {
             .scripts
             .delivery
             .key(keys::challenge(id))
-            .key(keys::device(device))
             .arg(keys::prefix(id.tag()))
             .arg(self.publish)
             .arg(id.as_str())
             .arg(device.as_str())
             .arg(failure.unwrap_or_default().replace('\t', " "))
-            .arg("")
-            .arg("")
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -25,6 +25,8 @@ pub struct Scripts {
     pub enroll: Script,
     /// Ticket storage.
     pub enrollment: Script,
+    /// Dead push token removal.
+    pub prune: Script,
     /// Device revocation.
     pub revoke: Script,
     /// Multi-key reads in one round trip.
@@ -42,6 +44,7 @@ impl Scripts {
             delivery: script(include_str!("delivery.lua")),
             enroll: script(include_str!("enroll.lua")),
             enrollment: script(include_str!("enrollment.lua")),
+            prune: script(include_str!("prune.lua")),
             revoke: script(include_str!("revoke.lua")),
             reads: script(include_str!("reads.lua")),
         }

@@ -1,0 +1,192 @@
+//! The README walkthrough with real processes: mock-push, the relay pushing to it, a simulated phone
+//! that enrolls, receives its push from the mock and answers it.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_approval-relay");
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn run(dir: &std::path::Path, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn wait_for(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
+    let dir = std::env::temp_dir().join(format!(
+        "approval-relay-walkthrough-{}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mock_addr = format!("127.0.0.1:{}", port());
+    let mut mock = Killed(
+        Command::new(BIN)
+            .current_dir(&dir)
+            .args(["mock-push", "--listen", &mock_addr, "--out", "mock"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mock-push starts"),
+    );
+    // Its second line names the relay flags; take them as printed.
+    let mut lines = BufReader::new(mock.0.stdout.take().expect("stdout")).lines();
+    let flags = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.trim_start().starts_with("approval-relay serve"))
+        .expect("flags line");
+    let flags: Vec<String> = flags
+        .split_whitespace()
+        .skip(2)
+        .map(str::to_owned)
+        .collect();
+
+    let (backend, device, admin) = (
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+    );
+    let _relay = Killed(
+        Command::new(BIN)
+            .current_dir(&dir)
+            .arg("serve")
+            .args(&flags)
+            .args([
+                "--backend-addr",
+                &backend,
+                "--device-addr",
+                &device,
+                "--admin-addr",
+                &admin,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("relay starts"),
+    );
+    wait_for(&backend);
+    wait_for(&device);
+
+    let uri = String::from_utf8(
+        run(
+            &dir,
+            &[
+                "backend",
+                "--relay",
+                &backend,
+                "enroll",
+                "alice@example.com",
+            ],
+        )
+        .stdout,
+    )
+    .expect("utf8");
+    run(
+        &dir,
+        &[
+            "device",
+            "enroll",
+            uri.trim(),
+            "--platform",
+            "apns",
+            "--push-token",
+            "00aa11bb22cc33dd44ee55ff66778899",
+        ],
+    );
+
+    let listener = Killed(
+        Command::new(BIN)
+            .current_dir(&dir)
+            .args([
+                "device",
+                "listen",
+                "--mock",
+                &format!("https://{mock_addr}"),
+                "--ca-file",
+                "mock/ca.pem",
+                "--auto",
+                "approve",
+                "--once",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("listener starts"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let id = String::from_utf8(
+        run(
+            &dir,
+            &[
+                "backend",
+                "--relay",
+                &backend,
+                "create",
+                "alice@example.com",
+                "--mode",
+                "none",
+            ],
+        )
+        .stdout,
+    )
+    .expect("utf8");
+    let mut listener = listener;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = listener.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the phone never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = listener.0.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).expect("read");
+    }
+    assert!(status.success(), "listener failed: {out}");
+    assert!(out.contains("CHALLENGE_STATE_APPROVED"), "{out}");
+    let watched =
+        String::from_utf8(run(&dir, &["backend", "--relay", &backend, "watch", id.trim()]).stdout)
+            .expect("utf8");
+    assert!(
+        watched.lines().any(|l| l.starts_with("APPROVED")),
+        "{watched}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
