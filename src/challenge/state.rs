@@ -194,6 +194,16 @@ impl Challenge {
         }
     }
 
+    /// The terminal event of an ended challenge, rebuilt from its state (for snapshots and resyncs).
+    pub fn terminal_event(&self) -> Option<Event> {
+        self.state.is_terminal().then(|| Event {
+            challenge_id: self.id.clone(),
+            sequence: self.sequence,
+            at_ms: self.ended_at_ms,
+            kind: EventKind::Ended(self.state.clone()),
+        })
+    }
+
     /// Checks that a device may see this challenge.
     pub fn is_targeted(&self, device: &DeviceId) -> bool {
         self.targets.contains(device)

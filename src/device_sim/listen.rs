@@ -48,7 +48,7 @@ pub(super) async fn run(
         ),
         None => None,
     };
-    let http = crate::push::apns::http2_client(ca.as_deref()).map_err(|e| e.to_string())?;
+    let http = crate::push::http::http2_client(ca.as_deref()).map_err(|e| e.to_string())?;
     let url = format!(
         "{}/mock/pushes?token={}",
         listen.mock.trim_end_matches('/'),

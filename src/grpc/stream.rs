@@ -158,7 +158,6 @@ impl StreamSession {
                 match result {
                     Err(e) => self.send(stream_error(&request_id, &e)).await,
                     Ok((challenge, created, registration)) => {
-                        let terminal = challenge.state.is_terminal();
                         let response = pb::StreamChallengesResponse {
                             request_id: request_id.clone(),
                             response: Some(A::Created(pb::CreateChallengeResponse {
@@ -169,13 +168,7 @@ impl StreamSession {
                         if !self.send(response).await {
                             return false;
                         }
-                        if terminal {
-                            let event = crate::challenge::Event {
-                                challenge_id: challenge.id.clone(),
-                                sequence: challenge.sequence,
-                                at_ms: challenge.ended_at_ms,
-                                kind: crate::challenge::EventKind::Ended(challenge.state.clone()),
-                            };
+                        if let Some(event) = challenge.terminal_event() {
                             return self
                                 .send(pb::StreamChallengesResponse {
                                     request_id,

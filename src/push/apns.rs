@@ -3,20 +3,16 @@
 //! (DESIGN.md §9). One multiplexed connection per host (hyper's pool), keep-alive PINGs, reconnection
 //! after GOAWAY or a dropped connection by the pool.
 
+use super::http::{HttpClient, exchange, http2_client};
 use super::{ALERT_BODY, ALERT_TITLE, PushKind, PushMessage, PushOutcome, PushProvider, jwt};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::Full;
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::DecodePrivateKey;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// Apple's production endpoint.
 pub const PRODUCTION: &str = "https://api.push.apple.com";
@@ -25,8 +21,6 @@ pub const SANDBOX: &str = "https://api.sandbox.push.apple.com";
 /// Provider tokens are renewed after this long: Apple refuses tokens older than an hour and asks that
 /// they be renewed no more often than every 20 minutes.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(40 * 60);
-/// Longest wait for one APNs answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// APNs credentials and endpoint.
 #[derive(Clone)]
@@ -62,7 +56,7 @@ impl ApnsSettings {
 
 /// Sends pushes to APNs.
 pub struct ApnsProvider {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     settings: ApnsSettings,
     token: Mutex<Option<(String, Instant)>>,
 }
@@ -71,46 +65,6 @@ fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// A hyper HTTP/2 client over rustls (ring) with Mozilla's roots plus an optional extra root, shared
-/// by the APNs and FCM clients.
-///
-/// # Errors
-/// The extra root is not a valid PEM certificate.
-pub fn http2_client(
-    extra_root_pem: Option<&str>,
-) -> anyhow::Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = extra_root_pem {
-        for cert in tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        {
-            roots.add(cert.map_err(|e| anyhow::anyhow!("extra root: {e}"))?)?;
-        }
-    }
-    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    // DESIGN.md §10: hyper-util leaves TCP_NODELAY off.
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_while_idle(true)
-        .build(connector))
 }
 
 impl ApnsProvider {
@@ -200,46 +154,13 @@ impl ApnsProvider {
             Ok(r) => r,
             Err(e) => return (PushOutcome::Rejected(format!("bad request: {e}")), false),
         };
-        // An answer that could only come after the deadline is useless: give up a second before it, so
-        // the watcher still hears DELIVERY_FAILED while the challenge is pending.
-        let left_ms = message
-            .expires_at_ms
-            .saturating_sub(crate::device_sim::phone::now_ms())
-            .saturating_sub(1_000);
-        let Some(limit) = u64::try_from(left_ms)
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
-        else {
-            return (PushOutcome::Retry(None, "deadline".into()), false);
+        let answer = match exchange(&self.client, request, message.expires_at_ms).await {
+            Ok(answer) => answer,
+            Err(outcome) => return (outcome, false),
         };
-        let response =
-            match tokio::time::timeout(REQUEST_TIMEOUT.min(limit), self.client.request(request))
-                .await
-            {
-                Err(_) => return (PushOutcome::Retry(None, "timeout".into()), false),
-                Ok(Err(e)) => return (PushOutcome::Retry(None, format!("connection: {e}")), false),
-                Ok(Ok(r)) => r,
-            };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let reason = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("reason").and_then(|r| r.as_str().map(str::to_owned)))
-            .unwrap_or_default();
+        let reason = answer.body["reason"].as_str().unwrap_or_default();
         (
-            classify(status, &reason, retry_after),
+            classify(answer.status, reason, answer.retry_after),
             reason == "ExpiredProviderToken",
         )
     }

@@ -3,15 +3,12 @@
 //! request itself is ours, on the shared HTTP/2 client, because the FCM crates either speak the legacy
 //! API or lose the status and error code that pruning and backoff need (DESIGN.md §9).
 
-use super::apns::http2_client;
+use super::http::{HttpClient, exchange, http2_client};
 use super::{ALERT_BODY, ALERT_TITLE, PushKind, PushMessage, PushOutcome, PushProvider};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gcp_auth::TokenProvider;
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::Full;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +16,10 @@ use std::time::Duration;
 pub const PRODUCTION: &str = "https://fcm.googleapis.com";
 /// The OAuth2 scope FCM wants.
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
-/// Longest wait for one FCM answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends pushes through FCM HTTP v1.
 pub struct FcmProvider {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     auth: Arc<dyn TokenProvider>,
     base_url: String,
     project: String,
@@ -114,13 +109,6 @@ impl PushProvider for FcmProvider {
         let left_ms = message
             .expires_at_ms
             .saturating_sub(crate::device_sim::phone::now_ms());
-        let Some(limit) = u64::try_from(left_ms.saturating_sub(1_000))
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
-        else {
-            return PushOutcome::Retry(None, "deadline".into());
-        };
         let token = match self.auth.token(&[SCOPE]).await {
             Ok(t) => t,
             Err(e) => return PushOutcome::Retry(None, format!("oauth token: {e}")),
@@ -136,29 +124,10 @@ impl PushProvider for FcmProvider {
         let Ok(request) = request else {
             return PushOutcome::Rejected("bad request".into());
         };
-        let response =
-            match tokio::time::timeout(REQUEST_TIMEOUT.min(limit), self.client.request(request))
-                .await
-            {
-                Err(_) => return PushOutcome::Retry(None, "timeout".into()),
-                Ok(Err(e)) => return PushOutcome::Retry(None, format!("connection: {e}")),
-                Ok(Ok(r)) => r,
-            };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        classify(status, &body, retry_after)
+        match exchange(&self.client, request, message.expires_at_ms).await {
+            Ok(answer) => classify(answer.status, &answer.body, answer.retry_after),
+            Err(outcome) => outcome,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod apns;
 pub mod dispatcher;
 pub mod fcm;
+pub mod http;
 pub mod jwt;
 pub mod router;
 pub mod sink;

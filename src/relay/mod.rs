@@ -4,8 +4,7 @@
 
 use crate::audit::SecurityEvent;
 use crate::challenge::{
-    AccountId, Challenge, ChallengeId, DeviceId, Event, EventKind, LoginContext, NumberMatch,
-    NumberMode,
+    AccountId, Challenge, ChallengeId, DeviceId, Event, LoginContext, NumberMatch, NumberMode,
 };
 use crate::device::{Device, Enrollment, Ticket};
 use crate::error::Error;
@@ -407,15 +406,6 @@ impl Relay {
     }
 }
 
-fn terminal_event(c: &Challenge) -> Event {
-    Event {
-        challenge_id: c.id.clone(),
-        sequence: c.sequence,
-        at_ms: c.ended_at_ms,
-        kind: EventKind::Ended(c.state.clone()),
-    }
-}
-
 /// The snapshot, then events newer than it, ending after the terminal one. No task per watch: the
 /// stream is polled by the gRPC response and drops its hub registration when the client goes away.
 fn watch_stream(
@@ -433,10 +423,9 @@ fn watch_stream(
     Box::pin(futures::stream::unfold(first, |step| async move {
         match step {
             Step::Snapshot(c, rx, reg) => {
-                let next = if c.state.is_terminal() {
-                    Step::Terminal(terminal_event(&c))
-                } else {
-                    Step::Live(c.sequence, rx, reg)
+                let next = match c.terminal_event() {
+                    Some(event) => Step::Terminal(event),
+                    None => Step::Live(c.sequence, rx, reg),
                 };
                 Some((Ok(WatchItem::Snapshot(c)), next))
             }

@@ -303,7 +303,17 @@ async fn create_streamed(app: &TestApp, account: &str) -> (pb::Challenge, Vec<Ki
 #[tokio::test]
 async fn a_dead_token_is_removed_after_its_first_failure_and_never_pushed_again() {
     let key = SigningKey::random(&mut OsRng);
-    let env = push_env(false, &key, trusting(&key)).await;
+    dead_token_is_pruned(push_env(false, &key, trusting(&key)).await).await;
+}
+
+#[tokio::test]
+async fn a_dead_token_is_pruned_on_redis_too() {
+    let redis = crate::redis_server::RedisServer::start();
+    let key = SigningKey::random(&mut OsRng);
+    dead_token_is_pruned(push_env_on(false, &key, trusting(&key), Some(redis.url())).await).await;
+}
+
+async fn dead_token_is_pruned(env: PushEnv) {
     let account = account();
     let token = hex_token();
     let _phone = enroll_apns(&env.app, &account, &token).await;
@@ -471,34 +481,4 @@ async fn a_provider_token_the_mock_cannot_verify_is_refused_and_reported() {
         "{events:?}"
     );
     assert!(env.mock.accepted().is_empty());
-}
-
-#[tokio::test]
-async fn a_dead_token_is_pruned_on_redis_too() {
-    let redis = crate::redis_server::RedisServer::start();
-    let key = SigningKey::random(&mut OsRng);
-    let env = push_env_on(false, &key, trusting(&key), Some(redis.url())).await;
-    let account = account();
-    let token = hex_token();
-    let _phone = enroll_apns(&env.app, &account, &token).await;
-    env.mock.set_behavior(&token, Behavior::Dead);
-    let (_, events) = create_streamed(&env.app, &account).await;
-    assert!(
-        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason.contains("token_dead")),
-        "{events:?}"
-    );
-    assert!(!env.app.devices(&account).await[0].has_push_token);
-    let audit = env.app.audit_details(&account).await;
-    assert!(
-        audit
-            .iter()
-            .any(|(k, d)| *k == pb::AuditKind::PushTokenPruned && d == "Unregistered"),
-        "{audit:?}"
-    );
-    let (_, events) = create_streamed(&env.app, &account).await;
-    assert!(
-        matches!(events.last(), Some(Kind::DeliveryFailed(f)) if f.reason == "no_push_token"),
-        "{events:?}"
-    );
-    assert_eq!(env.mock.requests_for(&token), 1);
 }

@@ -15,7 +15,7 @@ mod subscriber;
 
 use super::*;
 use crate::audit::{Actor, AuditKind, SecurityKind};
-use crate::challenge::{EventKind, State};
+use crate::challenge::State;
 use crate::watch::Hub;
 use ::redis::{AsyncCommands, Value};
 use codec::{array, int, text};
@@ -507,12 +507,9 @@ impl Store for RedisStore {
             )
             .await;
         }
-        let event = Event {
-            challenge_id: id.clone(),
-            sequence: c.sequence,
-            at_ms: c.ended_at_ms,
-            kind: EventKind::Ended(c.state.clone()),
-        };
+        let event = c.terminal_event().ok_or(StoreError::Corrupt(
+            "ended challenge reads as pending".into(),
+        ))?;
         Ok(Ok((c, event)))
     }
 
@@ -551,12 +548,9 @@ impl Store for RedisStore {
         if outcome != "ok" {
             return Ok(Some(Err(c)));
         }
-        let event = Event {
-            challenge_id: id.clone(),
-            sequence: c.sequence,
-            at_ms: c.ended_at_ms,
-            kind: EventKind::Ended(c.state.clone()),
-        };
+        let event = c.terminal_event().ok_or(StoreError::Corrupt(
+            "ended challenge reads as pending".into(),
+        ))?;
         Ok(Some(Ok((c, event))))
     }
 

@@ -8,7 +8,7 @@
 
 use super::conn::{Conn, Target};
 use super::{codec, keys};
-use crate::challenge::{ChallengeId, Event, EventKind};
+use crate::challenge::ChallengeId;
 use crate::store::StoreError;
 use crate::watch::Hub;
 use ::redis::{AsyncCommands, PushKind, Value};
@@ -208,13 +208,11 @@ impl Task {
                 .map_err(unavailable)
                 .and_then(|h| codec::challenge(&id, &h))
             {
-                Ok(c) if c.state.is_terminal() => self.hub.dispatch(&Event {
-                    challenge_id: id,
-                    sequence: c.sequence,
-                    at_ms: c.ended_at_ms,
-                    kind: EventKind::Ended(c.state),
-                }),
-                Ok(_) => {}
+                Ok(c) => {
+                    if let Some(event) = c.terminal_event() {
+                        self.hub.dispatch(&event);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, challenge_id = %id, "could not re-read a watched challenge")
                 }

@@ -1,0 +1,114 @@
+//! The HTTP/2 client shared by the APNs and FCM clients, and the one exchange both make: send, wait no
+//! longer than the challenge allows, read status, `Retry-After` and the JSON body.
+
+use super::PushOutcome;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::time::Duration;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+/// Longest wait for one provider answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP/2 client to a push provider.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A hyper HTTP/2 client over rustls (ring) with Mozilla's roots plus an optional extra root, shared
+/// by the APNs and FCM clients.
+///
+/// # Errors
+/// The extra root is not a valid PEM certificate.
+pub fn http2_client(extra_root_pem: Option<&str>) -> anyhow::Result<HttpClient> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_root_pem {
+        for cert in tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        {
+            roots.add(cert.map_err(|e| anyhow::anyhow!("extra root: {e}"))?)?;
+        }
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    // DESIGN.md §10: hyper-util leaves TCP_NODELAY off.
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_while_idle(true)
+        .build(connector))
+}
+
+/// A provider's answer.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<Duration>,
+    /// The JSON body (`Null` when empty or not JSON).
+    pub body: serde_json::Value,
+}
+
+/// Sends `request` and reads the answer, giving up a second before `expires_at_ms`: an answer that
+/// could only come after the deadline is useless, and the watcher should still hear DELIVERY_FAILED
+/// while the challenge is pending.
+///
+/// # Errors
+/// `Retry` for a timeout, a connection error, or no time left.
+pub async fn exchange(
+    client: &HttpClient,
+    request: hyper::Request<Full<Bytes>>,
+    expires_at_ms: i64,
+) -> Result<Answer, PushOutcome> {
+    let left_ms = expires_at_ms
+        .saturating_sub(crate::device_sim::phone::now_ms())
+        .saturating_sub(1_000);
+    let Some(limit) = u64::try_from(left_ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+    else {
+        return Err(PushOutcome::Retry(None, "deadline".into()));
+    };
+    let response =
+        match tokio::time::timeout(REQUEST_TIMEOUT.min(limit), client.request(request)).await {
+            Err(_) => return Err(PushOutcome::Retry(None, "timeout".into())),
+            Ok(Err(e)) => return Err(PushOutcome::Retry(None, format!("connection: {e}"))),
+            Ok(Ok(r)) => r,
+        };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
