@@ -56,9 +56,9 @@ impl App {
         let hub = Hub::new();
         let shutdown = CancellationToken::new();
         let store: Arc<dyn Store> = match config.redis_target() {
-            None => Arc::new(MemoryStore::new(Arc::clone(&hub))),
+            None => Arc::new(MemoryStore::new(Arc::clone(&hub), config.limits())),
             Some(target) => Arc::new(
-                RedisStore::connect(&target, Arc::clone(&hub), shutdown.clone())
+                RedisStore::connect(&target, Arc::clone(&hub), shutdown.clone(), config.limits())
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot use the redis store: {e}"))?,
             ),

@@ -44,6 +44,14 @@ pub struct Config {
     pub fcm_project_id: Option<String>,
     /// An extra root certificate (PEM) to trust for FCM, e.g. mock-push's CA.
     pub fcm_ca_file: Option<std::path::PathBuf>,
+    /// Pending challenges an account may have at once (push-bombing limit).
+    pub max_pending_per_account: usize,
+    /// Cool-down after the first denied or unanswered challenge, seconds; doubles each time. 0: off.
+    pub cooldown_base_secs: u64,
+    /// Longest cool-down, seconds.
+    pub cooldown_max_secs: u64,
+    /// New challenges are refused this long after a fraud report, seconds. 0: off.
+    pub fraud_mute_secs: u64,
     /// Challenge TTL when the backend gives none, seconds.
     pub default_ttl_secs: u64,
     /// Shortest challenge TTL accepted, seconds.
@@ -84,6 +92,10 @@ impl Default for Config {
             fcm_service_account_file: None,
             fcm_project_id: None,
             fcm_ca_file: None,
+            max_pending_per_account: 1,
+            cooldown_base_secs: 10,
+            cooldown_max_secs: 3600,
+            fraud_mute_secs: 3600,
             default_ttl_secs: 60,
             min_ttl_secs: 10,
             max_ttl_secs: 600,
@@ -166,6 +178,22 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fcm_ca_file: Option<std::path::PathBuf>,
+    /// Pending challenges an account may have at once [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_per_account: Option<usize>,
+    /// Cool-down after a denied or unanswered challenge, seconds, doubling each time; 0 turns it off [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_base_secs: Option<u64>,
+    /// Longest cool-down, seconds [default: 3600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_max_secs: Option<u64>,
+    /// How long new challenges are refused after a fraud report, seconds; 0 turns it off [default: 3600].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraud_mute_secs: Option<u64>,
     /// Challenge TTL when the backend gives none, seconds [default: 60].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -283,6 +311,9 @@ impl Config {
         {
             return bad("apns_key_file needs apns_key_id and apns_team_id".into());
         }
+        if self.max_pending_per_account == 0 {
+            return bad("max_pending_per_account must be at least 1".into());
+        }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams must be at least 1".into());
         }
@@ -338,6 +369,16 @@ impl Config {
             device_addr: any,
             admin_addr: any,
             ..Self::default()
+        }
+    }
+
+    /// The push-bombing limits the stores apply.
+    pub fn limits(&self) -> crate::limits::LimitPolicy {
+        crate::limits::LimitPolicy {
+            max_pending: self.max_pending_per_account,
+            cooldown_base: Duration::from_secs(self.cooldown_base_secs),
+            cooldown_max: Duration::from_secs(self.cooldown_max_secs),
+            fraud_mute: Duration::from_secs(self.fraud_mute_secs),
         }
     }
 

@@ -33,6 +33,9 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A push-bombing limit refused a new challenge.
+    #[error("account limit: {} (retry after {} s)", .0.name(), .1.as_secs().max(1))]
+    Limited(crate::limits::LimitRefusal, std::time::Duration),
     /// A watcher could not keep up and was dropped.
     #[error("watch fell behind; watch again")]
     Lagged,

@@ -9,6 +9,7 @@
 //! - [`challenge`]: ids, number matching, the challenge state machine. Pure.
 //! - [`auth`]: device keys, signatures, counter and timestamp rules. Pure.
 //! - [`device`], [`audit`]: device records, tickets, audit and security records. Pure.
+//! - [`limits`]: push-bombing limits (pending cap, cool-down, fraud mute). Pure.
 //! - [`store`]: the `Store` trait and its in-memory implementation.
 //! - [`watch`]: fan-out of events to the watchers on this replica.
 //! - [`push`]: the `PushProvider` trait, the dispatcher and the development sink.
@@ -33,6 +34,7 @@ pub mod device_sim;
 pub mod error;
 pub mod expiry;
 pub mod grpc;
+pub mod limits;
 pub mod mock_push;
 pub mod push;
 pub mod relay;

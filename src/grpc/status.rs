@@ -20,8 +20,24 @@ impl From<Error> for Status {
             Error::Store(StoreError::Corrupt(_)) => "internal error".to_owned(),
             other => other.to_string(),
         };
-        Status::new(code, message)
+        let mut status = Status::new(code, message);
+        if let Error::Limited(_, after) = &error {
+            if let Ok(v) = retry_after_secs(*after).to_string().parse() {
+                status.metadata_mut().insert("retry-after", v);
+            }
+        }
+        status
     }
+}
+
+/// Whole seconds to wait, rounded up (never 0).
+pub fn retry_after_secs(after: std::time::Duration) -> u64 {
+    after
+        .as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 /// The status code for an error.
@@ -46,6 +62,7 @@ pub fn code(error: &Error) -> Code {
         Error::Store(StoreError::Unavailable(_)) => Code::Unavailable,
         Error::Store(StoreError::Corrupt(_)) => Code::Internal,
         Error::Lagged => Code::Aborted,
+        Error::Limited(..) => Code::ResourceExhausted,
     }
 }
 

@@ -33,7 +33,12 @@ fn stream_error(request_id: &str, error: &Error) -> pb::StreamChallengesResponse
             pb::StreamError {
                 code: super::status::code(error) as i32,
                 message: error.to_string(),
-                retry_after_seconds: 0,
+                retry_after_seconds: match error {
+                    Error::Limited(_, after) => {
+                        u32::try_from(super::status::retry_after_secs(*after)).unwrap_or(u32::MAX)
+                    }
+                    _ => 0,
+                },
             },
         )),
     }

@@ -209,6 +209,11 @@ impl Relay {
                 Ok((challenge, false, registration))
             }
             CreateOutcome::NoDevices => Err(Error::NoDevices),
+            CreateOutcome::Limited(reason, after) => {
+                metrics::counter!("relay_limit_refusals_total", "limit" => reason.name())
+                    .increment(1);
+                Err(Error::Limited(reason, after))
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::audit::{Actor, AuditKind, SecurityKind};
 use crate::challenge::{EventKind, ExpireRefusal, State};
 use crate::device::DeviceState;
+use crate::limits::{Cooldown, LimitPolicy, LimitRefusal};
 use crate::watch::Hub;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +33,7 @@ struct Inner {
     audit: HashMap<AccountId, (u64, VecDeque<StoredAudit>)>,
     security: VecDeque<SecurityEvent>,
     security_seq: u64,
+    cooldowns: HashMap<AccountId, Cooldown>,
 }
 
 /// Everything in one process's memory.
@@ -39,6 +41,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     hub: Arc<Hub>,
     security_added: Notify,
+    limits: LimitPolicy,
 }
 
 fn now_ms() -> i64 {
@@ -48,12 +51,13 @@ fn now_ms() -> i64 {
 }
 
 impl MemoryStore {
-    /// An empty store publishing into `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
+    /// An empty store publishing into `hub`, applying `limits` to new challenges.
+    pub fn new(hub: Arc<Hub>, limits: LimitPolicy) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             hub,
             security_added: Notify::new(),
+            limits,
         }
     }
 
@@ -176,6 +180,50 @@ impl Inner {
             record = record.device(d);
         }
         record
+    }
+
+    /// The limit a new challenge of `account` would trip now, with the time to wait.
+    fn limit(
+        &self,
+        account: &AccountId,
+        now: i64,
+        policy: &LimitPolicy,
+    ) -> Option<(LimitRefusal, Duration)> {
+        if let Some(wait) = self.cooldowns.get(account).and_then(|c| c.check(now)) {
+            return Some(wait);
+        }
+        let ids = self
+            .challenges_by_account
+            .get(account)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let pending: Vec<i64> = ids
+            .iter()
+            .filter_map(|id| self.challenges.get(id))
+            .filter(|c| c.state == State::Pending && c.expires_at_ms > now)
+            .map(|c| c.expires_at_ms)
+            .collect();
+        if pending.len() >= policy.max_pending {
+            let first_ends = pending.iter().min().copied().unwrap_or(now);
+            return Some((
+                LimitRefusal::TooManyPending,
+                Duration::from_millis((first_ends - now).unsigned_abs()),
+            ));
+        }
+        None
+    }
+
+    /// Moves the account's cool-down after one of its challenges ended.
+    fn cool(&mut self, challenge: &Challenge, now: i64, policy: &LimitPolicy) {
+        let current = self
+            .cooldowns
+            .get(&challenge.account)
+            .copied()
+            .unwrap_or_default();
+        self.cooldowns.insert(
+            challenge.account.clone(),
+            current.after(&challenge.state, now, policy),
+        );
     }
 
     fn purge(&mut self, now: i64) {
@@ -437,6 +485,22 @@ impl Store for MemoryStore {
                 return Ok(CreateOutcome::Existing(c.clone()));
             }
         }
+        if let Some((reason, after)) = inner.limit(&new.account, now, &self.limits) {
+            let record = AuditRecord::new(&new.account, AuditKind::RateLimited, Actor::Backend)
+                .detail(reason.name());
+            inner.audit(record, now);
+            inner.security(
+                &new.account,
+                SecurityKind::LimitTripped,
+                None,
+                None,
+                reason.name(),
+                now,
+            );
+            drop(inner);
+            self.security_added.notify_waiters();
+            return Ok(CreateOutcome::Limited(reason, after));
+        }
         let ids = inner
             .by_account
             .get(&new.account)
@@ -528,6 +592,7 @@ impl Store for MemoryStore {
         };
         match &result {
             Ok((challenge, event)) => {
+                inner.cool(challenge, now, &self.limits);
                 let record = Inner::ended_audit(challenge, event);
                 inner.audit(record, now);
                 if matches!(challenge.state, State::FraudReported(_)) {
@@ -582,6 +647,7 @@ impl Store for MemoryStore {
         let outcome = match c.expire(now) {
             Ok(event) => {
                 let challenge = c.clone();
+                inner.cool(&challenge, now, &self.limits);
                 let record = Inner::ended_audit(&challenge, &event);
                 inner.audit(record, now);
                 published = Some(event);

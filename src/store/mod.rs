@@ -108,6 +108,8 @@ pub enum CreateOutcome {
     Existing(Challenge),
     /// The account has no device to push to.
     NoDevices,
+    /// A push-bombing limit refused it; try again after the duration.
+    Limited(crate::limits::LimitRefusal, Duration),
 }
 
 /// What `respond` did.

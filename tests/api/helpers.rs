@@ -43,6 +43,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::ephemeral();
     config.min_ttl_secs = 1;
+    // Most tests open many challenges per account; the limits tests turn the limits back on.
+    config.max_pending_per_account = 1_000;
+    config.cooldown_base_secs = 0;
+    config.fraud_mute_secs = 0;
     tune(&mut config);
     let app = App::build(config).await.expect("the relay starts");
     let (backend_addr, device_addr, admin_addr) =
@@ -348,6 +352,39 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, co
 
 pub fn wrong(number: u32) -> u32 {
     if number == 99 { 98 } else { number + 1 }
+}
+
+/// A relay on the named store (`memory`, `redis` or `cluster`), configured by `tune`; the Redis servers
+/// live as long as the app.
+pub async fn spawn_app_on(
+    store: &str,
+    tune: impl FnOnce(&mut approval_relay::config::Config),
+) -> TestApp {
+    match store {
+        "memory" => spawn_app_with(tune).await,
+        "redis" => {
+            let redis = crate::redis_server::RedisServer::start();
+            let url = redis.url();
+            let mut app = spawn_app_with(|c| {
+                tune(c);
+                c.redis_url = Some(url);
+            })
+            .await;
+            app.redis = Some(redis);
+            app
+        }
+        _ => {
+            let cluster = crate::redis_server::RedisCluster::start();
+            let seeds = cluster.seeds();
+            let mut app = spawn_app_with(|c| {
+                tune(c);
+                c.redis_cluster_nodes = Some(seeds);
+            })
+            .await;
+            app.cluster = Some(cluster);
+            app
+        }
+    }
 }
 
 /// A relay on its own real redis-server (which lives as long as the app).

@@ -2,6 +2,7 @@
 
 #[macro_use]
 mod helpers;
+mod limits;
 mod redis_server;
 
 mod cluster;

@@ -3,11 +3,34 @@
 -- KEYS[1] account's device list, KEYS[2] idempotency key (or the challenge key when none), KEYS[3] challenge
 -- hash, KEYS[4] account's pending index.
 -- ARGV[3] challenge id, ARGV[4] account, ARGV[5] ttl ms, ARGV[6] excluded device id, ARGV[7] '1' if an
--- idempotency key is given, ARGV[8] retention ms, ARGV[9..] field/value pairs of the challenge.
+-- idempotency key is given, ARGV[8] retention ms, ARGV[9] most pending challenges per account,
+-- ARGV[10..] field/value pairs of the challenge.
 local id, account, ttl, excluded, retention = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[8])
 if ARGV[7] == '1' then
   local existing = redis.call('GET', KEYS[2])
   if existing then return {'existing', existing} end
+end
+local now = now_ms()
+-- Push-bombing limits (limits.rs): the cool-down or fraud mute, then the pending cap.
+local cool = redis.call('HMGET', PREFIX .. 'cool:' .. account, 'until', 'muted')
+if cool[1] and tonumber(cool[1]) > now then
+  local reason = 'cooling_down'
+  if cool[2] == '1' then reason = 'muted_after_fraud_report' end
+  audit(account, now, 'rate_limited', 'backend', '', '', reason)
+  return {'limited', reason, tonumber(cool[1]) - now}
+end
+local pending, first_end = 0, nil
+local open = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. now, '+inf', 'WITHSCORES')
+for i = 1, #open, 2 do
+  if redis.call('HGET', PREFIX .. 'ch:' .. open[i], 'state') == 'pending' then
+    pending = pending + 1
+    local ends = tonumber(open[i + 1])
+    if not first_end or ends < first_end then first_end = ends end
+  end
+end
+if pending >= tonumber(ARGV[9]) then
+  audit(account, now, 'rate_limited', 'backend', '', '', 'too_many_pending')
+  return {'limited', 'too_many_pending', first_end - now}
 end
 local targets, devices = {}, {}
 for _, device_id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
@@ -20,10 +43,9 @@ for _, device_id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   end
 end
 if #targets == 0 then return {'nodevices'} end
-local now = now_ms()
 local expires = now + ttl
 local fields = {}
-for i = 9, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 10, #ARGV do table.insert(fields, ARGV[i]) end
 redis.call('HSET', KEYS[3], 'account', account, 'state', 'pending', 'seq', 0, 'created', now, 'expires', expires,
   'ended', 0, 'by', '', 'reason', '', 'targets', ',' .. table.concat(targets, ',') .. ',', unpack(fields))
 redis.call('PEXPIREAT', KEYS[3], expires + retention)

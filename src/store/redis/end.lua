@@ -1,5 +1,5 @@
 -- Expires (if due by Redis time) or cancels a pending challenge. KEYS[1] challenge hash.
--- ARGV[3] challenge id, ARGV[4] 'expired' or 'cancelled'.
+-- ARGV[3] challenge id, ARGV[4] 'expired' or 'cancelled', ARGV[5..7] cool-down base, max, fraud mute (ms).
 local id, target = ARGV[3], ARGV[4]
 local c = redis.call('HMGET', KEYS[1], 'account', 'state', 'expires', 'seq')
 if not c[1] then return {'missing'} end
@@ -13,4 +13,5 @@ local actor = 'backend'
 if target == 'expired' then actor = 'relay' end
 audit(c[1], now, ended_kind(target), actor, id, '', '')
 publish(id, seq, at, target, '', '')
+cool_after(c[1], target, now, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 return {'ok', seq, at}

@@ -16,6 +16,7 @@ mod subscriber;
 use super::*;
 use crate::audit::{Actor, AuditKind, SecurityKind};
 use crate::challenge::State;
+use crate::limits::{LimitPolicy, LimitRefusal};
 use crate::watch::Hub;
 use ::redis::{AsyncCommands, Value};
 use codec::{array, int, text};
@@ -31,10 +32,15 @@ const RETENTION_MS: i64 = memory::RETENTION_MS;
 
 /// The relay's state in Redis.
 pub struct RedisStore {
+    limits: LimitPolicy,
     conn: Conn,
     publish: &'static str,
     scripts: Scripts,
     subscriber: Subscriber,
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub(crate) fn unavailable(e: ::redis::RedisError) -> StoreError {
@@ -52,6 +58,7 @@ impl RedisStore {
         target: &Target,
         hub: Arc<Hub>,
         shutdown: CancellationToken,
+        limits: LimitPolicy,
     ) -> Result<Self, StoreError> {
         let conn = Conn::connect(target, None).await.map_err(unavailable)?;
         let subscriber = subscriber::start(target, conn.clone(), hub, shutdown).await?;
@@ -60,6 +67,7 @@ impl RedisStore {
             conn,
             scripts: Scripts::new(),
             subscriber,
+            limits,
         })
     }
 
@@ -130,6 +138,9 @@ impl RedisStore {
             .arg(self.publish)
             .arg(id.as_str())
             .arg(target)
+            .arg(millis(self.limits.cooldown_base))
+            .arg(millis(self.limits.cooldown_max))
+            .arg(millis(self.limits.fraud_mute))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)
@@ -368,7 +379,8 @@ impl Store for RedisStore {
             } else {
                 "0"
             })
-            .arg(RETENTION_MS);
+            .arg(RETENTION_MS)
+            .arg(self.limits.max_pending);
         for (name, value) in codec::new_challenge_fields(&new) {
             inv.arg(name).arg(value);
         }
@@ -379,6 +391,24 @@ impl Store for RedisStore {
         let items = array(&reply)?;
         match text(&items[0])?.as_str() {
             "nodevices" => Ok(CreateOutcome::NoDevices),
+            "limited" => {
+                let reason = match text(&items[1])?.as_str() {
+                    "cooling_down" => LimitRefusal::CoolingDown,
+                    "muted_after_fraud_report" => LimitRefusal::Muted,
+                    _ => LimitRefusal::TooManyPending,
+                };
+                let after = std::time::Duration::from_millis(int(&items[2])?.unsigned_abs());
+                streams::append_security(
+                    &mut self.conn(),
+                    &new.account,
+                    SecurityKind::LimitTripped,
+                    None,
+                    None,
+                    reason.name(),
+                )
+                .await;
+                Ok(CreateOutcome::Limited(reason, after))
+            }
             "existing" => {
                 let id = ChallengeId::parse(&text(&items[1])?)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -469,6 +499,9 @@ impl Store for RedisStore {
             .arg(state)
             .arg(reason)
             .arg(number)
+            .arg(millis(self.limits.cooldown_base))
+            .arg(millis(self.limits.cooldown_max))
+            .arg(millis(self.limits.fraud_mute))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -46,3 +46,23 @@ local function ended_kind(state)
   if state == 'expired' then return 'challenge_expired' end
   return 'challenge_cancelled'
 end
+
+-- The cool-down rule (limits::Cooldown::after): approval resets it, a denial or expiry doubles it from
+-- BASE up to MAX, a fraud report mutes the account for MUTE; cancellation leaves it alone.
+local function cool_after(account, state, now, base, max, mute)
+  local key = PREFIX .. 'cool:' .. account
+  if state == 'approved' then redis.call('DEL', key) return end
+  if state == 'cancelled' then return end
+  local c = redis.call('HMGET', key, 'level', 'until', 'muted')
+  local level, until_at, muted = tonumber(c[1] or '0'), tonumber(c[2] or '0'), c[3] or '0'
+  level = level + 1
+  if state == 'fraud_reported' then
+    until_at = math.max(until_at, now + mute)
+    muted = '1'
+  else
+    local wait = math.min(base * math.pow(2, math.min(level - 1, 20)), max)
+    until_at = math.max(until_at, now + math.floor(wait))
+  end
+  redis.call('HSET', key, 'level', level, 'until', until_at, 'muted', muted)
+  redis.call('PEXPIREAT', key, until_at + max + 1)
+end

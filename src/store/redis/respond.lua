@@ -1,7 +1,7 @@
 -- Counter rule, then a device's answer: one atomic step (DESIGN.md guarantees 1, 2, 4, 5).
 -- KEYS[1] device hash, KEYS[2] challenge hash.
 -- ARGV[3] device id, ARGV[4] counter, ARGV[5] challenge id, ARGV[6] decision (approved|denied|fraud_reported),
--- ARGV[7] deny reason, ARGV[8] number answered.
+-- ARGV[7] deny reason, ARGV[8] number answered, ARGV[9..11] cool-down base, max and fraud mute in ms.
 local device_id, counter, challenge_id = ARGV[3], ARGV[4], ARGV[5]
 local now = now_ms()
 local refused, account = accept_counter(KEYS[1], device_id, counter, now)
@@ -26,4 +26,5 @@ local seq = tonumber(c[7]) + 1
 redis.call('HSET', KEYS[2], 'state', decision, 'by', device_id, 'reason', reason, 'ended', now, 'seq', seq)
 audit(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
 publish(challenge_id, seq, now, decision, device_id, reason)
+cool_after(account, decision, now, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
 return {'ok', seq, now}

@@ -1,0 +1,168 @@
+//! No bombing (DESIGN.md guarantee 6): a bounded number of pending challenges, a cool-down after denials
+//! and expiries that an approval resets, a mute after a fraud report; refusals are RESOURCE_EXHAUSTED with
+//! a retry-after, audited, and reported to the security stream. On every store.
+
+use crate::helpers::*;
+use approval_relay::pb;
+use std::time::Duration;
+use tonic::Code;
+
+fn retry_after(status: &tonic::Status) -> u64 {
+    status
+        .metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after")
+}
+
+async fn refused(app: &TestApp, account: &str, reason: &str) -> u64 {
+    let req = pb::CreateChallengeRequest {
+        account_id: account.into(),
+        ..Default::default()
+    };
+    match app.create_with(req).await {
+        Ok(c) => panic!("expected a refusal ({reason}), got {c:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+            assert!(status.message().contains(reason), "{status:?}");
+            retry_after(&status)
+        }
+    }
+}
+
+async fn eleven_in_a_row_the_second_is_refused(store: &str) {
+    let app = spawn_app_on(store, |c| {
+        c.max_pending_per_account = 1;
+    })
+    .await;
+    let account = account();
+    let _phone = app.enroll(&account).await;
+    let first = app.create(&account, pb::NumberMatchMode::Type).await;
+    for _ in 0..10 {
+        let wait = refused(&app, &account, "too_many_pending").await;
+        assert!(
+            (1..=60).contains(&wait),
+            "retry after the first one's deadline: {wait}"
+        );
+    }
+    let audit = app.audit_details(&account).await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(k, d)| *k == pb::AuditKind::RateLimited && d == "too_many_pending")
+            .count(),
+        10
+    );
+    let mut security = app
+        .audit
+        .clone()
+        .watch_security_events(pb::WatchSecurityEventsRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    let tripped = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let e = security.message().await.expect("event").expect("open");
+            if e.kind() == pb::SecurityEventKind::LimitTripped && e.account_id == account {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("limit trips reach the security stream");
+    assert_eq!(tripped.detail, "too_many_pending");
+
+    let cancel = pb::CancelChallengeRequest {
+        challenge_id: first.challenge_id,
+    };
+    app.challenges
+        .clone()
+        .cancel_challenge(cancel)
+        .await
+        .expect("cancel");
+    app.create(&account, pb::NumberMatchMode::Type).await;
+}
+
+async fn denials_grow_the_cooldown_and_an_approval_resets_it(store: &str) {
+    let app = spawn_app_on(store, |c| {
+        c.max_pending_per_account = 1;
+        c.cooldown_base_secs = 1;
+        c.cooldown_max_secs = 60;
+    })
+    .await;
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+
+    let c = app.create(&account, pb::NumberMatchMode::Type).await;
+    app.respond(
+        &mut phone,
+        &c.challenge_id,
+        pb::Decision::Deny,
+        pb::DenyReason::NotMe,
+        0,
+    )
+    .await
+    .expect("deny");
+    assert_eq!(refused(&app, &account, "cooling_down").await, 1);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+    let c = app.create(&account, pb::NumberMatchMode::Type).await;
+    app.respond(
+        &mut phone,
+        &c.challenge_id,
+        pb::Decision::Deny,
+        pb::DenyReason::NotMe,
+        0,
+    )
+    .await
+    .expect("deny");
+    assert_eq!(
+        refused(&app, &account, "cooling_down").await,
+        2,
+        "the cool-down doubled"
+    );
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+
+    let c = app.create(&account, pb::NumberMatchMode::Type).await;
+    app.approve(&mut phone, &c).await.expect("approve");
+    let again = app.create(&account, pb::NumberMatchMode::Type).await;
+    app.approve(&mut phone, &again)
+        .await
+        .expect("no cool-down after an approval");
+}
+
+async fn a_fraud_report_mutes_the_account(store: &str) {
+    let app = spawn_app_on(store, |c| c.fraud_mute_secs = 600).await;
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let c = app.create(&account, pb::NumberMatchMode::Type).await;
+    app.respond(
+        &mut phone,
+        &c.challenge_id,
+        pb::Decision::ReportFraud,
+        pb::DenyReason::Unspecified,
+        0,
+    )
+    .await
+    .expect("fraud");
+    let wait = refused(&app, &account, "muted_after_fraud_report").await;
+    assert!(
+        (590..=600).contains(&wait),
+        "muted for the configured time: {wait}"
+    );
+}
+
+macro_rules! per_store {
+    ($($name:ident),*) => {
+        mod memory_store { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("memory").await } )* }
+        mod redis_store { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("redis").await } )* }
+        mod redis_cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("cluster").await } )* }
+    };
+}
+
+per_store!(
+    eleven_in_a_row_the_second_is_refused,
+    denials_grow_the_cooldown_and_an_approval_resets_it,
+    a_fraud_report_mutes_the_account
+);
