@@ -258,9 +258,18 @@ impl Challenge {
         Ok(self.end(State::Expired, self.expires_at_ms.max(now_ms)))
     }
 
-    /// Ends the challenge `Cancelled`, or returns `None` if it had already ended.
+    /// Ends the challenge `Cancelled` (or `Expired`, if its deadline has already passed: nothing but
+    /// expiry happens after the deadline), or returns `None` if it had already ended.
     pub fn cancel(&mut self, now_ms: i64) -> Option<Event> {
-        (!self.state.is_terminal()).then(|| self.end(State::Cancelled, now_ms))
+        if self.state.is_terminal() {
+            return None;
+        }
+        let state = if now_ms >= self.expires_at_ms {
+            State::Expired
+        } else {
+            State::Cancelled
+        };
+        Some(self.end(state, now_ms))
     }
 
     /// Records a push outcome; ignored (`None`) once the challenge ended, since its watchers are gone.
@@ -375,5 +384,104 @@ mod tests {
             Err(RespondError::NotTargeted)
         );
         assert_eq!(c.record_delivery(&stranger, None, 2_000), None);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! The state machine under random interleavings of answers, expiry, cancellation and delivery
+    //! reports from random devices at random times: exactly one terminal state, never left again.
+    use super::*;
+    use crate::challenge::number::NumberMode;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Respond {
+            device: usize,
+            decision: u8,
+            right_number: bool,
+        },
+        Expire,
+        Cancel,
+        Delivery {
+            device: usize,
+            failed: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = (Op, i64)> {
+        let op = prop_oneof![
+            (0..4usize, 0..3u8, any::<bool>()).prop_map(|(device, decision, right_number)| {
+                Op::Respond {
+                    device,
+                    decision,
+                    right_number,
+                }
+            }),
+            Just(Op::Expire),
+            Just(Op::Cancel),
+            (0..4usize, any::<bool>()).prop_map(|(device, failed)| Op::Delivery { device, failed }),
+        ];
+        (op, 0..120_000i64)
+    }
+
+    proptest! {
+        #[test]
+        fn any_interleaving_ends_in_at_most_one_terminal_state(mut ops in proptest::collection::vec(op(), 1..40)) {
+            ops.sort_by_key(|(_, t)| *t);
+            let account = AccountId::parse("acct").expect("valid");
+            let devices: Vec<DeviceId> = (0..4).map(|_| DeviceId::generate(&account)).collect();
+            let mut c = Challenge {
+                id: ChallengeId::generate(&account),
+                account,
+                context: LoginContext::default(),
+                number: NumberMatch::generate(NumberMode::Type, &mut StdRng::seed_from_u64(9)),
+                targets: devices[..3].to_vec(),
+                created_at_ms: 0,
+                expires_at_ms: 60_000,
+                ended_at_ms: 0,
+                state: State::Pending,
+                sequence: 0,
+                idempotency_key: None,
+            };
+            let mut terminal_events = 0;
+            let mut ended: Option<State> = None;
+            for (op, now) in ops {
+                let before = c.clone();
+                let event = match op {
+                    Op::Respond { device, decision, right_number } => {
+                        let number = if right_number { c.number.number } else { c.number.number + 100 };
+                        let decision = match decision {
+                            0 => Decision::Approve,
+                            1 => Decision::Deny(DenyReason::NotMe),
+                            _ => Decision::ReportFraud,
+                        };
+                        c.respond(&devices[device], decision, number, now).ok()
+                    }
+                    Op::Expire => c.expire(now).ok(),
+                    Op::Cancel => c.cancel(now),
+                    Op::Delivery { device, failed } => c.record_delivery(&devices[device], failed.then(|| "x".to_owned()), now),
+                };
+                match &event {
+                    None => prop_assert_eq!(&c, &before, "a refused step changes nothing"),
+                    Some(e) => {
+                        prop_assert_eq!(e.sequence, before.sequence + 1);
+                        prop_assert!(ended.is_none(), "nothing happens after the end: {:?}", e);
+                        if e.is_terminal() {
+                            terminal_events += 1;
+                            ended = Some(c.state.clone());
+                            prop_assert!(now < 60_000 || c.state == State::Expired, "no decision at or after the deadline");
+                        }
+                    }
+                }
+            }
+            prop_assert!(terminal_events <= 1);
+            if let Some(state) = ended {
+                prop_assert_eq!(c.state, state);
+            }
+        }
     }
 }

@@ -165,10 +165,89 @@ async fn the_audit_trail_pages_newest_first_without_gaps(app: TestApp) {
     );
 }
 
+async fn a_security_event_consumer_that_reconnects_from_its_last_position_misses_nothing(
+    app: TestApp,
+) {
+    let account = account();
+    let mut first = app
+        .audit
+        .clone()
+        .watch_security_events(pb::WatchSecurityEventsRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut phones = Vec::new();
+    for _ in 0..3 {
+        phones.push(app.enroll(&account).await);
+    }
+    let mut last = String::new();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = tokio::time::timeout(PATIENCE, first.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        if e.account_id == account {
+            seen.push(e.device_id.clone());
+            last = e.position.clone();
+        }
+    }
+    drop(first);
+    // While disconnected: more events.
+    let revoke = pb::RevokeDeviceRequest {
+        account_id: account.clone(),
+        device_id: phones[0].device_id.clone(),
+    };
+    app.registry
+        .clone()
+        .revoke_device(revoke)
+        .await
+        .expect("revoke");
+
+    let resume = pb::WatchSecurityEventsRequest {
+        after_position: last,
+    };
+    let mut second = app
+        .audit
+        .clone()
+        .watch_security_events(resume)
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let e = tokio::time::timeout(PATIENCE, second.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        if e.account_id == account {
+            kinds.push((e.kind(), e.device_id));
+        }
+    }
+    assert_eq!(
+        kinds[0],
+        (
+            pb::SecurityEventKind::DeviceEnrolled,
+            phones[2].device_id.clone()
+        ),
+        "the third enrollment, not a repeat"
+    );
+    assert_eq!(
+        kinds[1],
+        (
+            pb::SecurityEventKind::DeviceRevoked,
+            phones[0].device_id.clone()
+        )
+    );
+}
+
 on_every_store!(
     an_enrollment_uri_names_the_ticket_and_the_device_api,
     a_new_push_token_is_used_for_the_next_push,
     a_rotated_key_signs_from_then_on_and_the_old_key_is_refused,
     a_rotation_without_proof_of_the_new_key_is_refused,
     the_audit_trail_pages_newest_first_without_gaps,
+    a_security_event_consumer_that_reconnects_from_its_last_position_misses_nothing,
 );

@@ -6,6 +6,8 @@ if not c[1] then return {'missing'} end
 if c[2] ~= 'pending' then return {'ended', c[2]} end
 local now = now_ms()
 if target == 'expired' and now < tonumber(c[3]) then return {'notdue', tonumber(c[3]) - now} end
+-- Nothing but expiry happens after the deadline (challenge::State, Challenge::cancel).
+if now >= tonumber(c[3]) then target = 'expired' end
 local at = now
 local seq = tonumber(c[4]) + 1
 redis.call('HSET', KEYS[1], 'state', target, 'ended', at, 'seq', seq)
