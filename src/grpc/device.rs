@@ -14,6 +14,8 @@ use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// Counters stay below 2^53 so that every store compares them exactly.
+pub const MAX_COUNTER: u64 = 1 << 53;
 /// Largest payload accepted, in bytes.
 pub const MAX_PAYLOAD: usize = 16 * 1024;
 /// Largest signature accepted, in bytes (a DER P-256 signature is at most 72).
@@ -44,8 +46,12 @@ impl DeviceApi {
         check_bytes("signature", &envelope.signature, MAX_SIGNATURE)?;
         let inner = pb::DeviceRequest::decode(envelope.payload.as_slice())
             .map_err(|_| Error::invalid("payload", "is not an encoded DeviceRequest"))?;
-        if inner.counter == 0 {
-            return Err(Error::invalid("payload.counter", "must be at least 1"));
+        // Counters are compared as Lua numbers (doubles) in the Redis scripts: keep them exact.
+        if inner.counter == 0 || inner.counter >= MAX_COUNTER {
+            return Err(Error::invalid(
+                "payload.counter",
+                "must be at least 1 and below 2^53",
+            ));
         }
         if inner.timestamp_unix_ms == 0 {
             return Err(Error::invalid("payload.timestamp_unix_ms", "must be set"));

@@ -49,7 +49,8 @@ impl Relay {
         payload: &[u8],
         signature: &[u8],
     ) -> Result<Authenticated, Error> {
-        let Some(device) = self.store.get_device(envelope_device).await? else {
+        let (device, now) = self.store.device_and_time(envelope_device).await?;
+        let Some(device) = device else {
             metrics::counter!("relay_device_requests_refused_total", "reason" => "unknown_device")
                 .increment(1);
             return Err(AuthError::UnknownDevice.into());
@@ -62,10 +63,7 @@ impl Relay {
             }
         });
         let checked = match checked {
-            Ok(()) => {
-                let now = self.store.now_ms().await?;
-                auth::check_timestamp(timestamp_ms, now, self.window_ms())
-            }
+            Ok(()) => auth::check_timestamp(timestamp_ms, now, self.window_ms()),
             Err(e) => Err(e),
         };
         if let Err(e) = checked {

@@ -155,6 +155,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Result<Device, EnrollRefusal>, StoreError>;
     /// Reads a device.
     async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>, StoreError>;
+    /// Reads a device and the store clock together (one round trip where the store can).
+    async fn device_and_time(&self, id: &DeviceId) -> Result<(Option<Device>, i64), StoreError> {
+        Ok((self.get_device(id).await?, self.now_ms().await?))
+    }
     /// Lists an account's devices, oldest first.
     async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError>;
     /// Revokes a device of an account; `None` when the account has no such device.

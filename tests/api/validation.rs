@@ -290,9 +290,15 @@ async fn malformed_envelopes_keys_and_signatures_name_the_field(app: TestApp) {
         Code::InvalidArgument,
         "payload.respond.challenge_id",
     );
-    // A zero counter is malformed, not a replay.
+    // A zero counter is malformed, not a replay; so is one no store can compare exactly.
     assert_code(
         d.respond(phone.signed_with(0, now_ms(), body())).await,
+        Code::InvalidArgument,
+        "payload.counter",
+    );
+    assert_code(
+        d.respond(phone.signed_with(1 << 53, now_ms(), body()))
+            .await,
         Code::InvalidArgument,
         "payload.counter",
     );

@@ -3,7 +3,7 @@
 local id, target = ARGV[3], ARGV[4]
 local c = redis.call('HMGET', KEYS[1], 'account', 'state', 'expires', 'seq')
 if not c[1] then return {'missing'} end
-if c[2] ~= 'pending' then return {'ended', c[2]} end
+if c[2] ~= 'pending' then return {'ended', c[2], redis.call('HGETALL', KEYS[1])} end
 local now = now_ms()
 if target == 'expired' and now < tonumber(c[3]) then return {'notdue', tonumber(c[3]) - now} end
 -- Nothing but expiry happens after the deadline (challenge::State, Challenge::cancel).
@@ -16,4 +16,4 @@ if target == 'expired' then actor = 'relay' end
 audit(c[1], now, ended_kind(target), actor, id, '', '')
 publish(id, seq, at, target, '', '')
 cool_after(c[1], target, now, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-return {'ok', seq, at}
+return {'ok', seq, at, redis.call('HGETALL', KEYS[1])}

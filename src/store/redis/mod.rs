@@ -231,6 +231,22 @@ impl Store for RedisStore {
         codec::device(id, &hash).map(Some)
     }
 
+    async fn device_and_time(&self, id: &DeviceId) -> Result<(Option<Device>, i64), StoreError> {
+        // One round trip: TIME has no key, so even on Cluster it rides with the device's slot.
+        let mut pipe = ::redis::pipe();
+        pipe.hgetall(keys::device(id)).cmd("TIME");
+        let (hash, (secs, micros)): (codec::Hash, (i64, i64)) = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let device = if hash.is_empty() {
+            None
+        } else {
+            Some(codec::device(id, &hash)?)
+        };
+        Ok((device, secs * 1000 + micros / 1000))
+    }
+
     async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError> {
         let reply: Value = self
             .scripts
@@ -525,10 +541,7 @@ impl Store for RedisStore {
             };
             return Ok(Err(refusal));
         }
-        let c = self
-            .get_challenge(id)
-            .await?
-            .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
+        let c = codec::challenge(id, &codec::hash(items.get(3).unwrap_or(&Value::Nil))?)?;
         if matches!(c.state, State::FraudReported(_)) {
             streams::append_security(
                 &mut self.conn(),
@@ -554,10 +567,7 @@ impl Store for RedisStore {
                 int(&items[1])?.unsigned_abs(),
             ))),
             "ok" => {
-                let c = self
-                    .get_challenge(id)
-                    .await?
-                    .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
+                let c = codec::challenge(id, &codec::hash(items.get(3).unwrap_or(&Value::Nil))?)?;
                 Ok(ExpireOutcome::Expired(Box::new(c)))
             }
             _ => Ok(ExpireOutcome::Ended),
@@ -574,10 +584,12 @@ impl Store for RedisStore {
         if outcome == "missing" {
             return Ok(None);
         }
-        let c = self
-            .get_challenge(id)
-            .await?
-            .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
+        let hash = if outcome == "ok" {
+            items.get(3)
+        } else {
+            items.get(2)
+        };
+        let c = codec::challenge(id, &codec::hash(hash.unwrap_or(&Value::Nil))?)?;
         if outcome != "ok" {
             return Ok(Some(Err(c)));
         }

@@ -27,4 +27,5 @@ redis.call('HSET', KEYS[2], 'state', decision, 'by', device_id, 'reason', reason
 audit(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
 publish(challenge_id, seq, now, decision, device_id, reason)
 cool_after(account, decision, now, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
-return {'ok', seq, now}
+-- The challenge as it now is, so the caller needs no second round trip to read it.
+return {'ok', seq, now, redis.call('HGETALL', KEYS[2])}
