@@ -44,6 +44,13 @@ pub fn array(v: &Value) -> Result<&[Value], StoreError> {
     }
 }
 
+/// The `i`-th element of a script reply, or a corrupt-data error (never a panic).
+pub fn at(items: &[Value], i: usize) -> Result<&Value, StoreError> {
+    items
+        .get(i)
+        .ok_or_else(|| corrupt(format!("script reply too short: no element {i}")))
+}
+
 /// A flat field/value array (HGETALL inside a script) as a hash.
 pub fn hash(v: &Value) -> Result<Hash, StoreError> {
     let items = array(v)?;

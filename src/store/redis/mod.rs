@@ -19,7 +19,7 @@ use crate::challenge::State;
 use crate::limits::{LimitPolicy, LimitRefusal};
 use crate::watch::Hub;
 use ::redis::{AsyncCommands, Value};
-use codec::{array, int, text};
+use codec::{array, at, int, text};
 use conn::Conn;
 pub use conn::Target;
 use scripts::Scripts;
@@ -120,7 +120,7 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let items = array(&reply)?;
-        if text(&items[0])? == "refused" {
+        if text(at(items, 0)?)? == "refused" {
             let reason = items.get(1).map(text).transpose()?.unwrap_or_default();
             return Ok(Err(self.refusal(&call.device, &reason).await));
         }
@@ -198,7 +198,7 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         let items = array(&reply)?;
-        match text(&items[0])?.as_str() {
+        match text(at(items, 0)?)?.as_str() {
             "bad_ticket" => return Ok(Err(EnrollRefusal::BadTicket)),
             "too_many" => return Ok(Err(EnrollRefusal::TooManyDevices)),
             _ => {}
@@ -261,9 +261,9 @@ impl Store for RedisStore {
         let mut out = Vec::new();
         for pair in array(&reply)? {
             let pair = array(pair)?;
-            let id = DeviceId::parse(&text(&pair[0])?)
+            let id = DeviceId::parse(&text(at(pair, 0)?)?)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(codec::device(&id, &codec::hash(&pair[1])?)?);
+            out.push(codec::device(&id, &codec::hash(at(pair, 1)?)?)?);
         }
         Ok(out)
     }
@@ -405,15 +405,15 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         let items = array(&reply)?;
-        match text(&items[0])?.as_str() {
+        match text(at(items, 0)?)?.as_str() {
             "nodevices" => Ok(CreateOutcome::NoDevices),
             "limited" => {
-                let reason = match text(&items[1])?.as_str() {
+                let reason = match text(at(items, 1)?)?.as_str() {
                     "cooling_down" => LimitRefusal::CoolingDown,
                     "muted_after_fraud_report" => LimitRefusal::Muted,
                     _ => LimitRefusal::TooManyPending,
                 };
-                let after = std::time::Duration::from_millis(int(&items[2])?.unsigned_abs());
+                let after = std::time::Duration::from_millis(int(at(items, 2)?)?.unsigned_abs());
                 streams::append_security(
                     &mut self.conn(),
                     &new.account,
@@ -426,7 +426,7 @@ impl Store for RedisStore {
                 Ok(CreateOutcome::Limited(reason, after))
             }
             "existing" => {
-                let id = ChallengeId::parse(&text(&items[1])?)
+                let id = ChallengeId::parse(&text(at(items, 1)?)?)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let c = self
                     .get_challenge(&id)
@@ -435,9 +435,9 @@ impl Store for RedisStore {
                 Ok(CreateOutcome::Existing(c))
             }
             _ => {
-                let (now, expires) = (int(&items[1])?, int(&items[2])?);
+                let (now, expires) = (int(at(items, 1)?)?, int(at(items, 2)?)?);
                 let mut devices = Vec::new();
-                for (id, hash) in array(&items[3])?.iter().zip(array(&items[4])?) {
+                for (id, hash) in array(at(items, 3)?)?.iter().zip(array(at(items, 4)?)?) {
                     let id = DeviceId::parse(&text(id)?)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     devices.push(codec::device(&id, &codec::hash(hash)?)?);
@@ -522,8 +522,8 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         let items = array(&reply)?;
-        if text(&items[0])? == "refused" {
-            let why = text(&items[1])?;
+        if text(at(items, 0)?)? == "refused" {
+            let why = text(at(items, 1)?)?;
             let refusal = match why.as_str() {
                 "not_found" => DeviceRefusal::ChallengeNotFound,
                 "not_targeted" => DeviceRefusal::Respond(RespondError::NotTargeted),
@@ -562,9 +562,9 @@ impl Store for RedisStore {
     async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError> {
         let reply = self.end(id, "expired").await?;
         let items = array(&reply)?;
-        match text(&items[0])?.as_str() {
+        match text(at(items, 0)?)?.as_str() {
             "notdue" => Ok(ExpireOutcome::NotDue(std::time::Duration::from_millis(
-                int(&items[1])?.unsigned_abs(),
+                int(at(items, 1)?)?.unsigned_abs(),
             ))),
             "ok" => {
                 let c = codec::challenge(id, &codec::hash(items.get(3).unwrap_or(&Value::Nil))?)?;
@@ -580,7 +580,7 @@ impl Store for RedisStore {
     ) -> Result<Option<Result<(Challenge, Event), Challenge>>, StoreError> {
         let reply = self.end(id, "cancelled").await?;
         let items = array(&reply)?;
-        let outcome = text(&items[0])?;
+        let outcome = text(at(items, 0)?)?;
         if outcome == "missing" {
             return Ok(None);
         }
@@ -638,9 +638,9 @@ impl Store for RedisStore {
         let mut out = Vec::new();
         for pair in array(&reply)? {
             let pair = array(pair)?;
-            let id = ChallengeId::parse(&text(&pair[0])?)
+            let id = ChallengeId::parse(&text(at(pair, 0)?)?)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(codec::challenge(&id, &codec::hash(&pair[1])?)?);
+            out.push(codec::challenge(&id, &codec::hash(at(pair, 1)?)?)?);
         }
         out.sort_by_key(|c| c.created_at_ms);
         Ok(out)
