@@ -387,24 +387,6 @@ pub async fn spawn_app_on(
     }
 }
 
-/// A relay on its own real redis-server (which lives as long as the app).
-pub async fn spawn_app_on_redis() -> TestApp {
-    let redis = crate::redis_server::RedisServer::start();
-    let url = redis.url();
-    let mut app = spawn_app_with(|c| c.redis_url = Some(url)).await;
-    app.redis = Some(redis);
-    app
-}
-
-/// A relay on its own 3-master Redis Cluster.
-pub async fn spawn_app_on_cluster() -> TestApp {
-    let cluster = crate::redis_server::RedisCluster::start();
-    let seeds = cluster.seeds();
-    let mut app = spawn_app_with(|c| c.redis_cluster_nodes = Some(seeds)).await;
-    app.cluster = Some(cluster);
-    app
-}
-
 /// Runs each named `async fn(TestApp)` on the in-memory store, a real Redis node and a real Redis
 /// Cluster, so that the stores cannot drift apart (the conformance suite of the `Store` contract,
 /// through the API).
@@ -414,7 +396,7 @@ macro_rules! on_every_store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(crate::helpers::spawn_app().await).await
+                    super::$name(crate::helpers::spawn_app_on("memory", |_| {}).await).await
                 }
             )*
         }
@@ -422,7 +404,7 @@ macro_rules! on_every_store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(crate::helpers::spawn_app_on_redis().await).await
+                    super::$name(crate::helpers::spawn_app_on("redis", |_| {}).await).await
                 }
             )*
         }
@@ -430,7 +412,7 @@ macro_rules! on_every_store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(crate::helpers::spawn_app_on_cluster().await).await
+                    super::$name(crate::helpers::spawn_app_on("cluster", |_| {}).await).await
                 }
             )*
         }

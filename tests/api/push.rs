@@ -203,6 +203,16 @@ fn hex_token() -> String {
     format!("{:064x}", rand::random::<u128>())
 }
 
+/// A relay pushing to a fresh mock that trusts it, and an account with one APNs device.
+async fn one_apns_device(tls: bool) -> (PushEnv, String, String) {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(tls, &key, trusting(&key)).await;
+    let account = account();
+    let token = hex_token();
+    let _phone = enroll_apns(&env.app, &account, &token).await;
+    (env, account, token)
+}
+
 async fn enroll_apns(app: &TestApp, account: &str, token: &str) -> Phone {
     let ticket = app.ticket(account).await;
     let mut phone = Phone::new(PhoneKey::p256());
@@ -347,11 +357,7 @@ async fn dead_token_is_pruned(env: PushEnv) {
 
 #[tokio::test]
 async fn unavailable_twice_then_success_is_delivered_once() {
-    let key = SigningKey::random(&mut OsRng);
-    let env = push_env(true, &key, trusting(&key)).await;
-    let account = account();
-    let token = hex_token();
-    let _phone = enroll_apns(&env.app, &account, &token).await;
+    let (env, account, token) = one_apns_device(true).await;
     env.mock
         .set_behavior(&token, Behavior::Unavailable { times: 2 });
     let (_, events) = create_streamed(&env.app, &account).await;
@@ -374,11 +380,7 @@ async fn unavailable_twice_then_success_is_delivered_once() {
 
 #[tokio::test]
 async fn a_retry_after_from_the_provider_is_honoured() {
-    let key = SigningKey::random(&mut OsRng);
-    let env = push_env(false, &key, trusting(&key)).await;
-    let account = account();
-    let token = hex_token();
-    let _phone = enroll_apns(&env.app, &account, &token).await;
+    let (env, account, token) = one_apns_device(false).await;
     env.mock.set_behavior(
         &token,
         Behavior::Throttle {
@@ -399,11 +401,7 @@ async fn a_retry_after_from_the_provider_is_honoured() {
 
 #[tokio::test]
 async fn a_provider_that_never_answers_gives_delivery_failed_before_the_deadline() {
-    let key = SigningKey::random(&mut OsRng);
-    let env = push_env(false, &key, trusting(&key)).await;
-    let account = account();
-    let token = hex_token();
-    let _phone = enroll_apns(&env.app, &account, &token).await;
+    let (env, account, token) = one_apns_device(false).await;
     env.mock.set_behavior(&token, Behavior::Silent);
     let challenge = env.app.create_short(&account, 4).await;
     let events = drain(env.app.watch(&challenge.challenge_id).await).await;

@@ -71,6 +71,12 @@ impl RedisStore {
         })
     }
 
+    /// A hash, or `None` when the key does not exist.
+    async fn read_hash(&self, key: String) -> Result<Option<codec::Hash>, StoreError> {
+        let hash: codec::Hash = self.conn().hgetall(key).await.map_err(unavailable)?;
+        Ok((!hash.is_empty()).then_some(hash))
+    }
+
     fn conn(&self) -> Conn {
         self.conn.clone()
     }
@@ -220,15 +226,8 @@ impl Store for RedisStore {
     }
 
     async fn get_device(&self, id: &DeviceId) -> Result<Option<Device>, StoreError> {
-        let hash: codec::Hash = self
-            .conn()
-            .hgetall(keys::device(id))
-            .await
-            .map_err(unavailable)?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        codec::device(id, &hash).map(Some)
+        let hash = self.read_hash(keys::device(id)).await?;
+        hash.map(|h| codec::device(id, &h)).transpose()
     }
 
     async fn device_and_time(&self, id: &DeviceId) -> Result<(Option<Device>, i64), StoreError> {
@@ -461,15 +460,8 @@ impl Store for RedisStore {
     }
 
     async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError> {
-        let hash: codec::Hash = self
-            .conn()
-            .hgetall(keys::challenge(id))
-            .await
-            .map_err(unavailable)?;
-        if hash.is_empty() {
-            return Ok(None);
-        }
-        codec::challenge(id, &hash).map(Some)
+        let hash = self.read_hash(keys::challenge(id)).await?;
+        hash.map(|h| codec::challenge(id, &h)).transpose()
     }
 
     async fn respond(
