@@ -13,9 +13,11 @@ use crate::push::router::PlatformRouter;
 use crate::push::{Dispatcher, PushProvider, SinkProvider};
 use crate::relay::Relay;
 use crate::store::{MemoryStore, RedisStore, Store};
+use crate::tls::{self, ReloadingConfig};
 use crate::watch::Hub;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Router, TcpIncoming};
 
 /// HTTP/2 keep-alive PING interval on gRPC connections: finds dead peers of idle watch streams.
 const KEEPALIVE: Duration = Duration::from_secs(30);
@@ -40,6 +42,8 @@ pub struct App {
     expiry: expiry::ExpiryQueue,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    backend_tls: Option<Arc<ReloadingConfig>>,
+    device_tls: Option<Arc<ReloadingConfig>>,
 }
 
 impl App {
@@ -53,6 +57,16 @@ impl App {
         let admin = bind(config.admin_addr, "admin").await?;
         // One crypto provider for every TLS client in the process (two make rustls panic).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let backend_tls = config
+            .backend_tls()
+            .map(|files| ReloadingConfig::load("backend", files))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("backend mTLS: {e}"))?;
+        let device_tls = config
+            .device_tls()
+            .map(|files| ReloadingConfig::load("device", files))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("device TLS: {e}"))?;
         let hub = Hub::new();
         let shutdown = CancellationToken::new();
         let store: Arc<dyn Store> = match config.redis_target() {
@@ -92,6 +106,8 @@ impl App {
             expiry,
             tracker,
             shutdown,
+            backend_tls,
+            device_tls,
         })
     }
 
@@ -141,16 +157,34 @@ impl App {
             tracker,
             shutdown,
             hub: _,
+            backend_tls,
+            device_tls,
         } = self;
         let store_kind = if config.redis_target().is_some() {
             "redis"
         } else {
             "in-memory (state is lost on exit)"
         };
-        tracing::warn!(
+        tracing::info!(
             backend = %backend.local_addr()?, device = %device.local_addr()?, admin = %admin.local_addr()?, store = store_kind,
-            "development mode: local push sink (no push leaves this machine), plaintext gRPC"
+            backend_transport = if backend_tls.is_some() { "mtls" } else { "plaintext" },
+            device_transport = if device_tls.is_some() { "tls" } else { "plaintext" },
+            "listening"
         );
+        if backend_tls.is_none() || device_tls.is_none() {
+            tracing::warn!(
+                "development mode: a gRPC listener is plaintext; configure TLS before exposing it"
+            );
+        }
+        let reload_task = tokio::spawn(tls::watch(
+            backend_tls
+                .iter()
+                .chain(device_tls.iter())
+                .cloned()
+                .collect(),
+            Duration::from_secs(config.tls_reload_poll_secs),
+            shutdown.clone(),
+        ));
         let ready = Arc::new(AtomicBool::new(false));
         let expiry_task = tokio::spawn(expiry::run(expiry, Arc::clone(&relay), shutdown.clone()));
 
@@ -183,15 +217,15 @@ impl App {
             ))
             .add_service(pb::audit_service_server::AuditServiceServer::new(
                 backend_api,
-            ))
-            .serve_with_incoming_shutdown(incoming(backend), stopping.clone().cancelled_owned());
+            ));
+        let backend_server = serve(backend_server, backend, backend_tls, stopping.clone());
         let device_server = grpc_server(&config)
             .add_service(device_health_svc)
             .add_service(reflection()?)
             .add_service(pb::device_service_server::DeviceServiceServer::new(
                 device_api,
-            ))
-            .serve_with_incoming_shutdown(incoming(device), stopping.clone().cancelled_owned());
+            ));
+        let device_server = serve(device_server, device, device_tls, stopping.clone());
         let admin_state = AdminState {
             ready: Arc::clone(&ready),
             metrics: crate::telemetry::metrics(),
@@ -222,6 +256,7 @@ impl App {
             let _ = device_task.await;
             let _ = admin_task.await;
             let _ = expiry_task.await;
+            let _ = reload_task.await;
             tracker.wait().await;
         };
         if tokio::time::timeout(grace, drain).await.is_err() {
@@ -283,6 +318,24 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for the {name} listener: {e}"))
+}
+
+/// A gRPC server future, whichever transport it serves.
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+fn serve(
+    router: Router,
+    listener: TcpListener,
+    tls: Option<Arc<ReloadingConfig>>,
+    shutdown: CancellationToken,
+) -> Serving {
+    let signal = shutdown.clone().cancelled_owned();
+    match tls {
+        None => Box::pin(router.serve_with_incoming_shutdown(incoming(listener), signal)),
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(tls::incoming(listener, tls, shutdown), signal),
+        ),
+    }
 }
 
 fn incoming(listener: TcpListener) -> TcpIncoming {

@@ -18,6 +18,18 @@ pub struct BackendArgs {
         env = "APPROVAL_RELAY_BACKEND"
     )]
     pub relay: String,
+    /// CA (PEM) that the relay's backend certificate chains to; turns on TLS.
+    #[arg(long, env = "APPROVAL_RELAY_BACKEND_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mTLS, with `--key-file`.
+    #[arg(long, env = "APPROVAL_RELAY_BACKEND_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for mTLS.
+    #[arg(long, env = "APPROVAL_RELAY_BACKEND_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Name the relay's certificate must carry [default: the host in --relay].
+    #[arg(long)]
+    pub tls_name: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: BackendCommand,
@@ -113,14 +125,45 @@ fn describe(kind: Option<pb::challenge_event::Kind>) -> String {
     }
 }
 
+fn client_tls(
+    args: &BackendArgs,
+    ca: &std::path::Path,
+) -> Result<tonic::transport::ClientTlsConfig, String> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&args.cert_file, &args.key_file) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read(cert)?,
+            read(key)?,
+        ));
+    }
+    if let Some(name) = &args.tls_name {
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(tls)
+}
+
 async fn run(args: BackendArgs) -> Result<(), String> {
+    let scheme = if args.ca_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = if args.relay.contains("://") {
         args.relay.clone()
     } else {
-        format!("http://{}", args.relay)
+        format!("{scheme}://{}", args.relay)
     };
-    let channel = Channel::from_shared(url.clone())
-        .map_err(|e| format!("--relay: {e}"))?
+    let mut endpoint = Channel::from_shared(url.clone()).map_err(|e| format!("--relay: {e}"))?;
+    if let Some(ca) = &args.ca_file {
+        endpoint = endpoint
+            .tls_config(client_tls(&args, ca)?)
+            .map_err(|e| format!("tls: {e}"))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot reach the backend API at {url}: {e}"))?;

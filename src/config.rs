@@ -72,6 +72,20 @@ pub struct Config {
     pub insecure_plaintext_backend: bool,
     /// Allow the device API in plaintext on a non-loopback address.
     pub insecure_plaintext_device: bool,
+    /// Backend listener certificate chain (PEM); with the key and client CA, the backend API is mTLS.
+    pub backend_tls_cert_file: Option<PathBuf>,
+    /// Backend listener private key (PEM).
+    pub backend_tls_key_file: Option<PathBuf>,
+    /// CA (PEM) that backend clients' certificates must chain to.
+    pub backend_client_ca_file: Option<PathBuf>,
+    /// DNS names (subjectAltName) a backend client certificate must carry one of, comma-separated.
+    pub backend_allowed_client_names: Option<String>,
+    /// Device listener certificate chain (PEM); with the key, the device API is TLS.
+    pub device_tls_cert_file: Option<PathBuf>,
+    /// Device listener private key (PEM).
+    pub device_tls_key_file: Option<PathBuf>,
+    /// How often certificate files are checked for changes, seconds (SIGHUP reloads at once).
+    pub tls_reload_poll_secs: u64,
 }
 
 impl Default for Config {
@@ -106,6 +120,13 @@ impl Default for Config {
             log_format: "text".into(),
             insecure_plaintext_backend: false,
             insecure_plaintext_device: false,
+            backend_tls_cert_file: None,
+            backend_tls_key_file: None,
+            backend_client_ca_file: None,
+            backend_allowed_client_names: None,
+            device_tls_cert_file: None,
+            device_tls_key_file: None,
+            tls_reload_poll_secs: 5,
         }
     }
 }
@@ -234,6 +255,34 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_plaintext_device: bool,
+    /// Backend listener certificate chain (PEM); with the key and the client CA the backend API is mTLS.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_tls_cert_file: Option<PathBuf>,
+    /// Backend listener private key (PEM).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_tls_key_file: Option<PathBuf>,
+    /// CA (PEM) that backend clients' certificates must chain to.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_client_ca_file: Option<PathBuf>,
+    /// DNS names a backend client certificate must carry one of (subjectAltName), comma-separated [default: any name the CA signed].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_allowed_client_names: Option<String>,
+    /// Device listener certificate chain (PEM); with the key the device API is TLS.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_tls_cert_file: Option<PathBuf>,
+    /// Device listener private key (PEM).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_tls_key_file: Option<PathBuf>,
+    /// How often certificate files are checked for changes, seconds; SIGHUP reloads at once [default: 5].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_reload_poll_secs: Option<u64>,
 }
 
 /// Configuration that cannot be used.
@@ -323,22 +372,82 @@ impl Config {
                 self.log_format
             ));
         }
-        // TLS for the listeners is not built yet: a non-loopback listener must say it accepts plaintext.
-        if !self.backend_addr.ip().is_loopback() && !self.insecure_plaintext_backend {
-            return bad(format!(
-                "backend_addr {} is not loopback: the backend API needs mTLS, which this build does not serve yet; \
-                 pass --insecure-plaintext-backend to accept plaintext on a trusted network",
-                self.backend_addr
-            ));
-        }
-        if !self.device_addr.ip().is_loopback() && !self.insecure_plaintext_device {
-            return bad(format!(
-                "device_addr {} is not loopback: the device API needs TLS, which this build does not serve yet; \
-                 pass --insecure-plaintext-device to accept plaintext (e.g. behind a TLS-terminating proxy)",
-                self.device_addr
-            ));
-        }
+        self.validate_transport()?;
         Ok(())
+    }
+
+    /// mTLS on the backend listener and TLS on the device listener, or plaintext where it is explicitly
+    /// allowed: on loopback (reachable only from this host) or with the insecure flag.
+    fn validate_transport(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let backend = [
+            &self.backend_tls_cert_file,
+            &self.backend_tls_key_file,
+            &self.backend_client_ca_file,
+        ];
+        match backend.iter().filter(|f| f.is_some()).count() {
+            0 if !self.backend_addr.ip().is_loopback() && !self.insecure_plaintext_backend => {
+                return bad(format!(
+                    "backend_addr {} is not loopback: the backend API needs mTLS (backend_tls_cert_file, \
+                     backend_tls_key_file and backend_client_ca_file); pass --insecure-plaintext-backend to \
+                     accept plaintext on a trusted network",
+                    self.backend_addr
+                ));
+            }
+            0 if self.backend_allowed_client_names.is_some() => {
+                return bad("backend_allowed_client_names needs backend mTLS (backend_tls_cert_file, backend_tls_key_file and backend_client_ca_file)".into());
+            }
+            1 | 2 => {
+                return bad("backend mTLS needs all three of backend_tls_cert_file, backend_tls_key_file and backend_client_ca_file".into());
+            }
+            _ => {}
+        }
+        match (&self.device_tls_cert_file, &self.device_tls_key_file) {
+            (None, None)
+                if !self.device_addr.ip().is_loopback() && !self.insecure_plaintext_device =>
+            {
+                bad(format!(
+                    "device_addr {} is not loopback: the device API needs TLS (device_tls_cert_file and \
+                     device_tls_key_file); pass --insecure-plaintext-device to accept plaintext (e.g. behind a \
+                     TLS-terminating proxy)",
+                    self.device_addr
+                ))
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                bad("device TLS needs both device_tls_cert_file and device_tls_key_file".into())
+            }
+            _ if self.tls_reload_poll_secs == 0 => {
+                bad("tls_reload_poll_secs must be at least 1".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The backend listener's mTLS files, when configured.
+    pub fn backend_tls(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.backend_tls_cert_file.clone()?,
+            key: self.backend_tls_key_file.clone()?,
+            client_ca: Some(self.backend_client_ca_file.clone()?),
+            allowed_names: self
+                .backend_allowed_client_names
+                .iter()
+                .flat_map(|n| n.split(','))
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
+    /// The device listener's TLS files, when configured.
+    pub fn device_tls(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.device_tls_cert_file.clone()?,
+            key: self.device_tls_key_file.clone()?,
+            client_ca: None,
+            allowed_names: Vec::new(),
+        })
     }
 
     fn cluster_seeds(&self) -> impl Iterator<Item = &str> + Clone {
@@ -421,6 +530,24 @@ mod tests {
         );
         args.insecure_plaintext_backend = true;
         assert!(Config::load(&args).is_ok());
+    }
+
+    #[test]
+    fn backend_mtls_needs_cert_key_and_client_ca_together() {
+        let mut args = ServeArgs {
+            backend_addr: Some("0.0.0.0:50051".parse().expect("addr")),
+            backend_tls_cert_file: Some("server.pem".into()),
+            backend_tls_key_file: Some("server.key".into()),
+            ..ServeArgs::default()
+        };
+        let err = Config::load(&args).expect_err("no client CA");
+        assert!(err.to_string().contains("backend_client_ca_file"), "{err}");
+        args.backend_client_ca_file = Some("clients.pem".into());
+        let config = Config::load(&args).expect("full mTLS on a public address");
+        assert!(config.backend_tls().is_some());
+        args.device_tls_cert_file = Some("device.pem".into());
+        let err = Config::load(&args).expect_err("device cert without key");
+        assert!(err.to_string().contains("device_tls_key_file"), "{err}");
     }
 
     #[test]

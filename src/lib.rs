@@ -40,6 +40,7 @@ pub mod push;
 pub mod relay;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 
 /// Generated protobuf and gRPC code for `approval.v1`.

@@ -31,7 +31,11 @@ impl BackendApi {
     }
 }
 
-pub(super) fn parse_create(req: pb::CreateChallengeRequest) -> Result<CreateRequest, Error> {
+/// Validates a CreateChallenge request into the use case's input; pure, so it is fuzzed as is.
+///
+/// # Errors
+/// `InvalidArgument` naming the field.
+pub fn parse_create(req: pb::CreateChallengeRequest) -> Result<CreateRequest, Error> {
     let account = convert::account("account_id", &req.account_id)?;
     let idempotency_key = match req.idempotency_key.as_str() {
         "" => None,

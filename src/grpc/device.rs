@@ -2,24 +2,14 @@
 //! (signature over the exact payload bytes, device id, timestamp), then run the one operation its body
 //! names; the counter rule runs inside that operation's store step.
 
-use super::convert;
+use super::{convert, envelope};
 use crate::auth::PublicKey;
-use crate::device::Ticket;
 use crate::error::Error;
 use crate::pb;
 use crate::pb::device_request::Body;
 use crate::relay::{Authenticated, Relay};
-use crate::store::NewDevice;
-use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
-
-/// Counters stay below 2^53 so that every store compares them exactly.
-pub const MAX_COUNTER: u64 = 1 << 53;
-/// Largest payload accepted, in bytes.
-pub const MAX_PAYLOAD: usize = 16 * 1024;
-/// Largest signature accepted, in bytes (a DER P-256 signature is at most 72).
-const MAX_SIGNATURE: usize = 512;
 
 /// The device-facing service.
 #[derive(Clone)]
@@ -40,57 +30,21 @@ impl DeviceApi {
         rpc: &'static str,
         expected: fn(&Body) -> bool,
     ) -> Result<(Authenticated, Body), Error> {
-        let envelope = request.into_inner();
-        let device = convert::device_id("device_id", &envelope.device_id)?;
-        check_bytes("payload", &envelope.payload, MAX_PAYLOAD)?;
-        check_bytes("signature", &envelope.signature, MAX_SIGNATURE)?;
-        let inner = pb::DeviceRequest::decode(envelope.payload.as_slice())
-            .map_err(|_| Error::invalid("payload", "is not an encoded DeviceRequest"))?;
-        // Counters are compared as Lua numbers (doubles) in the Redis scripts: keep them exact.
-        if inner.counter == 0 || inner.counter >= MAX_COUNTER {
-            return Err(Error::invalid(
-                "payload.counter",
-                "must be at least 1 and below 2^53",
-            ));
-        }
-        if inner.timestamp_unix_ms == 0 {
-            return Err(Error::invalid("payload.timestamp_unix_ms", "must be set"));
-        }
-        let body = match inner.body {
-            Some(body) if expected(&body) => body,
-            _ => {
-                return Err(Error::invalid(
-                    "payload.body",
-                    format!("must be the body for {rpc}"),
-                ));
-            }
-        };
+        let signed = request.into_inner();
+        let opened = envelope::open(&signed, rpc, expected)?;
         let auth = self
             .relay
             .authenticate(
-                &device,
-                &inner.device_id,
-                inner.counter,
-                inner.timestamp_unix_ms,
-                &envelope.payload,
-                &envelope.signature,
+                &opened.device,
+                &opened.inner_device,
+                opened.counter,
+                opened.timestamp_ms,
+                &signed.payload,
+                &signed.signature,
             )
             .await?;
-        Ok((auth, body))
+        Ok((auth, opened.body))
     }
-}
-
-fn check_bytes(field: &'static str, value: &[u8], max: usize) -> Result<(), Error> {
-    if value.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if value.len() > max {
-        return Err(Error::invalid(
-            field,
-            format!("must be at most {max} bytes"),
-        ));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -100,40 +54,15 @@ impl pb::device_service_server::DeviceService for DeviceApi {
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let req = request.into_inner();
-        check_bytes("payload", &req.payload, MAX_PAYLOAD)?;
-        check_bytes("signature", &req.signature, MAX_SIGNATURE)?;
-        let p = pb::EnrollPayload::decode(req.payload.as_slice())
-            .map_err(|_| Error::invalid("payload", "is not an encoded EnrollPayload"))?;
-        let ticket = Ticket::parse(&p.ticket).map_err(|e| Error::invalid("payload.ticket", e))?;
-        let algorithm = convert::key_algorithm("payload.key_algorithm", p.key_algorithm)?;
-        let key = PublicKey::parse(algorithm, &p.public_key)
-            .map_err(|e| Error::invalid("payload.public_key", e))?;
-        if p.timestamp_unix_ms == 0 {
-            return Err(Error::invalid("payload.timestamp_unix_ms", "must be set").into());
-        }
-        let device = NewDevice {
-            platform: convert::platform("payload.platform", p.platform)?,
-            push_token: convert::required_text(
-                "payload.push_token",
-                &p.push_token,
-                convert::PUSH_TOKEN_MAX,
-            )?,
-            app_id: convert::required_text("payload.app_id", &p.app_id, convert::APP_ID_MAX)?,
-            key,
-            display_name: convert::text(
-                "payload.display_name",
-                &p.display_name,
-                convert::DISPLAY_NAME_MAX,
-            )?,
-        };
+        let enrollment = envelope::open_enrollment(&req)?;
         let device = self
             .relay
             .enroll(
-                &ticket,
-                device,
+                &enrollment.ticket,
+                enrollment.device,
                 &req.payload,
                 &req.signature,
-                p.timestamp_unix_ms,
+                enrollment.timestamp_ms,
             )
             .await?;
         Ok(Response::new(pb::EnrollResponse {

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod convert;
 pub mod device;
+pub mod envelope;
 pub mod status;
 pub mod stream;
 

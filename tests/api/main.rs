@@ -14,5 +14,6 @@ mod refusals;
 mod replicas;
 mod shutdown;
 mod streams;
+mod tls;
 mod validation;
 mod walkthrough;

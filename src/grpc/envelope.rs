@@ -1,0 +1,136 @@
+//! Parsing of the device envelopes, before any I/O: sizes, protobuf decoding, counter and timestamp
+//! bounds, the body the RPC expects, and the enrollment payload. Pure, so the fuzz targets run exactly
+//! what the device API runs on bytes a phone controls.
+
+use super::convert;
+use crate::auth::PublicKey;
+use crate::challenge::DeviceId;
+use crate::device::Ticket;
+use crate::error::Error;
+use crate::pb;
+use crate::pb::device_request::Body;
+use crate::store::NewDevice;
+use prost::Message;
+
+/// Counters stay below 2^53 so that every store compares them exactly.
+pub const MAX_COUNTER: u64 = 1 << 53;
+/// Largest payload accepted, in bytes.
+pub const MAX_PAYLOAD: usize = 16 * 1024;
+/// Largest signature accepted, in bytes (a DER P-256 signature is at most 72).
+pub const MAX_SIGNATURE: usize = 512;
+
+/// A signed request whose shape is valid; its signature is not checked yet.
+#[derive(Debug)]
+pub struct Opened {
+    /// The device the envelope names.
+    pub device: DeviceId,
+    /// The device id inside the signed payload (must equal `device`; checked with the signature).
+    pub inner_device: String,
+    /// The signed counter.
+    pub counter: u64,
+    /// The signed timestamp.
+    pub timestamp_ms: i64,
+    /// The body, already matched against the RPC.
+    pub body: Body,
+}
+
+/// Checks an envelope's shape and decodes its payload; `expected` says which body the RPC takes.
+///
+/// # Errors
+/// `InvalidArgument` naming the field.
+pub fn open(
+    envelope: &pb::SignedRequest,
+    rpc: &'static str,
+    expected: fn(&Body) -> bool,
+) -> Result<Opened, Error> {
+    let device = convert::device_id("device_id", &envelope.device_id)?;
+    check_bytes("payload", &envelope.payload, MAX_PAYLOAD)?;
+    check_bytes("signature", &envelope.signature, MAX_SIGNATURE)?;
+    let inner = pb::DeviceRequest::decode(envelope.payload.as_slice())
+        .map_err(|_| Error::invalid("payload", "is not an encoded DeviceRequest"))?;
+    // Counters are compared as Lua numbers (doubles) in the Redis scripts: keep them exact.
+    if inner.counter == 0 || inner.counter >= MAX_COUNTER {
+        return Err(Error::invalid(
+            "payload.counter",
+            "must be at least 1 and below 2^53",
+        ));
+    }
+    if inner.timestamp_unix_ms == 0 {
+        return Err(Error::invalid("payload.timestamp_unix_ms", "must be set"));
+    }
+    match inner.body {
+        Some(body) if expected(&body) => Ok(Opened {
+            device,
+            inner_device: inner.device_id,
+            counter: inner.counter,
+            timestamp_ms: inner.timestamp_unix_ms,
+            body,
+        }),
+        _ => Err(Error::invalid(
+            "payload.body",
+            format!("must be the body for {rpc}"),
+        )),
+    }
+}
+
+/// An enrollment whose shape is valid; the proof of possession is not checked yet.
+#[derive(Debug)]
+pub struct Enrollment {
+    /// The single-use ticket.
+    pub ticket: Ticket,
+    /// The device to register.
+    pub device: NewDevice,
+    /// The signed timestamp.
+    pub timestamp_ms: i64,
+}
+
+/// Checks an enrollment request's shape and decodes its payload.
+///
+/// # Errors
+/// `InvalidArgument` naming the field.
+pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
+    check_bytes("payload", &req.payload, MAX_PAYLOAD)?;
+    check_bytes("signature", &req.signature, MAX_SIGNATURE)?;
+    let p = pb::EnrollPayload::decode(req.payload.as_slice())
+        .map_err(|_| Error::invalid("payload", "is not an encoded EnrollPayload"))?;
+    let ticket = Ticket::parse(&p.ticket).map_err(|e| Error::invalid("payload.ticket", e))?;
+    let algorithm = convert::key_algorithm("payload.key_algorithm", p.key_algorithm)?;
+    let key = PublicKey::parse(algorithm, &p.public_key)
+        .map_err(|e| Error::invalid("payload.public_key", e))?;
+    if p.timestamp_unix_ms == 0 {
+        return Err(Error::invalid("payload.timestamp_unix_ms", "must be set"));
+    }
+    let device = NewDevice {
+        platform: convert::platform("payload.platform", p.platform)?,
+        push_token: convert::required_text(
+            "payload.push_token",
+            &p.push_token,
+            convert::PUSH_TOKEN_MAX,
+        )?,
+        app_id: convert::required_text("payload.app_id", &p.app_id, convert::APP_ID_MAX)?,
+        key,
+        display_name: convert::text(
+            "payload.display_name",
+            &p.display_name,
+            convert::DISPLAY_NAME_MAX,
+        )?,
+    };
+    Ok(Enrollment {
+        ticket,
+        device,
+        timestamp_ms: p.timestamp_unix_ms,
+    })
+}
+
+fn check_bytes(field: &'static str, value: &[u8], max: usize) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
