@@ -34,6 +34,7 @@ pub mod device_sim;
 pub mod error;
 pub mod expiry;
 pub mod grpc;
+pub mod health_cli;
 pub mod limits;
 pub mod mock_push;
 pub mod push;

@@ -1,7 +1,7 @@
 //! The `approval-relay` binary: `serve` runs the relay, `device` plays a phone. Thin: everything else is
 //! library code that the tests drive too.
 
-use approval_relay::{app::App, backend_cli, config, device_sim, mock_push, telemetry};
+use approval_relay::{app::App, backend_cli, config, device_sim, health_cli, mock_push, telemetry};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -28,6 +28,8 @@ enum Command {
     Backend(backend_cli::BackendArgs),
     /// A local APNs + FCM + OAuth stand-in that the relay can push to.
     MockPush(mock_push::cli::MockPushArgs),
+    /// Exit 0 when a running relay's admin listener says it is healthy (for container health checks).
+    Health(health_cli::HealthArgs),
 }
 
 #[tokio::main]
@@ -40,6 +42,7 @@ async fn main() -> ExitCode {
         Command::Device(args) => device_sim::main(args).await,
         Command::Backend(args) => backend_cli::main(args).await,
         Command::MockPush(args) => mock_push::cli::main(args).await,
+        Command::Health(args) => health_cli::main(args).await,
         Command::Serve(args) => {
             let config = match config::Config::load(&args) {
                 Ok(c) => c,

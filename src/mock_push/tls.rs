@@ -15,7 +15,7 @@ pub struct MockTls {
     pub acceptor: TlsAcceptor,
 }
 
-/// Generates the CA and a server certificate for `localhost` and `127.0.0.1`.
+/// Generates the CA and a server certificate for `localhost`, `127.0.0.1` and `mock-push`.
 ///
 /// # Errors
 /// Certificate generation or TLS configuration failed.
@@ -31,7 +31,12 @@ pub fn generate() -> anyhow::Result<MockTls> {
 
     let server_key = KeyPair::generate()?;
     let server_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        // The service name in deploy/compose.yaml.
+        "mock-push".to_owned(),
+    ])?;
     let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
     let chain = vec![

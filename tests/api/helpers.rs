@@ -57,6 +57,20 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     let stopped = tokio::spawn(app.run(async move {
         let _ = stopped_rx.await;
     }));
+    let mut app = connect_to(backend_addr, device_addr, admin_addr).await;
+    app.sink = sink;
+    app.hub = hub;
+    app.stop = Some(stop);
+    app.stopped = Some(stopped);
+    app
+}
+
+/// Clients of a relay running elsewhere (another process); its sink and hub are not visible.
+pub async fn connect_to(
+    backend_addr: SocketAddr,
+    device_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) -> TestApp {
     let backend = channel(backend_addr).await;
     let device = channel(device_addr).await;
     TestApp {
@@ -64,14 +78,14 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         registry: DeviceRegistryClient::new(backend.clone()),
         audit: AuditServiceClient::new(backend),
         device: DeviceServiceClient::new(device),
-        sink,
-        hub,
+        sink: Arc::new(SinkProvider::default()),
+        hub: approval_relay::watch::Hub::new(),
         redis: None,
         cluster: None,
         device_addr,
         admin_addr,
-        stop: Some(stop),
-        stopped: Some(stopped),
+        stop: None,
+        stopped: None,
     }
 }
 

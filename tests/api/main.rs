@@ -3,6 +3,7 @@
 #[macro_use]
 mod helpers;
 mod limits;
+mod operations;
 mod redis_server;
 
 mod cluster;

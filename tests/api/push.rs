@@ -12,7 +12,7 @@ use rand::rngs::OsRng;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const TOPIC: &str = "com.example.authenticator";
+pub(crate) const TOPIC: &str = "com.example.authenticator";
 
 struct PushEnv {
     app: TestApp,
@@ -92,7 +92,7 @@ async fn push_env_on(
     }
 }
 
-fn trusting(key: &SigningKey) -> MockConfig {
+pub(crate) fn trusting(key: &SigningKey) -> MockConfig {
     let sa: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/fcm-service-account.json"))
             .expect("fixture");
@@ -199,7 +199,7 @@ async fn an_unregistered_fcm_token_is_pruned_and_reported() {
     assert_eq!(env.mock.requests_for(&token), 1);
 }
 
-fn hex_token() -> String {
+pub(crate) fn hex_token() -> String {
     format!("{:064x}", rand::random::<u128>())
 }
 
@@ -213,7 +213,7 @@ async fn one_apns_device(tls: bool) -> (PushEnv, String, String) {
     (env, account, token)
 }
 
-async fn enroll_apns(app: &TestApp, account: &str, token: &str) -> Phone {
+pub(crate) async fn enroll_apns(app: &TestApp, account: &str, token: &str) -> Phone {
     let ticket = app.ticket(account).await;
     let mut phone = Phone::new(PhoneKey::p256());
     let req = phone.enroll_request(&ticket, pb::Platform::Apns, token, TOPIC, "iPhone");
@@ -228,7 +228,7 @@ async fn enroll_apns(app: &TestApp, account: &str, token: &str) -> Phone {
     phone
 }
 
-async fn deliveries_for(mock: &MockPush, token: &str, n: usize) -> Vec<Delivery> {
+pub(crate) async fn deliveries_for(mock: &MockPush, token: &str, n: usize) -> Vec<Delivery> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let got: Vec<_> = mock

@@ -277,13 +277,25 @@ async fn every_key_left_after_a_run_has_a_ttl_or_a_cap() {
 }
 
 /// The relay binary as a separate process, so that it can be killed for real.
-struct RelayProcess {
-    child: std::process::Child,
-    backend: std::net::SocketAddr,
+pub(crate) struct RelayProcess {
+    pub child: std::process::Child,
+    pub backend: std::net::SocketAddr,
+    pub device: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
 }
 
 impl RelayProcess {
-    fn start(redis_url: &str) -> Self {
+    pub fn start(redis_url: &str) -> Self {
+        Self::start_with(redis_url, &[], &[], std::process::Stdio::null())
+    }
+
+    /// Starts with `extra` flags and `env` variables; its logs (stderr) go to `logs`.
+    pub fn start_with(
+        redis_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        logs: std::process::Stdio,
+    ) -> Self {
         let port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -300,14 +312,30 @@ impl RelayProcess {
                 &device.to_string(),
             ])
             .args(["--admin-addr", &admin.to_string()])
+            .args(extra)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(logs)
             .spawn()
             .expect("the relay binary starts");
-        Self { child, backend }
+        Self {
+            child,
+            backend,
+            device,
+            admin,
+        }
     }
 
-    fn kill(&mut self) {
+    /// SIGTERM, as an orchestrator stops a replica.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -148,10 +148,11 @@ fn by_slot(channels: &[String]) -> BTreeMap<&str, Vec<&String>> {
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
+        let call = match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
-        }
+        };
+        timed("command", call)
     }
 
     fn req_packed_commands<'a>(
@@ -160,10 +161,11 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
+        let call = match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
+        };
+        timed("pipeline", call)
     }
 
     fn get_db(&self) -> i64 {
@@ -172,4 +174,16 @@ impl ConnectionLike for Conn {
             Self::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// Records every round trip's latency and outcome (`relay_redis_seconds{kind,outcome}`).
+fn timed<'a, T: Send + 'a>(kind: &'static str, call: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
+    Box::pin(async move {
+        let start = std::time::Instant::now();
+        let result = call.await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("relay_redis_seconds", "kind" => kind, "outcome" => outcome)
+            .record(start.elapsed().as_secs_f64());
+        result
+    })
 }
