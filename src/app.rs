@@ -55,8 +55,7 @@ impl App {
         let backend = bind(config.backend_addr, "backend").await?;
         let device = bind(config.device_addr, "device").await?;
         let admin = bind(config.admin_addr, "admin").await?;
-        // One crypto provider for every TLS client in the process (two make rustls panic).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        tls::install_default_provider();
         let backend_tls = config
             .backend_tls()
             .map(|files| ReloadingConfig::load("backend", files))

@@ -11,7 +11,11 @@ use tokio::net::TcpStream;
 #[derive(Debug, clap::Args)]
 pub struct HealthArgs {
     /// Admin listener address.
-    #[arg(long, default_value = "127.0.0.1:9090", env = "APPROVAL_RELAY_HEALTH_ADDR")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9090",
+        env = "APPROVAL_RELAY_HEALTH_ADDR"
+    )]
     pub admin: String,
     /// Ask `/readyz` (serving traffic) instead of `/healthz` (process alive).
     #[arg(long)]
@@ -32,7 +36,10 @@ pub async fn main(args: HealthArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(_) => {
-            eprintln!("approval-relay health: {}{path} did not answer within 3 s", args.admin);
+            eprintln!(
+                "approval-relay health: {}{path} did not answer within 3 s",
+                args.admin
+            );
             ExitCode::FAILURE
         }
     }

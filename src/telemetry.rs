@@ -34,7 +34,7 @@ pub fn metrics() -> PrometheusHandle {
             // across replicas, histogram buckets can.
             let recorder = PrometheusBuilder::new()
                 .set_buckets(LATENCY_BUCKETS)
-                .map_or_else(|_| PrometheusBuilder::new(), |b| b)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; ours then simply stays empty.

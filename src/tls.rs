@@ -23,6 +23,14 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+/// Installs ring as the process's rustls provider (two providers make rustls panic); false when one
+/// was installed already.
+pub fn install_default_provider() -> bool {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_ok()
+}
+
 /// A client that has not finished its handshake by then is dropped, so it cannot hold a slot.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

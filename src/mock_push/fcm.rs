@@ -285,6 +285,7 @@ pub(super) async fn send(
         token,
         collapse_id,
         push_type,
+        received_unix_us: 0,
         payload: message.clone(),
     });
     json(

@@ -50,6 +50,9 @@ pub enum Behavior {
     Silent,
 }
 
+/// How many accepted pushes `accepted()` keeps (the oldest go first).
+const MAX_KEPT: usize = 100_000;
+
 /// One push the mock accepted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Delivery {
@@ -63,6 +66,8 @@ pub struct Delivery {
     pub push_type: String,
     /// The JSON payload.
     pub payload: serde_json::Value,
+    /// When the mock accepted it, microseconds since the Unix epoch (for load tests on the same host).
+    pub received_unix_us: u64,
 }
 
 /// What the mock accepts.
@@ -96,8 +101,9 @@ pub(crate) struct State {
     config: MockConfig,
     behaviors: Mutex<HashMap<String, Behavior>>,
     deliveries: broadcast::Sender<Delivery>,
-    accepted: Mutex<Vec<Delivery>>,
+    accepted: Mutex<std::collections::VecDeque<Delivery>>,
     requests: Mutex<HashMap<String, u32>>,
+    verified_jwts: Mutex<std::collections::HashSet<String>>,
     access_tokens: Mutex<HashMap<String, std::time::Instant>>,
 }
 
@@ -149,11 +155,40 @@ impl State {
         Some(current)
     }
 
-    fn deliver(&self, delivery: Delivery) {
-        self.accepted
+    /// True when `token` verified before, or `verify` says it does now (then it is remembered).
+    fn verified_token(&self, token: &str, verify: impl FnOnce() -> bool) -> bool {
+        let mut verified = self
+            .verified_jwts
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(delivery.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.contains(token) {
+            return true;
+        }
+        if !verify() {
+            return false;
+        }
+        // Providers rotate their token about hourly: a small set never grows far.
+        if verified.len() > 1_000 {
+            verified.clear();
+        }
+        verified.insert(token.to_owned());
+        true
+    }
+
+    fn deliver(&self, mut delivery: Delivery) {
+        delivery.received_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let mut accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded, so that a long load test does not grow the mock without end.
+        if accepted.len() >= MAX_KEPT {
+            accepted.pop_front();
+        }
+        accepted.push_back(delivery.clone());
+        drop(accepted);
         let _ = self.deliveries.send(delivery);
     }
 }
@@ -188,9 +223,11 @@ impl MockPush {
         let state = Arc::new(State {
             config,
             behaviors: Mutex::new(HashMap::new()),
-            deliveries: broadcast::channel(4096).0,
-            accepted: Mutex::new(Vec::new()),
+            // Room for a second of pushes at load-test rates before a slow reader loses any.
+            deliveries: broadcast::channel(16_384).0,
+            accepted: Mutex::new(std::collections::VecDeque::new()),
             requests: Mutex::new(HashMap::new()),
+            verified_jwts: Mutex::new(std::collections::HashSet::new()),
             access_tokens: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
@@ -243,13 +280,15 @@ impl MockPush {
             .unwrap_or(0)
     }
 
-    /// Every push accepted so far.
+    /// The pushes accepted so far (the latest 100,000).
     pub fn accepted(&self) -> Vec<Delivery> {
         self.state
             .accepted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 

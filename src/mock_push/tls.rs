@@ -30,8 +30,7 @@ pub fn generate() -> anyhow::Result<MockTls> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate()?;
-    let server_params =
-        CertificateParams::new(vec![
+    let server_params = CertificateParams::new(vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         // The service name in deploy/compose.yaml.

@@ -137,7 +137,10 @@ async fn a_rolling_restart_loses_no_watcher_and_sends_no_push_twice() {
         if let Some(status) = leaving.child.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < deadline, "the replica outlived its grace period");
+        assert!(
+            Instant::now() < deadline,
+            "the replica outlived its grace period"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "the replica exited with {exit}");
@@ -334,7 +337,9 @@ async fn logs_of_a_full_run_hold_no_token_key_signature_or_client_address() {
     let fraud_signature = signed.signature.clone();
     app.device.clone().respond(signed).await.expect("fraud");
     // A replayed envelope: refused, suspected clone; logged without the bytes.
-    let replay = phone2.signed(pb::device_request::Body::ListPending(pb::ListPendingBody {}));
+    let replay = phone2.signed(pb::device_request::Body::ListPending(
+        pb::ListPendingBody {},
+    ));
     let mut replayed = replay.clone();
     app.device.clone().list_pending(replay).await.expect("list");
     replayed.device_id = phone2.device_id.clone();
@@ -363,7 +368,10 @@ async fn logs_of_a_full_run_hold_no_token_key_signature_or_client_address() {
     ];
     for line in logs.lines() {
         for (what, secret) in &secrets {
-            assert!(!line.contains(secret.as_str()), "a log line holds a {what}: {line}");
+            assert!(
+                !line.contains(secret.as_str()),
+                "a log line holds a {what}: {line}"
+            );
         }
     }
 }

@@ -1,0 +1,89 @@
+//! Writes a seed corpus of valid inputs for each fuzz target into `corpus/<target>/`, so the fuzzer
+//! starts past the id and protobuf checks and reaches key parsing and verification.
+//!   cargo +nightly run --manifest-path fuzz/Cargo.toml --bin seed
+
+use approval_relay::challenge::{AccountId, ChallengeId, DeviceId};
+use approval_relay::device::Ticket;
+use approval_relay::device_sim::{Phone, PhoneKey};
+use approval_relay::pb::{self, device_request::Body};
+use prost::Message;
+use std::path::Path;
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    std::fs::write(dir.join(name), bytes).expect("seed");
+}
+
+fn main() {
+    let account = AccountId::parse("alice@example.com").expect("account");
+    let challenge = ChallengeId::generate(&account);
+    let device = DeviceId::generate(&account);
+    let ticket = Ticket::generate(&account);
+    for (alg, key) in [("p256", PhoneKey::p256()), ("ed25519", PhoneKey::ed25519())] {
+        let mut phone = Phone::new(key);
+        phone.device_id = device.to_string();
+        let enroll = phone.enroll_request(
+            ticket.as_str(),
+            pb::Platform::Apns,
+            "00aa11bb22cc33dd44ee55ff66778899",
+            "com.example.authenticator",
+            "Seed phone",
+        );
+        write("enrollment", alg, &enroll.encode_to_vec());
+        let bodies = [
+            Body::GetChallenge(pb::GetChallengeBody {
+                challenge_id: challenge.to_string(),
+            }),
+            Body::Respond(pb::RespondBody {
+                challenge_id: challenge.to_string(),
+                decision: pb::Decision::Approve.into(),
+                deny_reason: 0,
+                number: 42,
+            }),
+            Body::ListPending(pb::ListPendingBody {}),
+            Body::UpdatePushToken(pb::UpdatePushTokenBody {
+                push_token: "ffee".into(),
+            }),
+            Body::RotateKey(pb::RotateKeyBody {
+                new_key_algorithm: phone.key.algorithm().into(),
+                new_public_key: phone.key.public_key(),
+                new_key_proof: phone.key.sign(b"proof"),
+            }),
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            let signed = phone.signed(body);
+            write("device_envelope", &format!("{alg}-{i}"), &signed.encode_to_vec());
+        }
+        let key = phone.key.public_key();
+        let signature = phone.key.sign(b"message");
+        let mut raw = vec![u8::from(alg == "ed25519"), u8::try_from(key.len()).unwrap_or(0)];
+        raw.extend(&key);
+        raw.extend(&signature);
+        raw.extend(b"message");
+        write("signature", alg, &raw);
+    }
+    for (name, text) in [
+        ("account", account.as_str().to_owned()),
+        ("challenge", challenge.to_string()),
+        ("device", device.to_string()),
+        ("ticket", ticket.as_str().to_owned()),
+    ] {
+        write("ids", name, text.as_bytes());
+    }
+    let create = pb::CreateChallengeRequest {
+        account_id: account.as_str().to_owned(),
+        login_context: Some(pb::LoginContext {
+            ip: "203.0.113.7".into(),
+            location: "Lyon, France".into(),
+            user_agent: "Firefox on Linux".into(),
+            signing_in_device_name: "laptop".into(),
+            signing_in_device_id: "dev-1".into(),
+        }),
+        idempotency_key: "signin-1".into(),
+        ttl_seconds: 60,
+        number_match_mode: pb::NumberMatchMode::Type.into(),
+    };
+    write("backend_create", "full", &create.encode_to_vec());
+    println!("seeds written under fuzz/corpus/");
+}

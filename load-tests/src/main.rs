@@ -1,0 +1,172 @@
+//! `relay-load`: the identity backend and a fleet of phones against running relay replicas, Redis and
+//! mock-push, in open loop. One `standard` run measures, in order: the machine's own limit for the
+//! minimum work per challenge, latency at a fixed rate, the highest rate that keeps p99 create → push
+//! under target (ramp), and the cost of idle watch streams. It prints a summary and writes a JSON report
+//! and an SVG plot. `load-tests/run.sh` starts everything and runs it.
+
+mod fleet;
+mod limit;
+mod measure;
+mod plot;
+mod pushes;
+mod report;
+mod system;
+mod watches;
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command-line options of a standard run.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Open-loop load generator for approval-relay")]
+pub struct Options {
+    /// Replica A's backend API (creates and watches).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub backend: String,
+    /// Replica B's device API (phones answer there).
+    #[arg(long, default_value = "127.0.0.1:50062")]
+    pub device: String,
+    /// mock-push's base URL (h2c).
+    #[arg(long, default_value = "http://127.0.0.1:8443")]
+    pub mock: String,
+    /// mock-push's output folder (its APNs key, for the push-limit probe).
+    #[arg(long, default_value = "mock-push")]
+    pub mock_dir: PathBuf,
+    /// Redis, for INFO commandstats and the redis-benchmark probe.
+    #[arg(long, default_value = "redis://127.0.0.1:6390")]
+    pub redis_url: String,
+    /// Process ids of the relay replicas (CPU seconds and RSS); the first is replica A.
+    #[arg(long, value_delimiter = ',')]
+    pub relay_pids: Vec<u32>,
+    /// Accounts in the fleet.
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: usize,
+    /// Devices per account (even: APNs, odd: FCM).
+    #[arg(long, default_value_t = 3)]
+    pub devices_per_account: usize,
+    /// Rate of the fixed-rate run, challenges per second.
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u32,
+    /// Seconds measured at the fixed rate (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Seconds of warm-up before each measured run (discarded).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Milliseconds a phone waits before answering (removed from create → decision).
+    #[arg(long, default_value_t = 0)]
+    pub think_ms: u64,
+    /// Ramp: first rate, step, highest rate and seconds per step; 0 skips the ramp.
+    #[arg(long, default_value_t = 1_000)]
+    pub ramp_start: u32,
+    /// Ramp step, challenges per second.
+    #[arg(long, default_value_t = 1_000)]
+    pub ramp_step: u32,
+    /// Highest ramp rate tried.
+    #[arg(long, default_value_t = 15_000)]
+    pub ramp_max: u32,
+    /// Seconds per ramp step.
+    #[arg(long, default_value_t = 8)]
+    pub ramp_step_secs: u64,
+    /// p99 create → push target for the ramp, milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub target_p99_ms: f64,
+    /// Idle watch streams to open on replica A; 0 skips the watch-capacity phase.
+    #[arg(long, default_value_t = 100_000)]
+    pub watches: usize,
+    /// Watch streams per HTTP/2 connection (the relay allows 1,000).
+    #[arg(long, default_value_t = 900)]
+    pub watches_per_connection: usize,
+    /// Watches opened at once in the burst check, over `burst_connections` connections.
+    #[arg(long, default_value_t = 5_000)]
+    pub burst: usize,
+    /// Connections of the burst check.
+    #[arg(long, default_value_t = 6)]
+    pub burst_connections: usize,
+    /// StreamChallenges streams that carry the creates.
+    #[arg(long, default_value_t = 8)]
+    pub streams: usize,
+    /// Skip the machine-limit probes.
+    #[arg(long)]
+    pub skip_limit: bool,
+    /// JSON report.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// SVG plot of the latency distributions and the ramp.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+impl Options {
+    fn think(&self) -> Duration {
+        Duration::from_millis(self.think_ms)
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let options = Options::parse();
+    match run(options).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay-load: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let _ = rustls_provider();
+    let fleet = fleet::Fleet::enroll(&options).await?;
+    let mut report = report::Report::new(&options);
+
+    if !options.skip_limit {
+        report.limit = Some(limit::measure(&options).await?);
+    }
+    let pushes = pushes::subscribe(&options.mock).await?;
+    let driver = measure::Driver::start(&options, fleet, pushes).await?;
+
+    // Latency at a fixed rate, with Redis commands and CPU counted over exactly this window.
+    let redis_before = system::commandstats(&options.redis_url)?;
+    let cpu_before = system::cpu_seconds(&options.relay_pids);
+    let fixed = driver
+        .run_rate(options.rate, options.warmup, options.duration, "fixed rate")
+        .await;
+    let cpu_after = system::cpu_seconds(&options.relay_pids);
+    let redis_after = system::commandstats(&options.redis_url)?;
+    report.record_fixed(&fixed, &redis_before, &redis_after, cpu_after - cpu_before);
+
+    if options.ramp_start > 0 {
+        let mut rate = options.ramp_start;
+        while rate <= options.ramp_max {
+            let step = driver
+                .run_rate(rate, 1, options.ramp_step_secs, &format!("ramp {rate}/s"))
+                .await;
+            let passed = step.passes(options.target_p99_ms);
+            report.record_ramp_step(rate, &step, passed);
+            if !passed {
+                break;
+            }
+            rate += options.ramp_step;
+        }
+    }
+
+    if options.burst > 0 {
+        report.burst = Some(watches::burst(&options, &driver).await?);
+    }
+    if options.watches > 0 {
+        report.watch_capacity = Some(watches::capacity(&options, &driver).await?);
+    }
+    report.relay_peak_rss_bytes = system::peak_rss(&options.relay_pids);
+    report.finish(&options)?;
+    if let Some(path) = &options.plot {
+        plot::draw(path, &report)?;
+    }
+    Ok(())
+}
+
+/// One rustls provider for the process (the relay library's clients expect one installed).
+fn rustls_provider() -> bool {
+    approval_relay::tls::install_default_provider()
+}

@@ -1,0 +1,284 @@
+//! The results: a terminal summary and the JSON report (fields as the load-test issue specifies, so
+//! runs can be compared).
+
+use crate::Options;
+use crate::limit::Limit;
+use crate::measure::{Window, ms};
+use crate::system;
+use crate::watches::{Burst, Capacity};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Commands that set up or tear down subscriptions, not per-challenge work.
+const NOT_PER_CHALLENGE: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "ssubscribe",
+    "sunsubscribe",
+    "info",
+    "ping",
+    "hello",
+    "client|setinfo",
+    "script|load",
+];
+
+/// Percentiles of one latency, ms.
+pub fn summary(h: &Histogram<u64>) -> Value {
+    json!({
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "p999": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()),
+        "count": h.len(),
+    })
+}
+
+/// One ramp step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RampStep {
+    /// Asked rate, per second.
+    pub rate: u32,
+    /// Achieved measured rate (approved per second).
+    pub achieved_per_s: f64,
+    /// p99 create → push, ms.
+    pub create_to_push_p99_ms: f64,
+    /// p99 respond → watch, ms.
+    pub respond_to_watch_p99_ms: f64,
+    /// Errors in the step.
+    pub errors: u64,
+    /// Within target and error-free.
+    pub passed: bool,
+}
+
+/// Everything measured in one run.
+pub struct Report {
+    scenario: Value,
+    /// Latency distributions of the fixed-rate run (kept for the plot).
+    pub fixed: Option<Window>,
+    fixed_json: Value,
+    /// The ramp's steps.
+    pub ramp: Vec<RampStep>,
+    /// The machine's limit.
+    pub limit: Option<Limit>,
+    /// The burst check.
+    pub burst: Option<Burst>,
+    /// The watch-capacity phase.
+    pub watch_capacity: Option<Capacity>,
+    /// Highest VmHWM of the replicas.
+    pub relay_peak_rss_bytes: Option<u64>,
+}
+
+impl Report {
+    /// An empty report for `options`.
+    pub fn new(options: &Options) -> Self {
+        Self {
+            scenario: json!({
+                "rate": options.rate,
+                "duration": options.duration,
+                "warmup": options.warmup,
+                "accounts": options.accounts,
+                "devices_per_account": options.devices_per_account,
+                "replicas": options.relay_pids.len().max(2),
+                "think_time_ms": options.think_ms,
+                "ramp": { "start": options.ramp_start, "step": options.ramp_step, "max": options.ramp_max,
+                          "step_secs": options.ramp_step_secs, "target_p99_ms": options.target_p99_ms },
+                "watches": options.watches,
+            }),
+            fixed: None,
+            fixed_json: Value::Null,
+            ramp: Vec::new(),
+            limit: None,
+            burst: None,
+            watch_capacity: None,
+            relay_peak_rss_bytes: None,
+        }
+    }
+
+    /// Records the fixed-rate run and what Redis and the relays spent on it.
+    pub fn record_fixed(
+        &mut self,
+        w: &Window,
+        before: &BTreeMap<String, u64>,
+        after: &BTreeMap<String, u64>,
+        cpu_seconds: f64,
+    ) {
+        let mut per_command = BTreeMap::new();
+        let mut total = 0u64;
+        for (name, calls) in after {
+            let delta = calls.saturating_sub(before.get(name).copied().unwrap_or(0));
+            if delta > 0 && !NOT_PER_CHALLENGE.contains(&name.as_str()) {
+                per_command.insert(name.clone(), delta);
+                total += delta;
+            }
+        }
+        // Redis and the CPU counters cover the warm-up too: divide by every challenge the run sent.
+        let sent_total = (w.total_sent as f64).max(1.0);
+        let per = |n: u64| n as f64 / sent_total;
+        self.fixed_json = json!({
+            "create_to_push_ms": summary(&w.create_to_push),
+            "respond_to_watch_ms": summary(&w.respond_to_watch),
+            "create_to_decision_ms": summary(&w.create_to_decision),
+            "create_rpc_ms": summary(&w.create_rpc),
+            "fixed_rate": {
+                "rate": w.rate,
+                "sent": w.sent,
+                "approved": w.approved,
+                "achieved_per_s": w.approved as f64 / w.measured_secs.max(1e-9),
+                "errors": w.errors,
+            },
+            "redis_commands_per_challenge": per(total),
+            "redis_commands_by_name_per_challenge":
+                per_command.iter().map(|(k, v)| (k.clone(), json!(per(*v)))).collect::<serde_json::Map<_, _>>(),
+            "relay_cpu_seconds_per_1000_challenges": cpu_seconds / sent_total * 1_000.0,
+        });
+        self.fixed = Some(w.clone());
+    }
+
+    /// Records one ramp step.
+    pub fn record_ramp_step(&mut self, rate: u32, w: &Window, passed: bool) {
+        let step = RampStep {
+            rate,
+            achieved_per_s: w.approved as f64 / w.measured_secs.max(1e-9),
+            create_to_push_p99_ms: ms(w.create_to_push.value_at_quantile(0.99)),
+            respond_to_watch_p99_ms: ms(w.respond_to_watch.value_at_quantile(0.99)),
+            errors: w.error_count(),
+            passed,
+        };
+        eprintln!(
+            "  ramp {:>6}/s: achieved {:>8.0}/s  p99 create→push {:>7.2} ms  p99 respond→watch {:>6.2} ms  errors {}  {}",
+            step.rate,
+            step.achieved_per_s,
+            step.create_to_push_p99_ms,
+            step.respond_to_watch_p99_ms,
+            step.errors,
+            if passed { "ok" } else { "over target" }
+        );
+        self.ramp.push(step);
+    }
+
+    /// The highest passing ramp rate.
+    pub fn sustained_rate(&self) -> Option<u32> {
+        self.ramp.iter().filter(|s| s.passed).map(|s| s.rate).max()
+    }
+
+    /// Prints the summary and writes the JSON report.
+    pub fn finish(&mut self, options: &Options) -> anyhow::Result<()> {
+        let sustained = self.sustained_rate();
+        if let (Some(limit), Some(rate)) = (self.limit.as_mut(), sustained) {
+            limit.ratio = Some(f64::from(rate) / limit.challenges_per_s);
+        }
+        let mut results = self.fixed_json.clone();
+        if let Value::Object(map) = &mut results {
+            map.insert("sustained_rate_per_s".into(), json!(sustained));
+            map.insert(
+                "errors".into(),
+                json!(self.fixed.as_ref().map_or(0, Window::error_count)),
+            );
+            map.insert(
+                "relay_peak_rss_bytes".into(),
+                json!(self.relay_peak_rss_bytes),
+            );
+            map.insert(
+                "bytes_per_watch".into(),
+                json!(self.watch_capacity.as_ref().map(|c| c.bytes_per_watch)),
+            );
+            map.insert("limit".into(), json!(self.limit));
+            map.insert("ramp".into(), json!(self.ramp));
+            map.insert("burst".into(), json!(self.burst));
+            map.insert("watch_capacity".into(), json!(self.watch_capacity));
+        }
+        let report = json!({
+            "scenario": self.scenario,
+            "machine": {
+                "cores": std::thread::available_parallelism().map_or(0, usize::from),
+                "cpu_model": system::cpu_model(),
+            },
+            "results": results,
+        });
+        println!("{}", human(&report));
+        if let Some(path) = &options.out {
+            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+            eprintln!("report written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+fn human(report: &Value) -> String {
+    let r = &report["results"];
+    let line = |name: &str, key: &str| {
+        let h = &r[key];
+        format!(
+            "  {name:<28} p50 {:>7.3}  p90 {:>7.3}  p99 {:>7.3}  p99.9 {:>7.3}  max {:>8.3} ms  (n={})",
+            h["p50"].as_f64().unwrap_or(0.0),
+            h["p90"].as_f64().unwrap_or(0.0),
+            h["p99"].as_f64().unwrap_or(0.0),
+            h["p999"].as_f64().unwrap_or(0.0),
+            h["max"].as_f64().unwrap_or(0.0),
+            h["count"].as_u64().unwrap_or(0),
+        )
+    };
+    let mut out = vec![
+        format!(
+            "approval-relay load test on {} × {}",
+            report["machine"]["cores"], report["machine"]["cpu_model"]
+        ),
+        format!(
+            "fixed rate {}/s, {} accounts × {} devices:",
+            report["scenario"]["rate"],
+            report["scenario"]["accounts"],
+            report["scenario"]["devices_per_account"]
+        ),
+        line("create → push at mock", "create_to_push_ms"),
+        line("respond (B) → watcher (A)", "respond_to_watch_ms"),
+        line("create → decision", "create_to_decision_ms"),
+        line("CreateChallenge RPC", "create_rpc_ms"),
+        format!(
+            "  errors {}   redis commands/challenge {:.2}   relay CPU s/1000 challenges {:.3}",
+            r["errors"],
+            r["redis_commands_per_challenge"].as_f64().unwrap_or(0.0),
+            r["relay_cpu_seconds_per_1000_challenges"]
+                .as_f64()
+                .unwrap_or(0.0)
+        ),
+        format!(
+            "sustained rate (p99 create→push within target, no errors): {}/s",
+            r["sustained_rate_per_s"]
+        ),
+    ];
+    if let Some(limit) = r["limit"].as_object() {
+        out.push(format!(
+            "machine limit: {:.0} challenges/s (redis {:.0}/s, pushes {:.0}/s); ratio {}",
+            limit["challenges_per_s"].as_f64().unwrap_or(0.0),
+            limit["redis_challenges_per_s"].as_f64().unwrap_or(0.0),
+            limit["push_challenges_per_s"].as_f64().unwrap_or(0.0),
+            limit["ratio"]
+                .as_f64()
+                .map_or("n/a".into(), |x| format!("{x:.2}"))
+        ));
+    }
+    if let Some(b) = r["burst"].as_object() {
+        out.push(format!(
+            "burst: {}/{} watches opened over {} connections in {:.0} ms",
+            b["succeeded"],
+            b["requested"],
+            b["connections"],
+            b["elapsed_ms"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    if let Some(c) = r["watch_capacity"].as_object() {
+        out.push(format!(
+            "watches: {} open, {:.0} bytes each; RSS {:.1} → {:.1} → {:.1} MiB after close; p99 create→push {:.2} ms, respond→watch {:.2} ms meanwhile",
+            c["opened"],
+            c["bytes_per_watch"].as_f64().unwrap_or(0.0),
+            c["rss_before_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            c["rss_open_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            c["rss_after_close_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            c["create_to_push_p99_ms"].as_f64().unwrap_or(0.0),
+            c["respond_to_watch_p99_ms"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    out.join("\n")
+}

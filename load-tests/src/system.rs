@@ -1,0 +1,70 @@
+//! What the machine says: Redis `INFO commandstats`, a process's CPU seconds and RSS from `/proc`, the
+//! CPU model.
+
+use std::collections::BTreeMap;
+
+/// Calls per Redis command since the server started.
+pub fn commandstats(url: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_connection()?;
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn)?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect())
+}
+
+/// User + system CPU seconds of the processes, summed (Linux clock ticks of 1/100 s).
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name may hold spaces: fields are counted after its closing parenthesis.
+            let after = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .sum()
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Current resident memory of one process, bytes.
+pub fn rss(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:").map(|k| k * 1024)
+}
+
+/// The highest peak resident memory among the processes, bytes.
+pub fn peak_rss(pids: &[u32]) -> Option<u64> {
+    pids.iter()
+        .filter_map(|pid| status_kib(*pid, "VmHWM:"))
+        .max()
+        .map(|k| k * 1024)
+}
+
+/// The CPU model, from /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
