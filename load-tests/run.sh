@@ -43,6 +43,7 @@ relay() { # backend device admin
     --apns-key-id MOCKKEY001 --apns-team-id MOCKTEAM01 \
     --fcm-url "http://127.0.0.1:$mock_port" --fcm-service-account-file "$work/fcm.json" \
     --max-pending-per-account 100000 --cooldown-base-secs 0 --fraud-mute-secs 0 \
+    --account-rate-per-minute 0 --source-rate-per-minute 0 \
     --max-push-in-flight 2048 > "$work/relay-$1.log" 2>&1 &
   pids+=($!)
 }

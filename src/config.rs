@@ -52,6 +52,14 @@ pub struct Config {
     pub cooldown_max_secs: u64,
     /// New challenges are refused this long after a fraud report, seconds. 0: off.
     pub fraud_mute_secs: u64,
+    /// Challenges an account may be sent per minute (token bucket refill); 0 turns the bucket off.
+    pub account_rate_per_minute: u32,
+    /// The account bucket's burst.
+    pub account_rate_burst: u32,
+    /// Challenges one sign-in address (IPv6: its /64) may cause per minute across accounts; 0: off.
+    pub source_rate_per_minute: u32,
+    /// The source bucket's burst.
+    pub source_rate_burst: u32,
     /// Challenge TTL when the backend gives none, seconds.
     pub default_ttl_secs: u64,
     /// Shortest challenge TTL accepted, seconds.
@@ -110,6 +118,10 @@ impl Default for Config {
             cooldown_base_secs: 10,
             cooldown_max_secs: 3600,
             fraud_mute_secs: 3600,
+            account_rate_per_minute: 20,
+            account_rate_burst: 10,
+            source_rate_per_minute: 300,
+            source_rate_burst: 100,
             default_ttl_secs: 60,
             min_ttl_secs: 10,
             max_ttl_secs: 600,
@@ -215,6 +227,22 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fraud_mute_secs: Option<u64>,
+    /// Challenges an account may be sent per minute, token bucket; 0 turns it off [default: 20].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_rate_per_minute: Option<u32>,
+    /// Burst of the account bucket [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_rate_burst: Option<u32>,
+    /// Challenges one sign-in address (IPv6: its /64) may cause per minute across accounts; 0 turns it off [default: 300].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_rate_per_minute: Option<u32>,
+    /// Burst of the source bucket [default: 100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_rate_burst: Option<u32>,
     /// Challenge TTL when the backend gives none, seconds [default: 60].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -363,6 +391,11 @@ impl Config {
         if self.max_pending_per_account == 0 {
             return bad("max_pending_per_account must be at least 1".into());
         }
+        if (self.account_rate_per_minute > 0 && self.account_rate_burst == 0)
+            || (self.source_rate_per_minute > 0 && self.source_rate_burst == 0)
+        {
+            return bad("a rate limit with a per-minute rate needs a burst of at least 1".into());
+        }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams must be at least 1".into());
         }
@@ -488,6 +521,14 @@ impl Config {
             cooldown_base: Duration::from_secs(self.cooldown_base_secs),
             cooldown_max: Duration::from_secs(self.cooldown_max_secs),
             fraud_mute: Duration::from_secs(self.fraud_mute_secs),
+            account_rate: crate::limits::RateLimit {
+                per_minute: self.account_rate_per_minute,
+                burst: self.account_rate_burst,
+            },
+            source_rate: crate::limits::RateLimit {
+                per_minute: self.source_rate_per_minute,
+                burst: self.source_rate_burst,
+            },
         }
     }
 

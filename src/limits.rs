@@ -1,7 +1,8 @@
 //! Push-bombing limits (DESIGN.md guarantee 6): at most N pending challenges per account, and a
 //! cool-down that grows after every denied or unanswered challenge (10 s doubling to 1 h), resets on
-//! approval, and becomes a long mute after a fraud report. Pure rules; each store applies them inside
-//! its create and decide steps (the Redis scripts repeat them in Lua).
+//! approval, and becomes a long mute after a fraud report; token buckets on the creation rate per account
+//! and per source address across accounts. Pure rules; each store applies them inside its create and
+//! decide steps (the Redis scripts repeat them in Lua).
 
 use crate::challenge::State;
 use std::time::Duration;
@@ -17,6 +18,60 @@ pub struct LimitPolicy {
     pub cooldown_max: Duration,
     /// How long new challenges are refused after a fraud report.
     pub fraud_mute: Duration,
+    /// Challenges an account may be sent per minute, with a burst.
+    pub account_rate: RateLimit,
+    /// Challenges one sign-in source address (an IPv6 /64) may cause per minute, across accounts.
+    pub source_rate: RateLimit,
+}
+
+/// A token bucket's settings: `per_minute` tokens refill continuously up to `burst`; 0 turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Refill, tokens per minute.
+    pub per_minute: u32,
+    /// Capacity.
+    pub burst: u32,
+}
+
+/// A token bucket's stored state: thousandths of a token, and when it was last taken from. Integer
+/// arithmetic, so the Lua copy in create.lua and bucket.lua computes exactly the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Thousandths of a token.
+    pub milli: i64,
+    /// Store clock of the last take, Unix ms.
+    pub at_ms: i64,
+}
+
+impl Bucket {
+    /// Takes one token from `stored` (a full bucket when none): the new state, or the wait for one.
+    pub fn take(stored: Option<Self>, now_ms: i64, limit: &RateLimit) -> Result<Self, Duration> {
+        let cap = i64::from(limit.burst) * 1000;
+        let per_min = i64::from(limit.per_minute.max(1));
+        let milli = stored.map_or(cap, |b| {
+            cap.min(b.milli + (now_ms - b.at_ms).max(0).saturating_mul(per_min) / 60)
+        });
+        if milli < 1000 {
+            let wait = ((1000 - milli) * 60 + per_min - 1) / per_min;
+            return Err(Duration::from_millis(wait.unsigned_abs()));
+        }
+        Ok(Self {
+            milli: milli - 1000,
+            at_ms: now_ms,
+        })
+    }
+}
+
+/// The key a sign-in source is limited under: the address, or its /64 for IPv6 (one subscriber's
+/// allocation, which an attacker can rotate through freely).
+pub fn source_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 impl Default for LimitPolicy {
@@ -26,6 +81,14 @@ impl Default for LimitPolicy {
             cooldown_base: Duration::from_secs(10),
             cooldown_max: Duration::from_secs(3600),
             fraud_mute: Duration::from_secs(3600),
+            account_rate: RateLimit {
+                per_minute: 20,
+                burst: 10,
+            },
+            source_rate: RateLimit {
+                per_minute: 300,
+                burst: 100,
+            },
         }
     }
 }
@@ -67,6 +130,10 @@ pub enum LimitRefusal {
     CoolingDown,
     /// The account is muted after a fraud report.
     Muted,
+    /// The account's creation-rate bucket is empty.
+    AccountRate,
+    /// The sign-in source's creation-rate bucket is empty.
+    SourceRate,
 }
 
 impl LimitRefusal {
@@ -76,6 +143,8 @@ impl LimitRefusal {
             Self::TooManyPending => "too_many_pending",
             Self::CoolingDown => "cooling_down",
             Self::Muted => "muted_after_fraud_report",
+            Self::AccountRate => "account_rate",
+            Self::SourceRate => "source_rate",
         }
     }
 }
@@ -118,6 +187,40 @@ impl Cooldown {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
+        let limit = RateLimit {
+            per_minute: 60,
+            burst: 3,
+        };
+        let mut b = None;
+        for _ in 0..3 {
+            b = Some(Bucket::take(b, 0, &limit).expect("within the burst"));
+        }
+        assert_eq!(
+            Bucket::take(b, 0, &limit),
+            Err(Duration::from_millis(1_000))
+        );
+        assert_eq!(
+            Bucket::take(b, 400, &limit),
+            Err(Duration::from_millis(600))
+        );
+        let refilled = Bucket::take(b, 1_000, &limit).expect("one token a second");
+        assert_eq!(refilled.milli, 0);
+        assert!(Bucket::take(Some(refilled), 1_000, &limit).is_err());
+    }
+
+    #[test]
+    fn ipv6_sources_are_limited_per_64() {
+        let a = source_key("2001:db8:1:2:aaaa::1".parse().expect("ip"));
+        let b = source_key("2001:db8:1:2:bbbb::9".parse().expect("ip"));
+        assert_eq!(a, b);
+        assert_eq!(
+            source_key("203.0.113.7".parse().expect("ip")),
+            "203.0.113.7"
+        );
+    }
     use crate::challenge::{AccountId, DenyReason, DeviceId};
 
     #[test]

@@ -6,7 +6,7 @@ use super::*;
 use crate::audit::{Actor, AuditKind, SecurityKind};
 use crate::challenge::{EventKind, ExpireRefusal, State};
 use crate::device::DeviceState;
-use crate::limits::{Cooldown, LimitPolicy, LimitRefusal};
+use crate::limits::{Bucket, Cooldown, LimitPolicy, LimitRefusal};
 use crate::watch::Hub;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +34,8 @@ struct Inner {
     security: VecDeque<SecurityEvent>,
     security_seq: u64,
     cooldowns: HashMap<AccountId, Cooldown>,
+    /// Creation-rate buckets by "account:<id>" and "source:<address>" (dev store: never pruned).
+    buckets: HashMap<String, Bucket>,
 }
 
 /// Everything in one process's memory.
@@ -184,11 +186,22 @@ impl Inner {
 
     /// The limit a new challenge of `account` would trip now, with the time to wait.
     fn limit(
-        &self,
+        &mut self,
         account: &AccountId,
+        source: Option<String>,
         now: i64,
         policy: &LimitPolicy,
     ) -> Option<(LimitRefusal, Duration)> {
+        // The source first, as the Redis store checks it in a step of its own before the account's.
+        if let (Some(source), true) = (source, policy.source_rate.per_minute > 0) {
+            let key = format!("source:{source}");
+            match Bucket::take(self.buckets.get(&key).copied(), now, &policy.source_rate) {
+                Ok(b) => {
+                    self.buckets.insert(key, b);
+                }
+                Err(wait) => return Some((LimitRefusal::SourceRate, wait)),
+            }
+        }
         if let Some(wait) = self.cooldowns.get(account).and_then(|c| c.check(now)) {
             return Some(wait);
         }
@@ -209,6 +222,15 @@ impl Inner {
                 LimitRefusal::TooManyPending,
                 Duration::from_millis((first_ends - now).unsigned_abs()),
             ));
+        }
+        if policy.account_rate.per_minute > 0 {
+            let key = format!("account:{}", account.as_str());
+            match Bucket::take(self.buckets.get(&key).copied(), now, &policy.account_rate) {
+                Ok(b) => {
+                    self.buckets.insert(key, b);
+                }
+                Err(wait) => return Some((LimitRefusal::AccountRate, wait)),
+            }
         }
         None
     }
@@ -485,7 +507,8 @@ impl Store for MemoryStore {
                 return Ok(CreateOutcome::Existing(c.clone()));
             }
         }
-        if let Some((reason, after)) = inner.limit(&new.account, now, &self.limits) {
+        let source = new.context.ip.map(crate::limits::source_key);
+        if let Some((reason, after)) = inner.limit(&new.account, source, now, &self.limits) {
             let record = AuditRecord::new(&new.account, AuditKind::RateLimited, Actor::Backend)
                 .detail(reason.name());
             inner.audit(record, now);

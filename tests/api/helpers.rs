@@ -47,6 +47,8 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Config)) -> TestApp {
     config.max_pending_per_account = 1_000;
     config.cooldown_base_secs = 0;
     config.fraud_mute_secs = 0;
+    config.account_rate_per_minute = 0;
+    config.source_rate_per_minute = 0;
     tune(&mut config);
     let app = App::build(config).await.expect("the relay starts");
     let (backend_addr, device_addr, admin_addr) =

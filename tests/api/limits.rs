@@ -153,6 +153,98 @@ async fn a_fraud_report_mutes_the_account(store: &str) {
     );
 }
 
+/// A create from `ip` for `account`.
+fn from_ip(account: &str, ip: &str) -> pb::CreateChallengeRequest {
+    pb::CreateChallengeRequest {
+        account_id: account.into(),
+        login_context: Some(pb::LoginContext {
+            ip: ip.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn the_account_bucket_allows_its_burst_then_refuses(store: &str) {
+    let app = spawn_app_on(store, |c| {
+        c.account_rate_per_minute = 6;
+        c.account_rate_burst = 3;
+    })
+    .await;
+    let account = account();
+    let _phone = app.enroll(&account).await;
+    for _ in 0..3 {
+        app.create_with(from_ip(&account, "203.0.113.7"))
+            .await
+            .expect("within the burst");
+    }
+    // 6 per minute: the next token is 10 s away.
+    let wait = refused(&app, &account, "account_rate").await;
+    assert!((9..=10).contains(&wait), "retry after {wait} s");
+    let audit = app.audit_details(&account).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::RateLimited && d == "account_rate"),
+        "{audit:?}"
+    );
+    // Another account is not affected.
+    let other = crate::helpers::account();
+    let _other_phone = app.enroll(&other).await;
+    app.create_with(from_ip(&other, "203.0.113.7"))
+        .await
+        .expect("another account has its own bucket");
+}
+
+async fn one_source_address_is_limited_across_accounts(store: &str) {
+    let app = spawn_app_on(store, |c| {
+        c.source_rate_per_minute = 1;
+        c.source_rate_burst = 2;
+    })
+    .await;
+    // A unique documentation-range address per run, so parallel runs do not share the bucket.
+    let ip = format!(
+        "2001:db8:{:x}:{:x}::7",
+        rand::random::<u16>(),
+        rand::random::<u16>()
+    );
+    let mut accounts = Vec::new();
+    for _ in 0..3 {
+        let account = account();
+        let _phone = app.enroll(&account).await;
+        accounts.push(account);
+    }
+    for account in &accounts[..2] {
+        app.create_with(from_ip(account, &ip))
+            .await
+            .expect("within the source's burst");
+    }
+    let refusal = app
+        .create_with(from_ip(&accounts[2], &ip))
+        .await
+        .expect_err("a third account from the same address");
+    assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
+    assert!(refusal.message().contains("source_rate"), "{refusal:?}");
+    assert!((59..=60).contains(&retry_after(&refusal)), "{refusal:?}");
+    let audit = app.audit_details(&accounts[2]).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::RateLimited && d == "source_rate"),
+        "{audit:?}"
+    );
+    // The same /64 is the same source; another address is not.
+    let neighbour = ip.replace("::7", "::8");
+    assert!(
+        app.create_with(from_ip(&accounts[2], &neighbour))
+            .await
+            .is_err()
+    );
+    app.create_with(from_ip(&accounts[2], "198.51.100.77"))
+        .await
+        .expect("another source has its own bucket");
+}
+
 macro_rules! per_store {
     ($($name:ident),*) => {
         mod memory_store { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("memory").await } )* }
@@ -164,5 +256,7 @@ macro_rules! per_store {
 per_store!(
     eleven_in_a_row_the_second_is_refused,
     denials_grow_the_cooldown_and_an_approval_resets_it,
-    a_fraud_report_mutes_the_account
+    a_fraud_report_mutes_the_account,
+    the_account_bucket_allows_its_burst_then_refuses,
+    one_source_address_is_limited_across_accounts
 );

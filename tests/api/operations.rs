@@ -63,13 +63,17 @@ impl Drop for ApnsMock {
     }
 }
 
-fn relaxed_limits() -> [&'static str; 6] {
+fn relaxed_limits() -> [&'static str; 10] {
     [
         "--max-pending-per-account",
         "1000",
         "--cooldown-base-secs",
         "0",
         "--fraud-mute-secs",
+        "0",
+        "--account-rate-per-minute",
+        "0",
+        "--source-rate-per-minute",
         "0",
     ]
 }

@@ -4,7 +4,8 @@
 -- hash, KEYS[4] account's pending index.
 -- ARGV[3] challenge id, ARGV[4] account, ARGV[5] ttl ms, ARGV[6] excluded device id, ARGV[7] '1' if an
 -- idempotency key is given, ARGV[8] retention ms, ARGV[9] most pending challenges per account,
--- ARGV[10..] field/value pairs of the challenge.
+-- ARGV[10] account creation rate per minute (0: off), ARGV[11] its burst, ARGV[12..] field/value pairs of
+-- the challenge.
 local id, account, ttl, excluded, retention = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[8])
 if ARGV[7] == '1' then
   local existing = redis.call('GET', KEYS[2])
@@ -32,6 +33,14 @@ if pending >= tonumber(ARGV[9]) then
   audit(account, now, 'rate_limited', 'backend', '', '', 'too_many_pending')
   return {'limited', 'too_many_pending', first_end - now}
 end
+local per_min = tonumber(ARGV[10])
+if per_min > 0 then
+  local wait = take_token(PREFIX .. 'bucket:' .. account, now, per_min, tonumber(ARGV[11]))
+  if wait then
+    audit(account, now, 'rate_limited', 'backend', '', '', 'account_rate')
+    return {'limited', 'account_rate', wait}
+  end
+end
 local targets, devices = {}, {}
 for _, device_id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   if device_id ~= excluded then
@@ -45,7 +54,7 @@ end
 if #targets == 0 then return {'nodevices'} end
 local expires = now + ttl
 local fields = {}
-for i = 10, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 12, #ARGV do table.insert(fields, ARGV[i]) end
 redis.call('HSET', KEYS[3], 'account', account, 'state', 'pending', 'seq', 0, 'created', now, 'expires', expires,
   'ended', 0, 'by', '', 'reason', '', 'targets', ',' .. table.concat(targets, ',') .. ',', unpack(fields))
 redis.call('PEXPIREAT', KEYS[3], expires + retention)

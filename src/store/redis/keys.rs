@@ -72,5 +72,10 @@ pub fn due_shard(shard: u32) -> String {
     format!("ar:due:{{{shard}}}")
 }
 
+/// A sign-in source's creation-rate bucket, in the source's own slot.
+pub fn source_bucket(source: &str) -> String {
+    format!("ar:src:{{{source}}}")
+}
+
 /// The global security-event stream.
 pub const SECURITY: &str = "ar:security";

@@ -49,6 +49,51 @@ pub(crate) fn unavailable(e: ::redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
+    /// Takes a token from the sign-in source's bucket: `None` when taken (or nothing to limit), else the
+    /// wait for the next one.
+    async fn take_source_token(
+        &self,
+        source: Option<&str>,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let Some(source) = source else {
+            return Ok(None);
+        };
+        let mut inv = self.scripts.bucket.key(keys::source_bucket(source));
+        inv.arg("")
+            .arg(self.publish)
+            .arg(self.limits.source_rate.per_minute)
+            .arg(self.limits.source_rate.burst);
+        let reply: Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let wait = int(at(array(&reply)?, 0)?)?;
+        Ok((wait > 0).then(|| std::time::Duration::from_millis(wait.unsigned_abs())))
+    }
+
+    /// A refusal decided outside the create script: audited and reported as the script does.
+    async fn refused(
+        &self,
+        account: &AccountId,
+        reason: LimitRefusal,
+        wait: std::time::Duration,
+    ) -> Result<CreateOutcome, StoreError> {
+        let now = self.now_ms().await?;
+        let record =
+            AuditRecord::new(account, AuditKind::RateLimited, Actor::Backend).detail(reason.name());
+        streams::append_audit(&mut self.conn(), record, now).await?;
+        streams::append_security(
+            &mut self.conn(),
+            account,
+            SecurityKind::LimitTripped,
+            None,
+            None,
+            reason.name(),
+        )
+        .await;
+        Ok(CreateOutcome::Limited(reason, wait))
+    }
+
     /// Connects to a Redis node (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS) or a
     /// Cluster, and starts the subscriber that feeds `hub`.
     ///
@@ -365,10 +410,25 @@ impl Store for RedisStore {
         // NX gives a new shard a TTL; GT extends it: the index never outlives its newest entry by long.
         pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("NX").ignore();
         pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("GT").ignore();
-        let _: () = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        // The source's bucket is in another slot: checked beside the index write, in the same round
+        // trip's time (both requests are in flight at once on the multiplexed connection).
+        let source = new
+            .context
+            .ip
+            .filter(|_| self.limits.source_rate.per_minute > 0)
+            .map(crate::limits::source_key);
+        let index = async {
+            pipe.query_async::<()>(&mut self.conn())
+                .await
+                .map_err(unavailable)
+        };
+        let (indexed, source_wait) = tokio::join!(index, self.take_source_token(source.as_deref()));
+        indexed?;
+        if let Some(wait) = source_wait? {
+            return self
+                .refused(&new.account, LimitRefusal::SourceRate, wait)
+                .await;
+        }
         let idem_key = match &new.idempotency_key {
             Some(k) => keys::idempotency(&new.account, k),
             None => keys::challenge(&new.id),
@@ -395,7 +455,9 @@ impl Store for RedisStore {
                 "0"
             })
             .arg(RETENTION_MS)
-            .arg(self.limits.max_pending);
+            .arg(self.limits.max_pending)
+            .arg(self.limits.account_rate.per_minute)
+            .arg(self.limits.account_rate.burst);
         for (name, value) in codec::new_challenge_fields(&new) {
             inv.arg(name).arg(value);
         }
@@ -410,6 +472,7 @@ impl Store for RedisStore {
                 let reason = match text(at(items, 1)?)?.as_str() {
                     "cooling_down" => LimitRefusal::CoolingDown,
                     "muted_after_fraud_report" => LimitRefusal::Muted,
+                    "account_rate" => LimitRefusal::AccountRate,
                     _ => LimitRefusal::TooManyPending,
                 };
                 let after = std::time::Duration::from_millis(int(at(items, 2)?)?.unsigned_abs());

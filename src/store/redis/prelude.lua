@@ -66,3 +66,19 @@ local function cool_after(account, state, now, base, max, mute)
   redis.call('HSET', key, 'level', level, 'until', until_at, 'muted', muted)
   redis.call('PEXPIREAT', key, until_at + max + 1)
 end
+
+-- A token bucket (limits::Bucket, the same integer arithmetic): takes one token and returns nil, or
+-- returns the milliseconds until one is there. State: thousandths of a token and the last take's time.
+local function take_token(key, now, per_min, burst)
+  local cap = burst * 1000
+  local b = redis.call('HMGET', key, 'milli', 'at')
+  local milli = cap
+  if b[1] then
+    milli = math.min(cap, tonumber(b[1]) + math.floor(math.max(0, now - tonumber(b[2])) * per_min / 60))
+  end
+  if milli < 1000 then return math.floor(((1000 - milli) * 60 + per_min - 1) / per_min) end
+  redis.call('HSET', key, 'milli', milli - 1000, 'at', now)
+  -- Gone once it would be full again: an idle bucket costs nothing.
+  redis.call('PEXPIRE', key, math.floor(cap * 60 / per_min) + 1000)
+  return nil
+end

@@ -31,6 +31,8 @@ pub struct Scripts {
     pub revoke: Script,
     /// Multi-key reads in one round trip.
     pub reads: Script,
+    /// A sign-in source's creation-rate bucket.
+    pub bucket: Script,
 }
 
 impl Scripts {
@@ -47,6 +49,7 @@ impl Scripts {
             prune: script(include_str!("prune.lua")),
             revoke: script(include_str!("revoke.lua")),
             reads: script(include_str!("reads.lua")),
+            bucket: script(include_str!("bucket.lua")),
         }
     }
 }
