@@ -35,6 +35,10 @@ pub enum AuthError {
     /// The counter did not increase: the device is now suspected cloned.
     #[error("counter did not increase; device is suspected cloned")]
     CounterNotIncreasing,
+    /// The key asked to switch back to the push token it just left: two phones share one key, and the
+    /// device is now suspected cloned.
+    #[error("push token switched back; device is suspected cloned")]
+    TokenFlip,
 }
 
 impl AuthError {
@@ -50,8 +54,20 @@ impl AuthError {
             Self::Revoked => "revoked",
             Self::SuspectedClone => "suspected_clone",
             Self::CounterNotIncreasing => "counter_replayed",
+            Self::TokenFlip => "token_flip",
         }
     }
+}
+
+/// How long after a push-token change a switch back to the previous token counts as two phones.
+pub const TOKEN_FLIP_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// True when a device asks for `new` while it left that very token (`previous`, at `changed_at_ms`)
+/// less than a day ago. Providers never hand a token back, so this is two phones with one key taking
+/// turns at registering their own token.
+pub fn is_token_flip(previous: Option<&str>, changed_at_ms: i64, new: &str, now_ms: i64) -> bool {
+    previous.is_some_and(|p| !p.is_empty() && p == new)
+        && now_ms.saturating_sub(changed_at_ms) < TOKEN_FLIP_WINDOW_MS
 }
 
 /// True when `presented` may be accepted after `last` (strictly greater, as WebAuthn's signCount).
@@ -73,6 +89,15 @@ pub fn check_timestamp(signed_ms: i64, now_ms: i64, window_ms: i64) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switching_back_to_the_token_just_left_is_a_flip_only_within_a_day() {
+        assert!(is_token_flip(Some("a"), 1_000, "a", 2_000));
+        assert!(!is_token_flip(Some("a"), 1_000, "b", 2_000));
+        assert!(!is_token_flip(None, 1_000, "a", 2_000));
+        assert!(!is_token_flip(Some(""), 1_000, "", 2_000));
+        assert!(!is_token_flip(Some("a"), 0, "a", TOKEN_FLIP_WINDOW_MS));
+    }
 
     #[test]
     fn counters_must_strictly_increase() {

@@ -73,8 +73,9 @@ fn auth_code(e: &AuthError) -> Code {
         | AuthError::UnknownDevice
         | AuthError::DeviceMismatch
         | AuthError::StaleTimestamp => Code::Unauthenticated,
-        AuthError::Revoked | AuthError::SuspectedClone | AuthError::CounterNotIncreasing => {
-            Code::PermissionDenied
-        }
+        AuthError::Revoked
+        | AuthError::SuspectedClone
+        | AuthError::CounterNotIncreasing
+        | AuthError::TokenFlip => Code::PermissionDenied,
     }
 }

@@ -34,6 +34,8 @@ struct Inner {
     security: VecDeque<SecurityEvent>,
     security_seq: u64,
     cooldowns: HashMap<AccountId, Cooldown>,
+    /// Each device's previous push token and when it was replaced (token-flip clone detection).
+    token_history: HashMap<DeviceId, (Option<String>, i64)>,
     /// Creation-rate buckets by "account:<id>" and "source:<address>" (dev store: never pruned).
     buckets: HashMap<String, Bucket>,
 }
@@ -121,26 +123,8 @@ impl Inner {
         match device.accept_counter(call.counter, now) {
             Ok(()) => {}
             Err(AuthError::CounterNotIncreasing) => {
-                let (account, id) = (device.account.clone(), device.id.clone());
                 let detail = format!("counter {} after {}", call.counter, device.counter);
-                self.audit(
-                    AuditRecord::new(
-                        &account,
-                        AuditKind::CloneSuspected,
-                        Actor::Device(id.clone()),
-                    )
-                    .device(&id)
-                    .detail(detail.clone()),
-                    now,
-                );
-                self.security(
-                    &account,
-                    SecurityKind::CloneSuspected,
-                    Some(&id),
-                    None,
-                    &detail,
-                    now,
-                );
+                self.mark_clone(&call.device, &detail, now);
                 return Err(AuthError::CounterNotIncreasing);
             }
             Err(e) => return Err(e),
@@ -148,6 +132,33 @@ impl Inner {
         self.devices
             .get_mut(&call.device)
             .ok_or(AuthError::UnknownDevice)
+    }
+
+    /// Marks a device suspected cloned (refused from now on), audits it and reports it.
+    fn mark_clone(&mut self, id: &DeviceId, detail: &str, now: i64) {
+        let Some(device) = self.devices.get_mut(id) else {
+            return;
+        };
+        device.state = crate::device::DeviceState::SuspectedClone;
+        let account = device.account.clone();
+        self.audit(
+            AuditRecord::new(
+                &account,
+                AuditKind::CloneSuspected,
+                Actor::Device(id.clone()),
+            )
+            .device(id)
+            .detail(detail),
+            now,
+        );
+        self.security(
+            &account,
+            SecurityKind::CloneSuspected,
+            Some(id),
+            None,
+            detail,
+            now,
+        );
     }
 
     fn ended_audit(challenge: &Challenge, event: &Event) -> AuditRecord {
@@ -434,13 +445,29 @@ impl Store for MemoryStore {
     ) -> Result<Result<Device, AuthError>, StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
-        let device = match inner.accept(call, now) {
-            Ok(d) => {
-                d.push_token = Some(token.to_owned());
-                d.clone()
-            }
+        let (current, flipped) = match inner.accept(call, now) {
+            Ok(d) => (d.push_token.clone(), d.push_token.as_deref() != Some(token)),
             Err(e) => return Ok(Err(e)),
         };
+        if flipped {
+            let (previous, changed_at) = inner
+                .token_history
+                .get(&call.device)
+                .cloned()
+                .unwrap_or_default();
+            if crate::auth::is_token_flip(previous.as_deref(), changed_at, token, now) {
+                inner.mark_clone(&call.device, "push token switched back within a day", now);
+                return Ok(Err(AuthError::TokenFlip));
+            }
+            inner
+                .token_history
+                .insert(call.device.clone(), (current, now));
+        }
+        let Some(device) = inner.devices.get_mut(&call.device) else {
+            return Ok(Err(AuthError::UnknownDevice));
+        };
+        device.push_token = Some(token.to_owned());
+        let device = device.clone();
         let actor = Actor::Device(device.id.clone());
         inner.audit(
             AuditRecord::new(&device.account, AuditKind::PushTokenUpdated, actor)

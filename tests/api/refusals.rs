@@ -143,6 +143,21 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
             .any(|(k, _)| *k == pb::AuditKind::CloneSuspected)
     );
 
+    clone_reported(&app, &account, &phone.device_id).await;
+    // A suspected clone is no longer pushed.
+    assert_code(
+        app.create_with(pb::CreateChallengeRequest {
+            account_id: account.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "no active device",
+    );
+}
+
+/// Waits for the CLONE_SUSPECTED security event of `device` on `account`.
+async fn clone_reported(app: &TestApp, account: &str, device: &str) {
     let mut security = app
         .audit
         .clone()
@@ -157,7 +172,7 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
                 .await
                 .expect("event")
                 .expect("open stream");
-            if e.kind() == pb::SecurityEventKind::CloneSuspected && e.device_id == phone.device_id {
+            if e.kind() == pb::SecurityEventKind::CloneSuspected && e.device_id == device {
                 return e;
             }
         }
@@ -165,16 +180,50 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
     .await
     .expect("clone suspicion on the security stream");
     assert_eq!(clone_event.account_id, account);
-    // A suspected clone is no longer pushed.
+}
+
+async fn a_key_that_switches_back_to_its_previous_push_token_is_a_suspected_clone(app: TestApp) {
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let update = |phone: &mut approval_relay::device_sim::Phone, token: &str| {
+        phone.signed(Body::UpdatePushToken(pb::UpdatePushTokenBody {
+            push_token: token.into(),
+        }))
+    };
+    let original = format!("token-original-{}", account);
+    for token in [original.as_str(), "token-phone-b", "token-phone-b"] {
+        app.device
+            .clone()
+            .update_push_token(update(&mut phone, token))
+            .await
+            .expect("a new token, or the same one again, is fine");
+    }
+    // Back to the token it left minutes ago: a second phone with the same key is taking turns.
     assert_code(
-        app.create_with(pb::CreateChallengeRequest {
-            account_id: account.clone(),
-            ..Default::default()
-        })
-        .await,
-        Code::FailedPrecondition,
-        "no active device",
+        app.device
+            .clone()
+            .update_push_token(update(&mut phone, &original))
+            .await,
+        Code::PermissionDenied,
+        "push token switched back",
     );
+    let device = app.devices(&account).await.remove(0);
+    assert_eq!(device.state(), pb::DeviceState::SuspectedClone);
+    assert_code(
+        app.device
+            .clone()
+            .list_pending(phone.signed(Body::ListPending(pb::ListPendingBody {})))
+            .await,
+        Code::PermissionDenied,
+        "suspected cloned",
+    );
+    assert!(
+        app.audit_details(&account)
+            .await
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::CloneSuspected && d.contains("push token"))
+    );
+    clone_reported(&app, &account, &phone.device_id).await;
 }
 
 async fn a_revoked_device_is_refused(app: TestApp) {
@@ -323,6 +372,7 @@ on_every_store!(
     a_device_of_another_account_cannot_see_or_answer_the_challenge,
     a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refused_from_then_on,
     a_revoked_device_is_refused,
+    a_key_that_switches_back_to_its_previous_push_token_is_a_suspected_clone,
     a_wrong_number_is_refused_audited_and_the_challenge_stays_pending,
     a_second_decision_after_the_first_is_refused,
     a_timestamp_outside_the_window_is_refused,

@@ -131,20 +131,26 @@ impl RedisStore {
             "unknown_device" => AuthError::UnknownDevice,
             "revoked" => AuthError::Revoked,
             "suspected_clone" => AuthError::SuspectedClone,
+            "token_flip" => AuthError::TokenFlip,
             _ => AuthError::CounterNotIncreasing,
         };
-        if error == AuthError::CounterNotIncreasing {
-            if let Ok(Some(d)) = self.get_device(device).await {
-                streams::append_security(
-                    &mut self.conn(),
-                    &d.account,
-                    SecurityKind::CloneSuspected,
-                    Some(device),
-                    None,
-                    "counter did not increase",
-                )
-                .await;
-            }
+        let detail = match error {
+            AuthError::CounterNotIncreasing => Some("counter did not increase"),
+            AuthError::TokenFlip => Some("push token switched back within a day"),
+            _ => None,
+        };
+        if let Some(detail) = detail
+            && let Ok(Some(d)) = self.get_device(device).await
+        {
+            streams::append_security(
+                &mut self.conn(),
+                &d.account,
+                SecurityKind::CloneSuspected,
+                Some(device),
+                None,
+                detail,
+            )
+            .await;
         }
         error
     }

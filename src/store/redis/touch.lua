@@ -5,7 +5,17 @@ local now = now_ms()
 local refused, account = accept_counter(KEYS[1], device_id, ARGV[4], now)
 if refused then return {'refused', refused} end
 if ARGV[5] == 'token' then
-  redis.call('HSET', KEYS[1], 'token', ARGV[6])
+  -- Two phones with one key take turns registering their own token (auth::is_token_flip).
+  local t = redis.call('HMGET', KEYS[1], 'token', 'ptoken', 'tchanged')
+  if ARGV[6] ~= t[1] then
+    if t[2] and t[2] ~= '' and t[2] == ARGV[6] and now - tonumber(t[3] or 0) < 86400000 then
+      redis.call('HSET', KEYS[1], 'state', 'clone')
+      audit(account, now, 'clone_suspected', 'device:' .. device_id, '', device_id,
+        'push token switched back within a day')
+      return {'refused', 'token_flip'}
+    end
+    redis.call('HSET', KEYS[1], 'token', ARGV[6], 'ptoken', t[1] or '', 'tchanged', now)
+  end
   audit(account, now, 'push_token_updated', 'device:' .. device_id, '', device_id, '')
 elseif ARGV[5] == 'key' then
   redis.call('HSET', KEYS[1], 'alg', ARGV[6], 'key', ARGV[7])
