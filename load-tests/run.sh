@@ -59,4 +59,5 @@ mkdir -p load-tests/reports
 "$bin/relay-load" --backend "127.0.0.1:$a_backend" --device "127.0.0.1:$b_device" \
   --mock "http://127.0.0.1:$mock_port" --mock-dir "$work/mock" \
   --redis-url "redis://127.0.0.1:$redis_port" --relay-pids "$pid_a,$pid_b" \
+  --admins "127.0.0.1:$a_admin,127.0.0.1:$b_admin" \
   --out load-tests/reports/latest.json --plot load-tests/reports/latest.svg "$@"

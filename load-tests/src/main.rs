@@ -36,6 +36,9 @@ pub struct Options {
     /// Redis, for INFO commandstats and the redis-benchmark probe.
     #[arg(long, default_value = "redis://127.0.0.1:6390")]
     pub redis_url: String,
+    /// Admin listeners of the replicas (their `relay_redis_seconds_count` gives round trips).
+    #[arg(long, value_delimiter = ',')]
+    pub admins: Vec<String>,
     /// Process ids of the relay replicas (CPU seconds and RSS); the first is replica A.
     #[arg(long, value_delimiter = ',')]
     pub relay_pids: Vec<u32>,
@@ -129,13 +132,16 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     // Latency at a fixed rate, with Redis commands and CPU counted over exactly this window.
     let redis_before = system::commandstats(&options.redis_url)?;
+    let trips_before = system::round_trips(&options.admins).await;
     let cpu_before = system::cpu_seconds(&options.relay_pids);
     let fixed = driver
         .run_rate(options.rate, options.warmup, options.duration, "fixed rate")
         .await;
     let cpu_after = system::cpu_seconds(&options.relay_pids);
     let redis_after = system::commandstats(&options.redis_url)?;
+    let trips_after = system::round_trips(&options.admins).await;
     report.record_fixed(&fixed, &redis_before, &redis_after, cpu_after - cpu_before);
+    report.record_round_trips(&fixed, &trips_before, &trips_after);
 
     if options.ramp_start > 0 {
         let mut rate = options.ramp_start;

@@ -136,6 +136,33 @@ impl Report {
         self.fixed = Some(w.clone());
     }
 
+    /// Records the relays' own count of Redis round trips over the fixed-rate run.
+    pub fn record_round_trips(
+        &mut self,
+        w: &Window,
+        before: &BTreeMap<String, f64>,
+        after: &BTreeMap<String, f64>,
+    ) {
+        let sent = (w.total_sent as f64).max(1.0);
+        let by_kind: serde_json::Map<String, Value> = after
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    json!((v - before.get(k).copied().unwrap_or(0.0)) / sent),
+                )
+            })
+            .collect();
+        let total: f64 = by_kind.values().filter_map(Value::as_f64).sum();
+        if let Value::Object(map) = &mut self.fixed_json {
+            map.insert("redis_round_trips_per_challenge".into(), json!(total));
+            map.insert(
+                "redis_round_trips_by_kind_per_challenge".into(),
+                Value::Object(by_kind),
+            );
+        }
+    }
+
     /// Records one ramp step.
     pub fn record_ramp_step(&mut self, rate: u32, w: &Window, passed: bool) {
         let step = RampStep {

@@ -68,3 +68,38 @@ pub fn cpu_model() -> String {
         })
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Redis round trips each replica made so far, by kind (`command` or `pipeline`), summed over replicas:
+/// the `relay_redis_seconds_count` series of their `/metrics`.
+pub async fn round_trips(admins: &[String]) -> BTreeMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = BTreeMap::new();
+    for admin in admins {
+        let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
+            continue;
+        };
+        let request = format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n");
+        if s.write_all(request.as_bytes()).await.is_err() {
+            continue;
+        }
+        let mut text = String::new();
+        if s.read_to_string(&mut text).await.is_err() {
+            continue;
+        }
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("relay_redis_seconds_count{") else {
+                continue;
+            };
+            let kind = rest
+                .split("kind=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("other")
+                .to_owned();
+            if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *out.entry(kind).or_default() += v;
+            }
+        }
+    }
+    out
+}

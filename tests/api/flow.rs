@@ -259,15 +259,7 @@ async fn the_signing_in_device_is_never_pushed_and_an_account_without_devices_ge
     app: TestApp,
 ) {
     let account = account();
-    assert_code(
-        app.create_with(pb::CreateChallengeRequest {
-            account_id: account.clone(),
-            ..Default::default()
-        })
-        .await,
-        Code::FailedPrecondition,
-        "no active device",
-    );
+    assert_no_active_device(&app, &account).await;
 
     let laptop = app.enroll(&account).await;
     let phone = app.enroll(&account).await;

@@ -352,6 +352,33 @@ pub fn decisive(events: &[pb::challenge_event::Kind]) -> Vec<&pb::challenge_even
         .collect()
 }
 
+/// Reads `watch` until it ends with an error status (what a draining replica sends) and returns it.
+pub async fn ending_status(watch: &mut Streaming<pb::ChallengeEvent>) -> Status {
+    loop {
+        match tokio::time::timeout(PATIENCE, watch.message())
+            .await
+            .expect("the watch ends in time")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the watch must end with a status telling the client to reconnect"),
+            Err(status) => return status,
+        }
+    }
+}
+
+/// Creating a challenge for `account` fails: it has no device that may be pushed.
+pub async fn assert_no_active_device(app: &TestApp, account: &str) {
+    assert_code(
+        app.create_with(pb::CreateChallengeRequest {
+            account_id: account.into(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "no active device",
+    );
+}
+
 pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, contains: &str) {
     match result {
         Ok(v) => panic!("expected {code:?} ({contains}), got Ok({v:?})"),

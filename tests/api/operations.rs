@@ -119,16 +119,7 @@ async fn a_rolling_restart_loses_no_watcher_and_sends_no_push_twice() {
     // Every watcher is told to reconnect, and does, on the other replica.
     let mut moved = Vec::new();
     for (challenge, mut watch) in open {
-        let status = loop {
-            match tokio::time::timeout(PATIENCE, watch.message())
-                .await
-                .expect("the watch ends soon after SIGTERM")
-            {
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("a watch ended without telling the client to reconnect"),
-                Err(status) => break status,
-            }
-        };
+        let status = ending_status(&mut watch).await;
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("reconnect"), "{status:?}");
         let again = b.watch(&challenge.challenge_id).await;

@@ -145,15 +145,7 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
 
     clone_reported(&app, &account, &phone.device_id).await;
     // A suspected clone is no longer pushed.
-    assert_code(
-        app.create_with(pb::CreateChallengeRequest {
-            account_id: account.clone(),
-            ..Default::default()
-        })
-        .await,
-        Code::FailedPrecondition,
-        "no active device",
-    );
+    assert_no_active_device(&app, &account).await;
 }
 
 /// Waits for the CLONE_SUSPECTED security event of `device` on `account`.

@@ -19,16 +19,7 @@ async fn on_shutdown_open_watches_end_with_unavailable_and_the_relay_exits_in_ti
     ));
 
     app.stop();
-    let status = loop {
-        match tokio::time::timeout(PATIENCE, watch.message())
-            .await
-            .expect("the watch ends in time")
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the watch must end with a status telling the client to reconnect"),
-            Err(status) => break status,
-        }
-    };
+    let status = ending_status(&mut watch).await;
     assert_eq!(status.code(), Code::Unavailable);
     assert!(status.message().contains("reconnect"));
     let stopped = app.stopped.take().expect("running");
