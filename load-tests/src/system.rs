@@ -69,23 +69,32 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The `relay_open_watch_streams` gauge of one replica.
+pub async fn open_watch_streams(admin: Option<&str>) -> Option<f64> {
+    let text = metrics_text(admin?).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("relay_open_watch_streams "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn metrics_text(admin: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
 /// Redis round trips each replica made so far, by kind (`command` or `pipeline`), summed over replicas:
 /// the `relay_redis_seconds_count` series of their `/metrics`.
 pub async fn round_trips(admins: &[String]) -> BTreeMap<String, f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut out = BTreeMap::new();
     for admin in admins {
-        let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
+        let Some(text) = metrics_text(admin).await else {
             continue;
         };
-        let request = format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n");
-        if s.write_all(request.as_bytes()).await.is_err() {
-            continue;
-        }
-        let mut text = String::new();
-        if s.read_to_string(&mut text).await.is_err() {
-            continue;
-        }
         for line in text.lines() {
             let Some(rest) = line.strip_prefix("relay_redis_seconds_count{") else {
                 continue;

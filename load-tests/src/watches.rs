@@ -84,11 +84,13 @@ async fn cancel(driver: &Driver, ids: &[String]) {
     }
 }
 
-/// Opens `n` watches at once over `conns`; returns the open streams and how many got a snapshot.
+/// Opens `n` watches over `conns`, at most `at_once` in progress at a time; returns the open streams and
+/// how many got a snapshot.
 async fn open_watches(
     conns: &[Channel],
     ids: &[String],
     n: usize,
+    at_once: usize,
 ) -> (Vec<tonic::Streaming<pb::ChallengeEvent>>, usize) {
     let opened = futures::stream::iter(0..n)
         .map(|i| {
@@ -107,7 +109,7 @@ async fn open_watches(
                 first.kind.is_some().then_some(stream)
             }
         })
-        .buffer_unordered(n.max(1))
+        .buffer_unordered(at_once.max(1))
         .collect::<Vec<_>>()
         .await;
     let streams: Vec<_> = opened.into_iter().flatten().collect();
@@ -124,7 +126,8 @@ pub async fn burst(options: &Options, driver: &Driver) -> anyhow::Result<Burst> 
     let ids = idle_challenges(driver, 50).await?;
     let conns = channels(&options.backend, options.burst_connections.max(1)).await?;
     let started = Instant::now();
-    let (streams, succeeded) = open_watches(&conns, &ids, options.burst).await;
+    // All at once: the point is a burst.
+    let (streams, succeeded) = open_watches(&conns, &ids, options.burst, options.burst).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1_000.0;
     drop(streams);
     cancel(driver, &ids).await;
@@ -153,7 +156,8 @@ pub async fn capacity(options: &Options, driver: &Driver) -> anyhow::Result<Capa
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before_bytes = system::rss(pid).unwrap_or(0);
     let conns = channels(&options.backend, n_conns).await?;
-    let (streams, opened) = open_watches(&conns, &ids, options.watches).await;
+    // Opened steadily (2,000 in progress at a time): this phase measures holding streams, not a burst.
+    let (streams, opened) = open_watches(&conns, &ids, options.watches, 2_000).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_open_bytes = system::rss(pid).unwrap_or(0);
     let live: Window = driver
@@ -162,7 +166,16 @@ pub async fn capacity(options: &Options, driver: &Driver) -> anyhow::Result<Capa
     drop(streams);
     drop(conns);
     cancel(driver, &ids).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Wait until the replica has let go of every stream (its gauge), then a little for the allocator.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let open = system::open_watch_streams(options.admins.first().map(String::as_str)).await;
+        if open.is_none_or(|n| n < 1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after_close_bytes = system::rss(pid).unwrap_or(0);
     Ok(Capacity {
         streams: options.watches,

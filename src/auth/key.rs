@@ -2,7 +2,6 @@
 //! Android Keystore emit) and strict Ed25519.
 
 use super::AuthError;
-use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::DecodePublicKey;
 
 /// The signature scheme of a device key.
@@ -70,10 +69,18 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), AuthError> {
         match self {
             Self::EcdsaP256(key) => {
-                let sig = p256::ecdsa::Signature::from_der(signature)
+                // Parsed here only to tell a malformed signature from a wrong one; ring verifies, as its
+                // P-256 is several times faster than the pure-Rust one (the Criterion bench
+                // `envelope_open_and_verify_p256` measured 338 µs before, with p256's verifier).
+                p256::ecdsa::Signature::from_der(signature)
                     .map_err(|_| AuthError::MalformedSignature)?;
-                key.verify(message, &sig)
-                    .map_err(|_| AuthError::BadSignature)
+                let point = key.to_encoded_point(false);
+                ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_ASN1,
+                    point.as_bytes(),
+                )
+                .verify(message, signature)
+                .map_err(|_| AuthError::BadSignature)
             }
             Self::Ed25519(key) => {
                 let sig = ed25519_dalek::Signature::from_slice(signature)
