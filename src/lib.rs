@@ -4,13 +4,15 @@
 //! Data walks one way: `grpc` → `relay` → domain (`challenge`, `auth`, `device`, `audit`) → I/O edges
 //! (`store`, `push`, `watch`, `expiry`).
 //!
-//! - [`grpc`]: the two gRPC APIs (backend and device), protobuf conversions, the one error→status map.
+//! - [`grpc`]: the two gRPC APIs (backend and device), envelope parsing (pure, fuzzed), protobuf
+//!   conversions, the one error→status map.
 //! - [`relay`]: the use cases, on domain types.
 //! - [`challenge`]: ids, number matching, the challenge state machine. Pure.
 //! - [`auth`]: device keys, signatures, counter and timestamp rules. Pure.
 //! - [`device`], [`audit`]: device records, tickets, audit and security records. Pure.
-//! - [`limits`]: push-bombing limits (pending cap, cool-down, fraud mute). Pure.
-//! - [`store`]: the `Store` trait and its in-memory implementation.
+//! - [`limits`]: push-bombing limits (pending cap, cool-down, fraud mute, rate buckets). Pure.
+//! - [`store`]: the `Store` trait, the in-memory store and the Redis store.
+//! - [`tls`]: mTLS and TLS for the listeners, reloaded on SIGHUP or file change.
 //! - [`watch`]: fan-out of events to the watchers on this replica.
 //! - [`push`]: the `PushProvider` trait, the dispatcher and the development sink.
 //! - [`expiry`]: deadline timers and the overdue sweep.
@@ -19,6 +21,7 @@
 //! - [`mock_push`]: a local APNs stand-in speaking Apple's protocol, for tests and demos.
 //! - [`device_sim`]: the phone simulator behind `approval-relay device`.
 //! - [`backend_cli`]: the backend's side on the command line, `approval-relay backend`.
+//! - [`health_cli`]: `approval-relay health`, the container health check.
 
 #![forbid(unsafe_code)]
 
