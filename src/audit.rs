@@ -89,6 +89,12 @@ impl AuditRecord {
         self
     }
 
+    /// Replaces the actor.
+    pub fn actor(mut self, actor: Actor) -> Self {
+        self.actor = actor;
+        self
+    }
+
     /// Adds the detail.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();

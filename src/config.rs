@@ -46,6 +46,8 @@ pub struct Config {
     pub fcm_ca_file: Option<std::path::PathBuf>,
     /// Pending challenges an account may have at once (push-bombing limit).
     pub max_pending_per_account: usize,
+    /// At that cap, a new challenge cancels the oldest pending one (ends CANCELLED) instead of being refused.
+    pub supersede_pending: bool,
     /// Cool-down after the first denied or unanswered challenge, seconds; doubles each time. 0: off.
     pub cooldown_base_secs: u64,
     /// Longest cool-down, seconds.
@@ -115,6 +117,7 @@ impl Default for Config {
             fcm_project_id: None,
             fcm_ca_file: None,
             max_pending_per_account: 1,
+            supersede_pending: false,
             cooldown_base_secs: 10,
             cooldown_max_secs: 3600,
             fraud_mute_secs: 3600,
@@ -215,6 +218,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_pending_per_account: Option<usize>,
+    /// At the pending cap, cancel the oldest pending challenge instead of refusing the new one.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub supersede_pending: bool,
     /// Cool-down after a denied or unanswered challenge, seconds, doubling each time; 0 turns it off [default: 10].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -518,6 +525,7 @@ impl Config {
     pub fn limits(&self) -> crate::limits::LimitPolicy {
         crate::limits::LimitPolicy {
             max_pending: self.max_pending_per_account,
+            supersede: self.supersede_pending,
             cooldown_base: Duration::from_secs(self.cooldown_base_secs),
             cooldown_max: Duration::from_secs(self.cooldown_max_secs),
             fraud_mute: Duration::from_secs(self.fraud_mute_secs),

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct LimitPolicy {
     /// Pending challenges an account may have at once.
     pub max_pending: usize,
+    /// At the pending cap, cancel the oldest pending challenge (ends CANCELLED) instead of refusing.
+    pub supersede: bool,
     /// Cool-down after the first denied or unanswered challenge; doubles with each further one.
     pub cooldown_base: Duration,
     /// Longest cool-down.
@@ -78,6 +80,7 @@ impl Default for LimitPolicy {
     fn default() -> Self {
         Self {
             max_pending: 1,
+            supersede: false,
             cooldown_base: Duration::from_secs(10),
             cooldown_max: Duration::from_secs(3600),
             fraud_mute: Duration::from_secs(3600),

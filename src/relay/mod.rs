@@ -187,8 +187,13 @@ impl Relay {
             idempotency_key: req.idempotency_key,
         };
         match self.store.create_challenge(new).await? {
-            CreateOutcome::Created(challenge, devices) => {
+            CreateOutcome::Created(challenge, devices, superseded) => {
                 metrics::counter!("relay_challenges_created_total").increment(1);
+                for old in &superseded {
+                    metrics::counter!("relay_challenges_superseded_total").increment(1);
+                    tracing::info!(challenge_id = %old.id, by = %challenge.id, "challenge superseded");
+                    self.ended(old, None).await;
+                }
                 let left = challenge
                     .expires_at_ms
                     .saturating_sub(challenge.created_at_ms);

@@ -227,7 +227,7 @@ impl Inner {
             .filter(|c| c.state == State::Pending && c.expires_at_ms > now)
             .map(|c| c.expires_at_ms)
             .collect();
-        if pending.len() >= policy.max_pending {
+        if pending.len() >= policy.max_pending && !policy.supersede {
             let first_ends = pending.iter().min().copied().unwrap_or(now);
             return Some((
                 LimitRefusal::TooManyPending,
@@ -247,6 +247,43 @@ impl Inner {
     }
 
     /// Moves the account's cool-down after one of its challenges ended.
+    /// With `supersede` on, cancels the oldest pending challenges so that a new one fits under the cap.
+    fn supersede(&mut self, account: &AccountId, now: i64, policy: &LimitPolicy) -> Vec<Challenge> {
+        if !policy.supersede {
+            return Vec::new();
+        }
+        let mut pending: Vec<(i64, ChallengeId)> = self
+            .challenges_by_account
+            .get(account)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| self.challenges.get(id))
+            .filter(|c| c.state == State::Pending && c.expires_at_ms > now)
+            .map(|c| (c.created_at_ms, c.id.clone()))
+            .collect();
+        pending.sort();
+        let excess = (pending.len() + 1).saturating_sub(policy.max_pending);
+        let mut ended = Vec::new();
+        for (_, id) in pending.into_iter().take(excess) {
+            let Some(c) = self.challenges.get_mut(&id) else {
+                continue;
+            };
+            let Some(event) = c.cancel(now) else {
+                continue;
+            };
+            let challenge = c.clone();
+            self.audit(
+                Self::ended_audit(&challenge, &event)
+                    .actor(Actor::Relay)
+                    .detail("superseded"),
+                now,
+            );
+            ended.push(challenge);
+        }
+        ended
+    }
+
     fn cool(&mut self, challenge: &Challenge, now: i64, policy: &LimitPolicy) {
         let current = self
             .cooldowns
@@ -566,6 +603,7 @@ impl Store for MemoryStore {
         if targets.is_empty() {
             return Ok(CreateOutcome::NoDevices);
         }
+        let superseded = inner.supersede(&new.account, now, &self.limits);
         let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
         let challenge = Challenge {
             id: new.id,
@@ -604,7 +642,13 @@ impl Store for MemoryStore {
             .detail(format!("devices={}", challenge.targets.len())),
             now,
         );
-        Ok(CreateOutcome::Created(challenge, targets))
+        drop(inner);
+        for old in &superseded {
+            if let Some(event) = old.terminal_event() {
+                self.publish(&event);
+            }
+        }
+        Ok(CreateOutcome::Created(challenge, targets, superseded))
     }
 
     async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError> {

@@ -102,8 +102,9 @@ pub struct NewChallenge {
 /// What `create_challenge` did.
 #[derive(Debug, Clone)]
 pub enum CreateOutcome {
-    /// Created; push it to these devices.
-    Created(Challenge, Vec<Device>),
+    /// Created; push it to these devices. The last field holds the pending challenges it superseded
+    /// (now CANCELLED, their events published), whose prompts must be withdrawn.
+    Created(Challenge, Vec<Device>, Vec<Challenge>),
     /// The idempotency key matched this challenge; push nothing.
     Existing(Challenge),
     /// The account has no device to push to.

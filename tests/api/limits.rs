@@ -153,6 +153,82 @@ async fn a_fraud_report_mutes_the_account(store: &str) {
     );
 }
 
+async fn supersede_cancels_the_oldest_pending_challenge(store: &str) {
+    let app = spawn_app_on(store, |c| {
+        c.max_pending_per_account = 2;
+        c.supersede_pending = true;
+    })
+    .await;
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let first = app.create(&account, pb::NumberMatchMode::Type).await;
+    let second = app.create(&account, pb::NumberMatchMode::Type).await;
+    let first_watch = app.watch(&first.challenge_id).await;
+    let third = app.create(&account, pb::NumberMatchMode::Type).await;
+
+    let events = drain(first_watch).await;
+    assert!(
+        matches!(events.last(), Some(pb::challenge_event::Kind::Cancelled(_))),
+        "the oldest ends CANCELLED: {events:?}"
+    );
+    assert_eq!(
+        app.get(&second.challenge_id).await.state(),
+        pb::ChallengeState::Pending
+    );
+    assert_eq!(
+        app.get(&third.challenge_id).await.state(),
+        pb::ChallengeState::Pending
+    );
+    let pushes = app.pushes_for(&first.challenge_id, 2).await;
+    assert!(
+        pushes
+            .iter()
+            .any(|m| m.kind == approval_relay::push::PushKind::Withdraw),
+        "the superseded prompt is withdrawn: {pushes:?}"
+    );
+    let audit = app.audit_details(&account).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| *k == pb::AuditKind::ChallengeCancelled && d == "superseded"),
+        "{audit:?}"
+    );
+    assert_code(
+        app.respond(
+            &mut phone,
+            &first.challenge_id,
+            pb::Decision::Approve,
+            pb::DenyReason::Unspecified,
+            first.number,
+        )
+        .await,
+        Code::FailedPrecondition,
+        "",
+    );
+    app.approve(&mut phone, &third)
+        .await
+        .expect("the newest is answerable");
+}
+
+async fn supersede_changes_nothing_when_a_limit_refuses(store: &str) {
+    let app = spawn_app_on(store, |c| {
+        c.max_pending_per_account = 1;
+        c.supersede_pending = true;
+        c.account_rate_per_minute = 1;
+        c.account_rate_burst = 1;
+    })
+    .await;
+    let account = account();
+    let _phone = app.enroll(&account).await;
+    let first = app.create(&account, pb::NumberMatchMode::Type).await;
+    refused(&app, &account, "account_rate").await;
+    assert_eq!(
+        app.get(&first.challenge_id).await.state(),
+        pb::ChallengeState::Pending,
+        "a refused create supersedes nothing"
+    );
+}
+
 /// A create from `ip` for `account`.
 fn from_ip(account: &str, ip: &str) -> pb::CreateChallengeRequest {
     pb::CreateChallengeRequest {
@@ -258,5 +334,7 @@ per_store!(
     denials_grow_the_cooldown_and_an_approval_resets_it,
     a_fraud_report_mutes_the_account,
     the_account_bucket_allows_its_burst_then_refuses,
-    one_source_address_is_limited_across_accounts
+    one_source_address_is_limited_across_accounts,
+    supersede_cancels_the_oldest_pending_challenge,
+    supersede_changes_nothing_when_a_limit_refuses
 );

@@ -4,8 +4,8 @@
 -- hash, KEYS[4] account's pending index.
 -- ARGV[3] challenge id, ARGV[4] account, ARGV[5] ttl ms, ARGV[6] excluded device id, ARGV[7] '1' if an
 -- idempotency key is given, ARGV[8] retention ms, ARGV[9] most pending challenges per account,
--- ARGV[10] account creation rate per minute (0: off), ARGV[11] its burst, ARGV[12..] field/value pairs of
--- the challenge.
+-- ARGV[10] account creation rate per minute (0: off), ARGV[11] its burst, ARGV[12] '1' to supersede the
+-- oldest pending challenges at the cap instead of refusing, ARGV[13..] field/value pairs of the challenge.
 local id, account, ttl, excluded, retention = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[8])
 if ARGV[7] == '1' then
   local existing = redis.call('GET', KEYS[2])
@@ -20,16 +20,18 @@ if cool[1] and tonumber(cool[1]) > now then
   audit(account, now, 'rate_limited', 'backend', '', '', reason)
   return {'limited', reason, tonumber(cool[1]) - now}
 end
-local pending, first_end = 0, nil
+local pending, first_end = {}, nil
 local open = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. now, '+inf', 'WITHSCORES')
 for i = 1, #open, 2 do
-  if redis.call('HGET', PREFIX .. 'ch:' .. open[i], 'state') == 'pending' then
-    pending = pending + 1
+  local c = redis.call('HMGET', PREFIX .. 'ch:' .. open[i], 'state', 'created')
+  if c[1] == 'pending' then
+    table.insert(pending, {tonumber(c[2]), open[i]})
     local ends = tonumber(open[i + 1])
     if not first_end or ends < first_end then first_end = ends end
   end
 end
-if pending >= tonumber(ARGV[9]) then
+local max_pending, supersede = tonumber(ARGV[9]), ARGV[12] == '1'
+if #pending >= max_pending and not supersede then
   audit(account, now, 'rate_limited', 'backend', '', '', 'too_many_pending')
   return {'limited', 'too_many_pending', first_end - now}
 end
@@ -52,9 +54,24 @@ for _, device_id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   end
 end
 if #targets == 0 then return {'nodevices'} end
+-- Supersede only once nothing can refuse the new challenge any more, so a refusal changes nothing.
+-- Cancelled as end.lua cancels (cancellation leaves the cool-down alone), oldest first.
+local superseded = {}
+if #pending >= max_pending then
+  table.sort(pending, function(a, b) return a[1] < b[1] end)
+  for i = 1, #pending - max_pending + 1 do
+    local old_id = pending[i][2]
+    local old_key = PREFIX .. 'ch:' .. old_id
+    local seq = redis.call('HINCRBY', old_key, 'seq', 1)
+    redis.call('HSET', old_key, 'state', 'cancelled', 'ended', now)
+    audit(account, now, 'challenge_cancelled', 'relay', old_id, '', 'superseded')
+    publish(old_id, seq, now, 'cancelled', '', '')
+    table.insert(superseded, {old_id, redis.call('HGETALL', old_key)})
+  end
+end
 local expires = now + ttl
 local fields = {}
-for i = 12, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 13, #ARGV do table.insert(fields, ARGV[i]) end
 redis.call('HSET', KEYS[3], 'account', account, 'state', 'pending', 'seq', 0, 'created', now, 'expires', expires,
   'ended', 0, 'by', '', 'reason', '', 'targets', ',' .. table.concat(targets, ',') .. ',', unpack(fields))
 redis.call('PEXPIREAT', KEYS[3], expires + retention)
@@ -63,4 +80,4 @@ redis.call('ZADD', KEYS[4], expires, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention)
 redis.call('PEXPIREAT', KEYS[4], expires + retention)
 audit(account, now, 'challenge_created', 'backend', id, '', 'devices=' .. #targets)
-return {'created', now, expires, targets, devices}
+return {'created', now, expires, targets, devices, superseded}

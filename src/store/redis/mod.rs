@@ -463,7 +463,8 @@ impl Store for RedisStore {
             .arg(RETENTION_MS)
             .arg(self.limits.max_pending)
             .arg(self.limits.account_rate.per_minute)
-            .arg(self.limits.account_rate.burst);
+            .arg(self.limits.account_rate.burst)
+            .arg(if self.limits.supersede { "1" } else { "0" });
         for (name, value) in codec::new_challenge_fields(&new) {
             inv.arg(name).arg(value);
         }
@@ -510,6 +511,13 @@ impl Store for RedisStore {
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     devices.push(codec::device(&id, &codec::hash(hash)?)?);
                 }
+                let mut superseded = Vec::new();
+                for old in array(at(items, 5)?)? {
+                    let pair = array(old)?;
+                    let id = ChallengeId::parse(&text(at(pair, 0)?)?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    superseded.push(codec::challenge(&id, &codec::hash(at(pair, 1)?)?)?);
+                }
                 let challenge = Challenge {
                     id: new.id,
                     account: new.account,
@@ -523,7 +531,7 @@ impl Store for RedisStore {
                     sequence: 0,
                     idempotency_key: new.idempotency_key,
                 };
-                Ok(CreateOutcome::Created(challenge, devices))
+                Ok(CreateOutcome::Created(challenge, devices, superseded))
             }
         }
     }
