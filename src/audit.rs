@@ -24,6 +24,8 @@ pub enum AuditKind {
     RequestRefused,
     RateLimited,
     CloneSuspected,
+    NoticeSent,
+    SignInRevoked,
 }
 
 /// Who caused a record.
@@ -122,6 +124,7 @@ pub enum SecurityKind {
     DeviceEnrolled,
     DeviceRevoked,
     LimitTripped,
+    SignInRevoked,
 }
 
 /// A security event as stored, with its global position.

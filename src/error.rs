@@ -36,6 +36,9 @@ pub enum Error {
     /// A push-bombing limit refused a new challenge.
     #[error("account limit: {} (retry after {} s)", .0.name(), .1.as_secs().max(1))]
     Limited(crate::limits::LimitRefusal, std::time::Duration),
+    /// A notice cannot be shown or acted on.
+    #[error(transparent)]
+    Notice(#[from] crate::notice::NoticeError),
     /// A watcher could not keep up and was dropped.
     #[error("watch fell behind; watch again")]
     Lagged,

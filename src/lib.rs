@@ -9,7 +9,8 @@
 //! - [`relay`]: the use cases, on domain types.
 //! - [`challenge`]: ids, number matching, the challenge state machine. Pure.
 //! - [`auth`]: device keys, signatures, counter and timestamp rules. Pure.
-//! - [`device`], [`audit`]: device records, tickets, audit and security records. Pure.
+//! - [`device`], [`audit`], [`notice`]: device records, tickets, audit and security records, notices to
+//!   the owner's devices and what a one-tap revoke on them does. Pure.
 //! - [`limits`]: push-bombing limits (pending cap, cool-down, fraud mute, rate buckets). Pure.
 //! - [`store`]: the `Store` trait, the in-memory store and the Redis store.
 //! - [`tls`]: mTLS and TLS for the listeners, reloaded on SIGHUP or file change.
@@ -40,6 +41,7 @@ pub mod grpc;
 pub mod health_cli;
 pub mod limits;
 pub mod mock_push;
+pub mod notice;
 pub mod push;
 pub mod relay;
 pub mod store;

@@ -106,7 +106,7 @@ async fn push_probe(options: &Options) -> anyhow::Result<f64> {
             while Instant::now() < until {
                 let message = PushMessage {
                     kind: PushKind::Challenge,
-                    challenge_id: ChallengeId::generate(&account),
+                    id: ChallengeId::generate(&account).to_string(),
                     expires_at_ms: i64::MAX / 2,
                     platform: Platform::Apns,
                     token: format!("{:064x}", worker),

@@ -186,6 +186,12 @@ issued_id!(
     'd'
 );
 
+issued_id!(
+    /// Opaque notice id: `n.<routing tag>.<22 random base64url characters>`.
+    NoticeId,
+    'n'
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

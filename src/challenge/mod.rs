@@ -4,7 +4,9 @@ pub mod ids;
 pub mod number;
 pub mod state;
 
-pub use ids::{AccountId, ChallengeId, DeviceId, IdError, MAX_NAME_LEN, RoutingTag, check_name};
+pub use ids::{
+    AccountId, ChallengeId, DeviceId, IdError, MAX_NAME_LEN, NoticeId, RoutingTag, check_name,
+};
 pub use number::{NumberMatch, NumberMode, NumberVerdict};
 pub use state::{
     Challenge, Decision, DenyReason, Event, EventKind, ExpireRefusal, LoginContext, RespondError,

@@ -79,6 +79,13 @@ pub enum DeviceCommand {
         #[arg(long)]
         once: bool,
     },
+    /// List this phone's notices (new sign-ins, new devices, fraud reports, suspected clones).
+    Notices,
+    /// "This was not me": revoke the device or sign-in a notice is about.
+    RevokeNotice {
+        /// The notice id.
+        notice_id: String,
+    },
     /// Approve, deny or report a challenge.
     Respond {
         /// The challenge id.
@@ -148,6 +155,19 @@ pub(crate) fn save(path: &PathBuf, file: &KeyFile) -> Result<(), String> {
 
 pub(crate) fn status(e: tonic::Status) -> String {
     format!("{:?}: {}", e.code(), e.message())
+}
+
+/// One line about a notice, as the app would show it.
+fn describe_notice(n: &pb::DeviceNotice) -> String {
+    let kind = pb::NoticeKind::try_from(n.kind).map_or("unknown", |k| k.as_str_name());
+    let about = n.device.as_ref().map_or(String::new(), |d| {
+        format!(" device {} ({:?})", d.device_id, d.display_name)
+    });
+    let context = n.login_context.as_ref().map_or(String::new(), |c| {
+        format!(" from {} ({}) {}", c.ip, c.location, c.user_agent)
+    });
+    let revoke = if n.revocable { " [revocable]" } else { "" };
+    format!("{} {kind}{about}{context}{revoke}", n.notice_id)
 }
 
 pub(crate) fn describe(c: &pb::DeviceChallenge) -> String {
@@ -239,6 +259,31 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
                 }
                 for c in &list {
                     println!("{}", describe(c));
+                }
+            })
+        }
+        DeviceCommand::Notices => {
+            let request = phone.signed(Body::ListNotices(pb::ListNoticesBody {}));
+            client.list_notices(request).await.map(|r| {
+                let list = r.into_inner().notices;
+                if list.is_empty() {
+                    println!("no notice");
+                }
+                for n in &list {
+                    println!("{}", describe_notice(n));
+                }
+            })
+        }
+        DeviceCommand::RevokeNotice { notice_id } => {
+            let request = phone.signed(Body::RevokeFromNotice(pb::RevokeFromNoticeBody {
+                notice_id: notice_id.clone(),
+            }));
+            client.revoke_from_notice(request).await.map(|r| {
+                let r = r.into_inner();
+                if r.revoked_device_id.is_empty() {
+                    println!("sign-in reported to the backend ({})", r.revoked_sign_in_id);
+                } else {
+                    println!("device {} revoked", r.revoked_device_id);
                 }
             })
         }

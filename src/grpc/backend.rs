@@ -6,6 +6,7 @@ use super::stream::StreamSession;
 use super::{EventStream, until_shutdown};
 use crate::challenge::{MAX_NAME_LEN, check_name};
 use crate::error::Error;
+use crate::notice::MAX_SIGN_IN_ID_LEN;
 use crate::pb;
 use crate::relay::{CreateRequest, Relay, WatchItem};
 use crate::store::StoreError;
@@ -97,6 +98,25 @@ impl pb::challenge_service_server::ChallengeService for BackendApi {
                 .map_err(Status::from)
         });
         Ok(Response::new(until_shutdown(events, self.shutdown.clone())))
+    }
+
+    async fn send_sign_in_notice(
+        &self,
+        request: Request<pb::SendSignInNoticeRequest>,
+    ) -> Result<Response<pb::SendSignInNoticeResponse>, Status> {
+        let req = request.into_inner();
+        let account = convert::account("account_id", &req.account_id)?;
+        let context = convert::login_context(req.login_context)?;
+        let sign_in_id = convert::text("sign_in_id", &req.sign_in_id, MAX_SIGN_IN_ID_LEN)?;
+        let notice = self
+            .relay
+            .send_sign_in_notice(account, context, sign_in_id)
+            .await?;
+        Ok(Response::new(pb::SendSignInNoticeResponse {
+            notice_id: notice.id.to_string(),
+            targeted_device_ids: notice.targets.iter().map(ToString::to_string).collect(),
+            expires_at_unix_ms: notice.expires_at_ms,
+        }))
     }
 
     async fn get_challenge(

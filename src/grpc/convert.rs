@@ -5,10 +5,11 @@ use crate::audit::{AuditKind, SecurityEvent, SecurityKind, StoredAudit};
 use crate::auth::KeyAlgorithm;
 use crate::challenge::{
     self, AccountId, Challenge, ChallengeId, DenyReason, DeviceId, Event, EventKind, LoginContext,
-    NumberMode, State,
+    NoticeId, NumberMode, State,
 };
 use crate::device::{Device, DeviceState, Platform};
 use crate::error::Error;
+use crate::notice::{Notice, NoticeKind};
 use crate::pb;
 use std::net::IpAddr;
 
@@ -36,6 +37,44 @@ pub fn challenge_id(field: &'static str, value: &str) -> Result<ChallengeId, Err
 /// Parses a required device id.
 pub fn device_id(field: &'static str, value: &str) -> Result<DeviceId, Error> {
     DeviceId::parse(value).map_err(|e| Error::invalid(field, e))
+}
+
+/// Parses a required notice id.
+pub fn notice_id(field: &'static str, value: &str) -> Result<NoticeId, Error> {
+    NoticeId::parse(value).map_err(|e| Error::invalid(field, e))
+}
+
+/// A notice as the device `viewer` sees it, with the device it is about as that device is now.
+pub fn notice_to_pb(n: &Notice, subject: Option<&Device>, viewer: &DeviceId) -> pb::DeviceNotice {
+    pb::DeviceNotice {
+        notice_id: n.id.to_string(),
+        kind: match n.kind {
+            NoticeKind::SignIn => pb::NoticeKind::SignIn,
+            NoticeKind::NewDevice => pb::NoticeKind::NewDevice,
+            NoticeKind::FraudReported => pb::NoticeKind::FraudReported,
+            NoticeKind::CloneSuspected => pb::NoticeKind::CloneSuspected,
+        }
+        .into(),
+        created_at_unix_ms: n.created_at_ms,
+        expires_at_unix_ms: n.expires_at_ms,
+        login_context: (n.kind == NoticeKind::SignIn).then(|| context_to_pb(&n.context)),
+        device: subject.map(|d| {
+            let info = device_to_pb(d);
+            pb::NoticeDevice {
+                device_id: info.device_id,
+                display_name: info.display_name,
+                platform: info.platform,
+                state: info.state,
+                created_at_unix_ms: info.created_at_unix_ms,
+            }
+        }),
+        challenge_id: n
+            .challenge
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        revocable: n.revocable_by(viewer),
+    }
 }
 
 /// Checks an optional free-text field: bounded and without control characters.
@@ -323,6 +362,8 @@ pub fn audit_to_pb(a: &StoredAudit) -> pb::AuditEvent {
         AuditKind::RequestRefused => K::RequestRefused,
         AuditKind::RateLimited => K::RateLimited,
         AuditKind::CloneSuspected => K::CloneSuspected,
+        AuditKind::NoticeSent => K::NoticeSent,
+        AuditKind::SignInRevoked => K::SignInRevoked,
     };
     pb::AuditEvent {
         position: a.position.clone(),
@@ -359,6 +400,7 @@ pub fn security_to_pb(e: &SecurityEvent) -> pb::SecurityEvent {
             SecurityKind::DeviceEnrolled => K::DeviceEnrolled,
             SecurityKind::DeviceRevoked => K::DeviceRevoked,
             SecurityKind::LimitTripped => K::LimitTripped,
+            SecurityKind::SignInRevoked => K::SignInRevoked,
         }
         .into(),
         device_id: e

@@ -7,7 +7,7 @@ use crate::auth::PublicKey;
 use crate::error::Error;
 use crate::pb;
 use crate::pb::device_request::Body;
-use crate::relay::{Authenticated, Relay};
+use crate::relay::{Authenticated, Relay, Revoked};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -173,5 +173,69 @@ impl pb::device_service_server::DeviceService for DeviceApi {
         Ok(Response::new(pb::DeviceAck {
             counter: device.counter,
         }))
+    }
+
+    async fn get_notice(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::DeviceNotice>, Status> {
+        let (auth, body) = self
+            .open(request, "GetNotice", |b| matches!(b, Body::GetNotice(_)))
+            .await?;
+        let Body::GetNotice(body) = body else {
+            return Err(Status::internal("body mismatch"));
+        };
+        let id = convert::notice_id("payload.get_notice.notice_id", &body.notice_id)?;
+        let (notice, subject) = self.relay.device_notice(&auth, &id).await?;
+        Ok(Response::new(convert::notice_to_pb(
+            &notice,
+            subject.as_ref(),
+            &auth.device.id,
+        )))
+    }
+
+    async fn list_notices(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::ListNoticesResponse>, Status> {
+        let (auth, _) = self
+            .open(request, "ListNotices", |b| {
+                matches!(b, Body::ListNotices(_))
+            })
+            .await?;
+        let notices = self.relay.device_notices(&auth).await?;
+        Ok(Response::new(pb::ListNoticesResponse {
+            notices: notices
+                .iter()
+                .map(|(n, subject)| convert::notice_to_pb(n, subject.as_ref(), &auth.device.id))
+                .collect(),
+        }))
+    }
+
+    async fn revoke_from_notice(
+        &self,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::RevokeFromNoticeResponse>, Status> {
+        let (auth, body) = self
+            .open(request, "RevokeFromNotice", |b| {
+                matches!(b, Body::RevokeFromNotice(_))
+            })
+            .await?;
+        let Body::RevokeFromNotice(body) = body else {
+            return Err(Status::internal("body mismatch"));
+        };
+        let id = convert::notice_id("payload.revoke_from_notice.notice_id", &body.notice_id)?;
+        Ok(Response::new(
+            match self.relay.revoke_from_notice(&auth, &id).await? {
+                Revoked::Device(device) => pb::RevokeFromNoticeResponse {
+                    revoked_device_id: device.id.to_string(),
+                    revoked_sign_in_id: String::new(),
+                },
+                Revoked::SignIn(sign_in_id) => pb::RevokeFromNoticeResponse {
+                    revoked_device_id: String::new(),
+                    revoked_sign_in_id: sign_in_id,
+                },
+            },
+        ))
     }
 }

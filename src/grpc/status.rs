@@ -4,6 +4,7 @@
 use crate::auth::AuthError;
 use crate::challenge::RespondError;
 use crate::error::Error;
+use crate::notice::NoticeError;
 use crate::store::{DeviceRefusal, EnrollRefusal, StoreError};
 use tonic::{Code, Status};
 
@@ -62,6 +63,10 @@ pub fn code(error: &Error) -> Code {
         Error::Store(StoreError::Unavailable(_)) => Code::Unavailable,
         Error::Store(StoreError::Corrupt(_)) => Code::Internal,
         Error::Lagged => Code::Aborted,
+        Error::Notice(NoticeError::NotFound) => Code::NotFound,
+        Error::Notice(NoticeError::NothingToRevoke | NoticeError::SelfRevoke) => {
+            Code::FailedPrecondition
+        }
         Error::Limited(..) => Code::ResourceExhausted,
     }
 }

@@ -4,7 +4,10 @@
 //! after GOAWAY or a dropped connection by the pool.
 
 use super::http::{HttpClient, exchange, http2_client};
-use super::{ALERT_BODY, ALERT_TITLE, PushKind, PushMessage, PushOutcome, PushProvider, jwt};
+use super::{
+    ALERT_BODY, ALERT_TITLE, NOTICE_BODY, NOTICE_TITLE, PushKind, PushMessage, PushOutcome,
+    PushProvider, jwt,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -117,7 +120,7 @@ impl ApnsProvider {
                         "category": "APPROVAL_REQUEST",
                         "mutable-content": 1
                     },
-                    "challenge_id": message.challenge_id.as_str(),
+                    "challenge_id": message.id,
                 }),
             ),
             PushKind::Withdraw => (
@@ -125,8 +128,22 @@ impl ApnsProvider {
                 "5",
                 serde_json::json!({
                     "aps": { "content-available": 1 },
-                    "challenge_id": message.challenge_id.as_str(),
+                    "challenge_id": message.id,
                     "action": "withdraw",
+                }),
+            ),
+            PushKind::Notice => (
+                "alert",
+                "10",
+                serde_json::json!({
+                    "aps": {
+                        "alert": { "title": NOTICE_TITLE, "body": NOTICE_BODY },
+                        "sound": "default",
+                        "category": "ACCOUNT_NOTICE",
+                        "mutable-content": 1
+                    },
+                    "notice_id": message.id,
+                    "action": "notice",
                 }),
             ),
         };
@@ -143,7 +160,7 @@ impl ApnsProvider {
             "apns-expiration",
             (message.expires_at_ms / 1000).to_string(),
         )
-        .header("apns-collapse-id", message.challenge_id.as_str())
+        .header("apns-collapse-id", &message.id)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(payload.to_string())))
     }

@@ -5,6 +5,7 @@
 use super::{PushKind, PushMessage, PushOutcome, PushProvider};
 use crate::challenge::{Challenge, DeviceId};
 use crate::device::Device;
+use crate::notice::Notice;
 use crate::store::Store;
 use rand::Rng;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use tracing::Instrument;
 const BASE_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a notice's alert is worth delivering: a day.
+const NOTICE_ALERT_MS: i64 = 24 * 3600 * 1000;
 
 /// Sends pushes for challenges and records their outcomes.
 #[derive(Clone)]
@@ -60,7 +63,7 @@ impl Dispatcher {
                     };
                     let message = PushMessage {
                         kind: PushKind::Challenge,
-                        challenge_id: challenge_id.clone(),
+                        id: challenge_id.to_string(),
                         expires_at_ms,
                         platform: device.platform,
                         token,
@@ -86,7 +89,7 @@ impl Dispatcher {
             };
             let message = PushMessage {
                 kind: PushKind::Withdraw,
-                challenge_id: challenge.id.clone(),
+                id: challenge.id.to_string(),
                 // A withdrawal is worth delivering a little after the deadline too: the alert may still show.
                 expires_at_ms: challenge.expires_at_ms.max(challenge.ended_at_ms) + 60_000,
                 platform: device.platform,
@@ -98,6 +101,37 @@ impl Dispatcher {
             self.tracker.spawn(
                 async move {
                     let _ = this.deliver(&message, &device.id).await;
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Pushes a notice to each of its devices that has a push token, in the background. A notice's
+    /// alert is worth showing for a day at most; the notice itself stays fetchable longer.
+    pub fn push_notice(&self, notice: &Notice, devices: Vec<Device>) {
+        for device in devices {
+            let Some(token) = device.push_token.clone() else {
+                continue;
+            };
+            let message = PushMessage {
+                kind: PushKind::Notice,
+                id: notice.id.to_string(),
+                expires_at_ms: notice
+                    .expires_at_ms
+                    .min(notice.created_at_ms.saturating_add(NOTICE_ALERT_MS)),
+                platform: device.platform,
+                token,
+                app_id: device.app_id.clone(),
+            };
+            let this = self.clone();
+            let span =
+                tracing::info_span!("notice", notice_id = %notice.id, device_id = %device.id);
+            self.tracker.spawn(
+                async move {
+                    if let Some(reason) = this.deliver(&message, &device.id).await {
+                        tracing::info!(%reason, "notice not delivered");
+                    }
                 }
                 .instrument(span),
             );

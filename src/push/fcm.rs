@@ -4,7 +4,10 @@
 //! API or lose the status and error code that pruning and backoff need (DESIGN.md §9).
 
 use super::http::{HttpClient, exchange, http2_client};
-use super::{ALERT_BODY, ALERT_TITLE, PushKind, PushMessage, PushOutcome, PushProvider};
+use super::{
+    ALERT_BODY, ALERT_TITLE, NOTICE_BODY, NOTICE_TITLE, PushKind, PushMessage, PushOutcome,
+    PushProvider,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use gcp_auth::TokenProvider;
@@ -58,14 +61,20 @@ impl FcmProvider {
         match message.kind {
             PushKind::Challenge => serde_json::json!({ "message": {
                 "token": message.token,
-                "data": { "challenge_id": message.challenge_id.as_str(), "action": "challenge" },
+                "data": { "challenge_id": message.id, "action": "challenge" },
                 "notification": { "title": ALERT_TITLE, "body": ALERT_BODY },
-                "android": { "priority": "HIGH", "ttl": format!("{ttl_secs}s"), "collapse_key": message.challenge_id.as_str() },
+                "android": { "priority": "HIGH", "ttl": format!("{ttl_secs}s"), "collapse_key": message.id },
             }}),
             PushKind::Withdraw => serde_json::json!({ "message": {
                 "token": message.token,
-                "data": { "challenge_id": message.challenge_id.as_str(), "action": "withdraw" },
-                "android": { "priority": "NORMAL", "ttl": format!("{ttl_secs}s"), "collapse_key": message.challenge_id.as_str() },
+                "data": { "challenge_id": message.id, "action": "withdraw" },
+                "android": { "priority": "NORMAL", "ttl": format!("{ttl_secs}s"), "collapse_key": message.id },
+            }}),
+            PushKind::Notice => serde_json::json!({ "message": {
+                "token": message.token,
+                "data": { "notice_id": message.id, "action": "notice" },
+                "notification": { "title": NOTICE_TITLE, "body": NOTICE_BODY },
+                "android": { "priority": "HIGH", "ttl": format!("{ttl_secs}s"), "collapse_key": message.id },
             }}),
         }
     }

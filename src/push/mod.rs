@@ -1,8 +1,8 @@
 //! Push delivery: the `PushProvider` seam (APNs, FCM, the development sink), what a push carries, and how
 //! a provider's answer is classified so that the dispatcher acts on it in one place.
 //!
-//! A push carries the challenge id and a generic alert only (DESIGN.md guarantee 7): never the IP, place
-//! or account. The phone fetches details over the signed device API.
+//! A push carries the challenge (or notice) id and a generic alert only (DESIGN.md guarantee 7): never the
+//! IP, place or account. The phone fetches details over the signed device API.
 
 pub mod apns;
 pub mod dispatcher;
@@ -12,7 +12,6 @@ pub mod jwt;
 pub mod router;
 pub mod sink;
 
-use crate::challenge::ChallengeId;
 use crate::device::Platform;
 use async_trait::async_trait;
 use std::time::Duration;
@@ -24,6 +23,10 @@ pub use sink::SinkProvider;
 pub const ALERT_TITLE: &str = "Sign-in request";
 /// The generic alert body.
 pub const ALERT_BODY: &str = "Open the app to approve or deny a sign-in to your account.";
+/// The generic title of a notice (new sign-in, new device, fraud report, suspected clone).
+pub const NOTICE_TITLE: &str = "Account activity";
+/// The generic body of a notice.
+pub const NOTICE_BODY: &str = "Open the app to review recent activity on your account.";
 
 /// Why a push is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub enum PushKind {
     Challenge,
     /// Silent: the challenge ended; remove its prompt (same collapse id).
     Withdraw,
+    /// Visible alert asking nothing: a notice to fetch and read.
+    Notice,
 }
 
 /// One push to one device. Holds nothing private beyond the provider token.
@@ -39,8 +44,9 @@ pub enum PushKind {
 pub struct PushMessage {
     /// Alert or withdrawal.
     pub kind: PushKind,
-    /// The only payload: the phone fetches the rest.
-    pub challenge_id: ChallengeId,
+    /// The only payload, a challenge id (or a notice id for [`PushKind::Notice`]): the phone fetches
+    /// the rest.
+    pub id: String,
     /// The push is useless after this instant (APNs `apns-expiration`, FCM `ttl`).
     pub expires_at_ms: i64,
     /// Which provider.

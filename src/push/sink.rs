@@ -46,7 +46,7 @@ impl SinkProvider {
 impl PushProvider for SinkProvider {
     async fn send(&self, message: &PushMessage) -> PushOutcome {
         tracing::info!(
-            challenge_id = %message.challenge_id,
+            id = %message.id,
             platform = message.platform.name(),
             kind = ?message.kind,
             "push recorded by the development sink (nothing leaves this machine)"

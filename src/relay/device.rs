@@ -2,12 +2,14 @@
 //! (signature over the exact payload bytes, device id, timestamp window) and the operations a device may
 //! perform; the counter rule runs inside each operation's store step.
 
+use super::notice::NoticeDraft;
 use super::{Authenticated, Relay};
 use crate::audit::{Actor, AuditKind, AuditRecord};
 use crate::auth::{self, AuthError, PublicKey};
-use crate::challenge::{Challenge, ChallengeId, Decision, DeviceId, RespondError};
+use crate::challenge::{Challenge, ChallengeId, Decision, DeviceId, RespondError, State};
 use crate::device::{Device, Ticket};
 use crate::error::Error;
+use crate::notice::NoticeKind;
 use crate::store::{DeviceCall, DeviceRefusal, NewDevice};
 
 impl Relay {
@@ -28,6 +30,8 @@ impl Relay {
         auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
         let device = self.store.enroll(ticket, device).await??;
         tracing::info!(device_id = %device.id, platform = device.platform.name(), "device enrolled");
+        let draft = NoticeDraft::about(&device.account, NoticeKind::NewDevice, &device.id);
+        self.notify_quietly(draft).await;
         Ok(device)
     }
 
@@ -79,7 +83,12 @@ impl Relay {
         })
     }
 
-    async fn refused(&self, device: &Device, challenge: Option<&ChallengeId>, reason: &str) {
+    pub(super) async fn refused(
+        &self,
+        device: &Device,
+        challenge: Option<&ChallengeId>,
+        reason: &str,
+    ) {
         metrics::counter!("relay_device_requests_refused_total", "reason" => reason.to_owned())
             .increment(1);
         let mut record = AuditRecord::new(
@@ -112,7 +121,20 @@ impl Relay {
             Ok((challenge, _)) => {
                 tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
                 self.ended(&challenge, Some(&auth.device.id)).await;
+                if matches!(challenge.state, State::FraudReported(_)) {
+                    let mut draft = NoticeDraft::about(
+                        &challenge.account,
+                        NoticeKind::FraudReported,
+                        &auth.device.id,
+                    );
+                    draft.challenge = Some(challenge.id.clone());
+                    self.notify_quietly(draft).await;
+                }
                 Ok(challenge)
+            }
+            Err(DeviceRefusal::Auth(e)) => {
+                metrics::counter!("relay_responses_refused_total").increment(1);
+                Err(self.on_auth_refusal(&auth.device, e).await.into())
             }
             Err(refusal) => {
                 metrics::counter!("relay_responses_refused_total").increment(1);
@@ -134,7 +156,7 @@ impl Relay {
         auth: &Authenticated,
         id: &ChallengeId,
     ) -> Result<Challenge, Error> {
-        self.store.accept_call(&auth.call).await??;
+        self.accept(auth).await?;
         match self.store.get_challenge(id).await? {
             Some(c) if c.account == auth.device.account && c.is_targeted(&auth.device.id) => Ok(c),
             _ => {
@@ -149,7 +171,7 @@ impl Relay {
     /// # Errors
     /// `Auth` from the counter rule, or a store failure.
     pub async fn list_pending(&self, auth: &Authenticated) -> Result<Vec<Challenge>, Error> {
-        self.store.accept_call(&auth.call).await??;
+        self.accept(auth).await?;
         Ok(self.store.list_pending(&auth.device.id).await?)
     }
 
@@ -162,7 +184,10 @@ impl Relay {
         auth: &Authenticated,
         token: &str,
     ) -> Result<Device, Error> {
-        Ok(self.store.update_push_token(&auth.call, token).await??)
+        match self.store.update_push_token(&auth.call, token).await? {
+            Ok(device) => Ok(device),
+            Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
+        }
     }
 
     /// Replaces a device's key after checking the new key's proof of possession.
@@ -180,7 +205,10 @@ impl Relay {
             self.refused(&auth.device, None, "bad_new_key_proof").await;
             return Err(Error::invalid("rotate_key.new_key_proof", e));
         }
-        Ok(self.store.rotate_key(&auth.call, key).await??)
+        match self.store.rotate_key(&auth.call, key).await? {
+            Ok(device) => Ok(device),
+            Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
+        }
     }
 }
 

@@ -19,8 +19,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 mod device;
+mod notice;
 
 pub use device::rotate_key_message;
+pub use notice::{NoticeDraft, Revoked};
 
 /// The limits and defaults the use cases apply.
 #[derive(Debug, Clone)]
@@ -385,7 +387,7 @@ impl Relay {
     /// `NotFound` or a store failure.
     pub async fn revoke_device(&self, account: &AccountId, id: &DeviceId) -> Result<Device, Error> {
         self.store
-            .revoke_device(account, id)
+            .revoke_device(account, id, &crate::audit::Actor::Backend)
             .await?
             .ok_or(Error::NotFound("device"))
     }

@@ -7,6 +7,7 @@ use crate::audit::{Actor, AuditKind, SecurityKind};
 use crate::challenge::{EventKind, ExpireRefusal, State};
 use crate::device::DeviceState;
 use crate::limits::{Bucket, Cooldown, LimitPolicy, LimitRefusal};
+use crate::notice::NOTICES_PER_ACCOUNT;
 use crate::watch::Hub;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +39,9 @@ struct Inner {
     token_history: HashMap<DeviceId, (Option<String>, i64)>,
     /// Creation-rate buckets by "account:<id>" and "source:<address>" (dev store: never pruned).
     buckets: HashMap<String, Bucket>,
+    notices: HashMap<NoticeId, Notice>,
+    /// Each account's notice ids, oldest first, capped at `NOTICES_PER_ACCOUNT`.
+    notices_by_account: HashMap<AccountId, VecDeque<NoticeId>>,
 }
 
 /// Everything in one process's memory.
@@ -433,6 +437,7 @@ impl Store for MemoryStore {
         &self,
         account: &AccountId,
         id: &DeviceId,
+        actor: &Actor,
     ) -> Result<Option<Device>, StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
@@ -445,7 +450,7 @@ impl Store for MemoryStore {
         device.state = DeviceState::Revoked;
         let device = device.clone();
         inner.audit(
-            AuditRecord::new(account, AuditKind::DeviceRevoked, Actor::Backend).device(id),
+            AuditRecord::new(account, AuditKind::DeviceRevoked, actor.clone()).device(id),
             now,
         );
         inner.security(
@@ -844,6 +849,75 @@ impl Store for MemoryStore {
         let now = now_ms();
         self.lock().audit(record, now);
         Ok(())
+    }
+
+    async fn report(&self, record: AuditRecord, kind: SecurityKind) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        inner.security(
+            &record.account,
+            kind,
+            record.device.as_ref(),
+            record.challenge.as_ref(),
+            &record.detail,
+            now,
+        );
+        inner.audit(record, now);
+        drop(inner);
+        self.security_added.notify_waiters();
+        Ok(())
+    }
+
+    async fn put_notice(&self, notice: &Notice) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let ids = inner
+            .notices_by_account
+            .entry(notice.account.clone())
+            .or_default();
+        ids.push_back(notice.id.clone());
+        let dropped = (ids.len() > NOTICES_PER_ACCOUNT)
+            .then(|| ids.pop_front())
+            .flatten();
+        if let Some(old) = dropped {
+            inner.notices.remove(&old);
+        }
+        inner.notices.insert(notice.id.clone(), notice.clone());
+        let mut record = AuditRecord::new(&notice.account, AuditKind::NoticeSent, Actor::Relay)
+            .detail(format!("{} {}", notice.kind.name(), notice.id));
+        if let Some(device) = &notice.subject {
+            record = record.device(device);
+        }
+        if let Some(challenge) = &notice.challenge {
+            record = record.challenge(challenge);
+        }
+        inner.audit(record, now);
+        Ok(())
+    }
+
+    async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError> {
+        let now = now_ms();
+        Ok(self
+            .lock()
+            .notices
+            .get(id)
+            .filter(|n| n.expires_at_ms > now)
+            .cloned())
+    }
+
+    async fn list_notices(&self, account: &AccountId) -> Result<Vec<Notice>, StoreError> {
+        let now = now_ms();
+        let inner = self.lock();
+        Ok(inner
+            .notices_by_account
+            .get(account)
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter_map(|id| inner.notices.get(id))
+            .filter(|n| n.expires_at_ms > now)
+            .cloned()
+            .collect())
     }
 
     async fn list_audit(

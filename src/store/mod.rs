@@ -6,13 +6,15 @@
 pub mod memory;
 pub mod redis;
 
-use crate::audit::{AuditRecord, SecurityEvent, StoredAudit};
+use crate::audit::{Actor, AuditRecord, SecurityEvent, SecurityKind, StoredAudit};
 use crate::auth::{AuthError, PublicKey};
+use crate::challenge::NoticeId;
 use crate::challenge::{
     AccountId, Challenge, ChallengeId, Decision, DeviceId, Event, LoginContext, NumberMatch,
     RespondError,
 };
 use crate::device::{Device, Enrollment, Platform, Ticket};
+use crate::notice::Notice;
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -162,11 +164,13 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Lists an account's devices, oldest first.
     async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError>;
-    /// Revokes a device of an account; `None` when the account has no such device.
+    /// Revokes a device of an account on `actor`'s word, audited and reported as a security event;
+    /// `None` when the account has no such device.
     async fn revoke_device(
         &self,
         account: &AccountId,
         id: &DeviceId,
+        actor: &Actor,
     ) -> Result<Option<Device>, StoreError>;
     /// Applies the counter rule to a signed call (marking, auditing and reporting a clone).
     async fn accept_call(&self, call: &DeviceCall)
@@ -221,6 +225,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends an audit record on its own (for refusals decided outside a store step).
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError>;
+    /// Appends an audit record and reports it as a security event of `kind` (same device, challenge
+    /// and detail).
+    async fn report(&self, record: AuditRecord, kind: SecurityKind) -> Result<(), StoreError>;
+
+    /// Saves a notice until it expires, keeps it among its account's recent ones, and audits it.
+    async fn put_notice(&self, notice: &Notice) -> Result<(), StoreError>;
+    /// Reads a notice that has not expired.
+    async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError>;
+    /// An account's unexpired notices, newest first, at most `notice::NOTICES_PER_ACCOUNT`.
+    async fn list_notices(&self, account: &AccountId) -> Result<Vec<Notice>, StoreError>;
     /// Pages an account's audit trail, newest first, starting before `before`.
     async fn list_audit(
         &self,

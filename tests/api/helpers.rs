@@ -314,7 +314,7 @@ impl TestApp {
                 .sink
                 .sent()
                 .into_iter()
-                .filter(|m| m.challenge_id.as_str() == id)
+                .filter(|m| m.id == id)
                 .collect();
             if pushes.len() >= n || tokio::time::Instant::now() > deadline {
                 return pushes;
@@ -460,4 +460,39 @@ macro_rules! on_every_store {
             )*
         }
     };
+}
+
+/// Runs each named `async fn(&str)` once per store ("memory", "redis", "cluster"), for tests that tune
+/// the configuration themselves through [`spawn_app_on`].
+macro_rules! per_store {
+    ($($name:ident),*) => {
+        mod memory_store_tuned { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("memory").await } )* }
+        mod redis_store_tuned { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("redis").await } )* }
+        mod redis_cluster_tuned { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("cluster").await } )* }
+    };
+}
+
+/// Waits for the next security event of `kind` on `account` (from the oldest retained one).
+pub async fn security_event(
+    app: &TestApp,
+    account: &str,
+    kind: pb::SecurityEventKind,
+) -> pb::SecurityEvent {
+    let mut security = app
+        .audit
+        .clone()
+        .watch_security_events(pb::WatchSecurityEventsRequest::default())
+        .await
+        .expect("security stream")
+        .into_inner();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let e = security.message().await.expect("event").expect("open");
+            if e.kind() == kind && e.account_id == account {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind:?} security event for {account}"))
 }

@@ -321,14 +321,6 @@ async fn one_source_address_is_limited_across_accounts(store: &str) {
         .expect("another source has its own bucket");
 }
 
-macro_rules! per_store {
-    ($($name:ident),*) => {
-        mod memory_store { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("memory").await } )* }
-        mod redis_store { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("redis").await } )* }
-        mod redis_cluster { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name("cluster").await } )* }
-    };
-}
-
 per_store!(
     eleven_in_a_row_the_second_is_refused,
     denials_grow_the_cooldown_and_an_approval_resets_it,

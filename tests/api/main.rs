@@ -3,6 +3,7 @@
 #[macro_use]
 mod helpers;
 mod limits;
+mod notices;
 mod operations;
 mod redis_server;
 

@@ -229,12 +229,21 @@ pub(crate) async fn enroll_apns(app: &TestApp, account: &str, token: &str) -> Ph
 }
 
 pub(crate) async fn deliveries_for(mock: &MockPush, token: &str, n: usize) -> Vec<Delivery> {
+    deliveries_of(mock, token, n, false).await
+}
+
+fn is_notice(d: &Delivery) -> bool {
+    d.payload["action"] == "notice" || d.payload["data"]["action"] == "notice"
+}
+
+/// The challenge pushes (or, with `notices`, the notice pushes) a token received, once there are `n`.
+async fn deliveries_of(mock: &MockPush, token: &str, n: usize, notices: bool) -> Vec<Delivery> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let got: Vec<_> = mock
             .accepted()
             .into_iter()
-            .filter(|d| d.token == token)
+            .filter(|d| d.token == token && is_notice(d) == notices)
             .collect();
         if got.len() >= n || Instant::now() > deadline {
             return got;
@@ -262,6 +271,61 @@ async fn apns_devices_receive_the_challenge_over_tls_and_h2c_with_nothing_privat
         let text = d.payload.to_string();
         for secret in ["203.0.113.7", "Lyon", account.as_str(), "Firefox"] {
             assert!(!text.contains(secret), "the push leaks {secret}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sign_in_notice_reaches_apns_and_fcm_with_only_its_id() {
+    let key = SigningKey::random(&mut OsRng);
+    let env = push_env(false, &key, trusting(&key)).await;
+    let account = account();
+    let (apns_token, fcm_token) = (hex_token(), format!("fcm-token-{}", rand::random::<u64>()));
+    let _iphone = enroll_apns(&env.app, &account, &apns_token).await;
+    let _pixel = enroll_fcm(&env.app, &account, &fcm_token).await;
+    let sent = env
+        .app
+        .challenges
+        .clone()
+        .send_sign_in_notice(pb::SendSignInNoticeRequest {
+            account_id: account.clone(),
+            login_context: Some(pb::LoginContext {
+                ip: "203.0.113.7".into(),
+                location: "Lyon, France".into(),
+                user_agent: "Firefox 140".into(),
+                ..Default::default()
+            }),
+            sign_in_id: "session-secret-ref".into(),
+        })
+        .await
+        .expect("notice")
+        .into_inner();
+    // The iPhone was also told of the Pixel's enrollment: pick this notice's push by its collapse id.
+    let apns: Vec<_> = deliveries_of(&env.mock, &apns_token, 2, true)
+        .await
+        .into_iter()
+        .filter(|d| d.collapse_id == sent.notice_id)
+        .collect();
+    let fcm = deliveries_of(&env.mock, &fcm_token, 1, true).await;
+    assert_eq!((apns.len(), fcm.len()), (1, 1));
+    assert_eq!(apns[0].push_type, "alert");
+    assert_eq!(apns[0].payload["notice_id"], sent.notice_id.as_str());
+    assert_eq!(apns[0].payload["action"], "notice");
+    assert_eq!(fcm[0].payload["data"]["notice_id"], sent.notice_id.as_str());
+    assert_eq!(fcm[0].payload["data"]["action"], "notice");
+    for d in [&apns[0], &fcm[0]] {
+        let text = d.payload.to_string();
+        for secret in [
+            "203.0.113.7",
+            "Lyon",
+            account.as_str(),
+            "Firefox",
+            "session-secret-ref",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "the notice push leaks {secret}: {text}"
+            );
         }
     }
 }

@@ -188,5 +188,40 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
         watched.lines().any(|l| l.starts_with("APPROVED")),
         "{watched}"
     );
+
+    // A second phone enrolls: the first is told, through a real APNs push to mock-push, and revokes it.
+    let uri = String::from_utf8(
+        run(
+            &dir,
+            &[
+                "backend",
+                "--relay",
+                &backend,
+                "enroll",
+                "alice@example.com",
+            ],
+        )
+        .stdout,
+    )
+    .expect("utf8");
+    run(
+        &dir,
+        &["device", "--keys", "second.json", "enroll", uri.trim()],
+    );
+    let notices = String::from_utf8(run(&dir, &["device", "notices"]).stdout).expect("utf8");
+    let line = notices
+        .lines()
+        .find(|l| l.contains("NOTICE_KIND_NEW_DEVICE") && l.contains("[revocable]"))
+        .unwrap_or_else(|| panic!("no new-device notice: {notices}"));
+    let notice_id = line.split_whitespace().next().expect("id");
+    let revoked =
+        String::from_utf8(run(&dir, &["device", "revoke-notice", notice_id]).stdout).expect("utf8");
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let refused = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["device", "--keys", "second.json", "pending"])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success(), "a revoked phone is refused");
     let _ = std::fs::remove_dir_all(&dir);
 }

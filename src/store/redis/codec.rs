@@ -2,11 +2,13 @@
 //! script replies.
 
 use crate::auth::{KeyAlgorithm, PublicKey};
+use crate::challenge::NoticeId;
 use crate::challenge::{
     AccountId, Challenge, ChallengeId, DenyReason, DeviceId, Event, EventKind, LoginContext,
     NumberMatch, NumberMode, State,
 };
 use crate::device::{Device, DeviceState, Platform};
+use crate::notice::{Notice, NoticeKind};
 use crate::store::StoreError;
 use ::redis::Value;
 use std::collections::HashMap;
@@ -151,19 +153,8 @@ fn mode_name(m: NumberMode) -> &'static str {
 
 /// The challenge fields the relay writes at creation (the script adds state, times, targets).
 pub fn new_challenge_fields(c: &crate::store::NewChallenge) -> Vec<(&'static str, String)> {
-    let ctx = &c.context;
-    vec![
-        ("ip", ctx.ip.map(|ip| ip.to_string()).unwrap_or_default()),
-        ("loc", ctx.location.clone()),
-        ("ua", ctx.user_agent.clone()),
-        ("sname", ctx.signing_in_device_name.clone()),
-        (
-            "sdev",
-            ctx.signing_in_device_id
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        ),
+    let mut fields = context_fields(&c.context);
+    fields.extend([
         ("mode", mode_name(c.number.mode).to_owned()),
         ("number", c.number.number.to_string()),
         (
@@ -176,7 +167,110 @@ pub fn new_challenge_fields(c: &crate::store::NewChallenge) -> Vec<(&'static str
                 .join(","),
         ),
         ("idem", c.idempotency_key.clone().unwrap_or_default()),
+    ]);
+    fields
+}
+
+/// A login context's fields, shared by challenge and notice hashes.
+fn context_fields(ctx: &LoginContext) -> Vec<(&'static str, String)> {
+    vec![
+        ("ip", ctx.ip.map(|ip| ip.to_string()).unwrap_or_default()),
+        ("loc", ctx.location.clone()),
+        ("ua", ctx.user_agent.clone()),
+        ("sname", ctx.signing_in_device_name.clone()),
+        (
+            "sdev",
+            ctx.signing_in_device_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
     ]
+}
+
+fn context(h: &Hash) -> Result<LoginContext, StoreError> {
+    let ip = opt_field(h, "ip");
+    let sdev = opt_field(h, "sdev");
+    Ok(LoginContext {
+        ip: if ip.is_empty() {
+            None
+        } else {
+            Some(ip.parse().map_err(corrupt)?)
+        },
+        location: opt_field(h, "loc").to_owned(),
+        user_agent: opt_field(h, "ua").to_owned(),
+        signing_in_device_name: opt_field(h, "sname").to_owned(),
+        signing_in_device_id: if sdev.is_empty() {
+            None
+        } else {
+            Some(DeviceId::parse(sdev).map_err(corrupt)?)
+        },
+    })
+}
+
+fn id_list(h: &Hash, name: &str) -> Result<Vec<DeviceId>, StoreError> {
+    opt_field(h, name)
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(DeviceId::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(corrupt)
+}
+
+/// A notice's hash fields.
+pub fn notice_fields(n: &Notice) -> Vec<(&'static str, String)> {
+    let mut fields = context_fields(&n.context);
+    let ids: Vec<&str> = n.targets.iter().map(DeviceId::as_str).collect();
+    fields.extend([
+        ("account", n.account.to_string()),
+        ("kind", n.kind.name().to_owned()),
+        ("created", n.created_at_ms.to_string()),
+        ("expires", n.expires_at_ms.to_string()),
+        ("targets", format!(",{},", ids.join(","))),
+        (
+            "subject",
+            n.subject
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
+        (
+            "challenge",
+            n.challenge
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
+        ("ref", n.sign_in_id.clone()),
+    ]);
+    fields
+}
+
+/// A notice from its hash.
+pub fn notice(id: &NoticeId, h: &Hash) -> Result<Notice, StoreError> {
+    let subject = opt_field(h, "subject");
+    let challenge = opt_field(h, "challenge");
+    Ok(Notice {
+        id: id.clone(),
+        account: AccountId::parse(field(h, "account")?).map_err(corrupt)?,
+        kind: NoticeKind::from_name(field(h, "kind")?)
+            .ok_or_else(|| corrupt("unknown notice kind"))?,
+        created_at_ms: num(h, "created")?,
+        expires_at_ms: num(h, "expires")?,
+        targets: id_list(h, "targets")?,
+        subject: if subject.is_empty() {
+            None
+        } else {
+            Some(DeviceId::parse(subject).map_err(corrupt)?)
+        },
+        challenge: if challenge.is_empty() {
+            None
+        } else {
+            Some(ChallengeId::parse(challenge).map_err(corrupt)?)
+        },
+        context: context(h)?,
+        sign_in_id: opt_field(h, "ref").to_owned(),
+    })
 }
 
 fn state(name: &str, by: &str, reason: &str) -> Result<State, StoreError> {
@@ -216,38 +310,17 @@ pub fn challenge(id: &ChallengeId, h: &Hash) -> Result<Challenge, StoreError> {
         .filter(|s| !s.is_empty())
         .map(str::parse)
         .collect::<Result<Vec<u32>, _>>();
-    let targets = opt_field(h, "targets")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(DeviceId::parse)
-        .collect::<Result<Vec<_>, _>>();
-    let ip = opt_field(h, "ip");
-    let sdev = opt_field(h, "sdev");
     let idem = opt_field(h, "idem");
     Ok(Challenge {
         id: id.clone(),
         account: AccountId::parse(field(h, "account")?).map_err(corrupt)?,
-        context: LoginContext {
-            ip: if ip.is_empty() {
-                None
-            } else {
-                Some(ip.parse().map_err(corrupt)?)
-            },
-            location: opt_field(h, "loc").to_owned(),
-            user_agent: opt_field(h, "ua").to_owned(),
-            signing_in_device_name: opt_field(h, "sname").to_owned(),
-            signing_in_device_id: if sdev.is_empty() {
-                None
-            } else {
-                Some(DeviceId::parse(sdev).map_err(corrupt)?)
-            },
-        },
+        context: context(h)?,
         number: NumberMatch {
             mode,
             number: num(h, "number")?,
             choices: choices.map_err(corrupt)?,
         },
-        targets: targets.map_err(corrupt)?,
+        targets: id_list(h, "targets")?,
         created_at_ms: num(h, "created")?,
         expires_at_ms: num(h, "expires")?,
         ended_at_ms: num(h, "ended")?,

@@ -1,7 +1,7 @@
 //! Key and channel names. Every key of an account starts with `ar:{<routing tag>}:` so that all of them
 //! (and the account's event channels) live in one Cluster slot and each script touches one slot.
 
-use crate::challenge::{AccountId, ChallengeId, DeviceId, RoutingTag};
+use crate::challenge::{AccountId, ChallengeId, DeviceId, NoticeId, RoutingTag};
 use crate::device::Ticket;
 
 /// `ar:{<tag>}:`: the prefix of every key of one account.
@@ -52,6 +52,16 @@ pub fn enrollment(ticket: &Ticket) -> String {
 /// The key prefix of the account a ticket enrolls into.
 pub fn ticket_prefix(ticket: &Ticket) -> String {
     prefix(ticket.tag())
+}
+
+/// A notice's hash.
+pub fn notice(id: &NoticeId) -> String {
+    format!("{}note:{id}", prefix(id.tag()))
+}
+
+/// An account's recent notice ids scored by creation time.
+pub fn notices(account: &AccountId) -> String {
+    format!("{}notes:{account}", prefix(account.tag()))
 }
 
 /// A challenge's event channel.

@@ -322,6 +322,7 @@ impl Store for RedisStore {
         &self,
         account: &AccountId,
         id: &DeviceId,
+        actor: &Actor,
     ) -> Result<Option<Device>, StoreError> {
         if id.tag() != account.tag() {
             return Ok(None);
@@ -334,6 +335,7 @@ impl Store for RedisStore {
             .arg(self.publish)
             .arg(account.as_str())
             .arg(id.as_str())
+            .arg(actor.to_string())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -740,6 +742,97 @@ impl Store for RedisStore {
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
         let now = self.now_ms().await?;
         streams::append_audit(&mut self.conn(), record, now).await
+    }
+
+    async fn report(&self, record: AuditRecord, kind: SecurityKind) -> Result<(), StoreError> {
+        let now = self.now_ms().await?;
+        let (account, device, challenge, detail) = (
+            record.account.clone(),
+            record.device.clone(),
+            record.challenge.clone(),
+            record.detail.clone(),
+        );
+        streams::append_audit(&mut self.conn(), record, now).await?;
+        streams::append_security(
+            &mut self.conn(),
+            &account,
+            kind,
+            device.as_ref(),
+            challenge.as_ref(),
+            &detail,
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn put_notice(&self, notice: &Notice) -> Result<(), StoreError> {
+        let key = keys::notice(&notice.id);
+        let index = keys::notices(&notice.account);
+        // One pipeline, not a transaction: a notice left out of the index, or an index entry whose notice
+        // is missing, is harmless (the list skips it), and MULTI is not portable across Cluster clients.
+        let mut pipe = ::redis::pipe();
+        pipe.hset_multiple(&key, &codec::notice_fields(notice))
+            .ignore();
+        pipe.cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(notice.expires_at_ms)
+            .ignore();
+        pipe.zadd(&index, notice.id.as_str(), notice.created_at_ms)
+            .ignore();
+        let keep = isize::try_from(crate::notice::NOTICES_PER_ACCOUNT).unwrap_or(isize::MAX);
+        pipe.zremrangebyrank(&index, 0, -(keep + 1)).ignore();
+        pipe.cmd("PEXPIREAT")
+            .arg(&index)
+            .arg(notice.expires_at_ms)
+            .ignore();
+        pipe.query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut record = AuditRecord::new(&notice.account, AuditKind::NoticeSent, Actor::Relay)
+            .detail(format!("{} {}", notice.kind.name(), notice.id));
+        if let Some(device) = &notice.subject {
+            record = record.device(device);
+        }
+        if let Some(challenge) = &notice.challenge {
+            record = record.challenge(challenge);
+        }
+        streams::append_audit(&mut self.conn(), record, notice.created_at_ms).await
+    }
+
+    async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError> {
+        self.read_hash(keys::notice(id))
+            .await?
+            .map(|h| codec::notice(id, &h))
+            .transpose()
+    }
+
+    async fn list_notices(&self, account: &AccountId) -> Result<Vec<Notice>, StoreError> {
+        let keep = isize::try_from(crate::notice::NOTICES_PER_ACCOUNT).unwrap_or(isize::MAX);
+        let ids: Vec<String> = self
+            .conn()
+            .zrevrange(keys::notices(account), 0, keep - 1)
+            .await
+            .map_err(unavailable)?;
+        let ids: Vec<NoticeId> = ids
+            .iter()
+            .filter_map(|id| NoticeId::parse(id).ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in &ids {
+            pipe.hgetall(keys::notice(id));
+        }
+        let hashes: Vec<codec::Hash> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        ids.iter()
+            .zip(hashes)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(id, h)| codec::notice(id, &h))
+            .collect()
     }
 
     async fn list_audit(

@@ -25,6 +25,7 @@ pub async fn append_security(
         SecurityKind::DeviceEnrolled => "device_enrolled",
         SecurityKind::DeviceRevoked => "device_revoked",
         SecurityKind::LimitTripped => "limit_tripped",
+        SecurityKind::SignInRevoked => "sign_in_revoked",
     };
     let device = device.map(ToString::to_string).unwrap_or_default();
     let challenge = challenge.map(ToString::to_string).unwrap_or_default();
@@ -179,6 +180,7 @@ fn security_entries(
                 "clone_suspected" => SecurityKind::CloneSuspected,
                 "device_enrolled" => SecurityKind::DeviceEnrolled,
                 "device_revoked" => SecurityKind::DeviceRevoked,
+                "sign_in_revoked" => SecurityKind::SignInRevoked,
                 _ => SecurityKind::LimitTripped,
             };
             let at_ms = entry
@@ -202,7 +204,7 @@ fn security_entries(
     Ok(out)
 }
 
-const AUDIT_KINDS: [(AuditKind, &str); 17] = [
+const AUDIT_KINDS: [(AuditKind, &str); 19] = [
     (AuditKind::EnrollmentCreated, "enrollment_created"),
     (AuditKind::DeviceEnrolled, "device_enrolled"),
     (AuditKind::DeviceRevoked, "device_revoked"),
@@ -220,6 +222,8 @@ const AUDIT_KINDS: [(AuditKind, &str); 17] = [
     (AuditKind::RequestRefused, "request_refused"),
     (AuditKind::RateLimited, "rate_limited"),
     (AuditKind::CloneSuspected, "clone_suspected"),
+    (AuditKind::NoticeSent, "notice_sent"),
+    (AuditKind::SignInRevoked, "sign_in_revoked"),
 ];
 
 fn audit_kind_name(kind: AuditKind) -> &'static str {
