@@ -2,7 +2,7 @@
 //! starts past the id and protobuf checks and reaches key parsing and verification.
 //!   cargo +nightly run --manifest-path fuzz/Cargo.toml --bin seed
 
-use approval_relay::challenge::{AccountId, ChallengeId, DeviceId};
+use approval_relay::challenge::{AccountId, ChallengeId, DeviceId, NoticeId};
 use approval_relay::device::Ticket;
 use approval_relay::device_sim::{Phone, PhoneKey};
 use approval_relay::pb::{self, device_request::Body};
@@ -19,6 +19,7 @@ fn main() {
     let account = AccountId::parse("alice@example.com").expect("account");
     let challenge = ChallengeId::generate(&account);
     let device = DeviceId::generate(&account);
+    let notice = NoticeId::generate(&account);
     let ticket = Ticket::generate(&account);
     for (alg, key) in [("p256", PhoneKey::p256()), ("ed25519", PhoneKey::ed25519())] {
         let mut phone = Phone::new(key);
@@ -50,6 +51,13 @@ fn main() {
                 new_public_key: phone.key.public_key(),
                 new_key_proof: phone.key.sign(b"proof"),
             }),
+            Body::GetNotice(pb::GetNoticeBody {
+                notice_id: notice.to_string(),
+            }),
+            Body::ListNotices(pb::ListNoticesBody {}),
+            Body::RevokeFromNotice(pb::RevokeFromNoticeBody {
+                notice_id: notice.to_string(),
+            }),
         ];
         for (i, body) in bodies.into_iter().enumerate() {
             let signed = phone.signed(body);
@@ -67,6 +75,7 @@ fn main() {
         ("account", account.as_str().to_owned()),
         ("challenge", challenge.to_string()),
         ("device", device.to_string()),
+        ("notice", notice.to_string()),
         ("ticket", ticket.as_str().to_owned()),
     ] {
         write("ids", name, text.as_bytes());

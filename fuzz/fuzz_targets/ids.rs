@@ -1,7 +1,8 @@
-//! Every id a client sends as text: accounts, challenges, devices, enrollment tickets, routing tags.
+//! Every id a client sends as text: accounts, challenges, devices, notices, enrollment tickets, routing
+//! tags.
 #![no_main]
 
-use approval_relay::challenge::{AccountId, ChallengeId, DeviceId, RoutingTag};
+use approval_relay::challenge::{AccountId, ChallengeId, DeviceId, NoticeId, RoutingTag};
 use approval_relay::device::Ticket;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(id) = DeviceId::parse(text) {
         assert_eq!(DeviceId::parse(id.as_str()).map(|again| again.tag()), Ok(id.tag()));
+    }
+    if let Ok(id) = NoticeId::parse(text) {
+        assert_eq!(NoticeId::parse(id.as_str()).map(|again| again.tag()), Ok(id.tag()));
     }
     let _ = Ticket::parse(text);
     let _ = RoutingTag::from_hex(text);
