@@ -75,6 +75,64 @@ pub struct Notice {
     pub sign_in_id: String,
 }
 
+/// A notice to send: what it says and which devices must not get it.
+#[derive(Debug, Clone)]
+pub struct NoticeDraft {
+    /// Whose devices get it.
+    pub account: AccountId,
+    /// What it tells.
+    pub kind: NoticeKind,
+    /// The device it is about (never notified of itself).
+    pub subject: Option<DeviceId>,
+    /// The challenge reported as fraud.
+    pub challenge: Option<ChallengeId>,
+    /// The sign-in it tells of.
+    pub context: LoginContext,
+    /// The backend's reference for the sign-in.
+    pub sign_in_id: String,
+}
+
+impl NoticeDraft {
+    /// A notice of `kind` about `subject`.
+    pub fn about(account: &AccountId, kind: NoticeKind, subject: &DeviceId) -> Self {
+        Self {
+            account: account.clone(),
+            kind,
+            subject: Some(subject.clone()),
+            challenge: None,
+            context: LoginContext::default(),
+            sign_in_id: String::new(),
+        }
+    }
+
+    /// The notice this draft becomes, sent to `targets` at `now_ms`.
+    pub fn into_notice(self, id: NoticeId, targets: Vec<DeviceId>, now_ms: i64) -> Notice {
+        Notice {
+            id,
+            account: self.account,
+            kind: self.kind,
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(ttl_ms()),
+            targets,
+            subject: self.subject,
+            challenge: self.challenge,
+            context: self.context,
+            sign_in_id: self.sign_in_id,
+        }
+    }
+
+    /// Whether `device` must not be told: it is what the notice is about, or the device signing in.
+    pub fn skips(&self, device: &DeviceId) -> bool {
+        Some(device) == self.subject.as_ref()
+            || Some(device) == self.context.signing_in_device_id.as_ref()
+    }
+}
+
+/// [`NOTICE_TTL`] in ms.
+pub fn ttl_ms() -> i64 {
+    i64::try_from(NOTICE_TTL.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// What a one-tap revoke on a notice does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {

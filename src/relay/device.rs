@@ -2,14 +2,13 @@
 //! (signature over the exact payload bytes, device id, timestamp window) and the operations a device may
 //! perform; the counter rule runs inside each operation's store step.
 
-use super::notice::NoticeDraft;
 use super::{Authenticated, Relay};
 use crate::audit::{Actor, AuditKind, AuditRecord};
 use crate::auth::{self, AuthError, PublicKey};
 use crate::challenge::{Challenge, ChallengeId, Decision, DeviceId, RespondError, State};
 use crate::device::{Device, Ticket};
 use crate::error::Error;
-use crate::notice::NoticeKind;
+use crate::notice::{NoticeDraft, NoticeKind};
 use crate::store::{DeviceCall, DeviceRefusal, NewDevice};
 
 impl Relay {

@@ -22,7 +22,7 @@ mod device;
 mod notice;
 
 pub use device::rotate_key_message;
-pub use notice::{NoticeDraft, Revoked};
+pub use notice::Revoked;
 
 /// The limits and defaults the use cases apply.
 #[derive(Debug, Clone)]

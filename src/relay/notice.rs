@@ -5,41 +5,10 @@
 use super::{Authenticated, Relay};
 use crate::audit::{Actor, AuditKind, AuditRecord, SecurityKind};
 use crate::auth::AuthError;
-use crate::challenge::{AccountId, ChallengeId, DeviceId, LoginContext, NoticeId};
-use crate::device::{Device, DeviceState};
+use crate::challenge::{AccountId, LoginContext, NoticeId};
+use crate::device::Device;
 use crate::error::Error;
-use crate::notice::{NOTICE_TTL, Notice, NoticeError, NoticeKind, Revocation};
-
-/// A notice to send: what it says and which devices must not get it.
-#[derive(Debug, Clone)]
-pub struct NoticeDraft {
-    /// Whose devices get it.
-    pub account: AccountId,
-    /// What it tells.
-    pub kind: NoticeKind,
-    /// The device it is about (never notified of itself).
-    pub subject: Option<DeviceId>,
-    /// The challenge reported as fraud.
-    pub challenge: Option<ChallengeId>,
-    /// The sign-in it tells of.
-    pub context: LoginContext,
-    /// The backend's reference for the sign-in.
-    pub sign_in_id: String,
-}
-
-impl NoticeDraft {
-    /// A notice of `kind` about `subject`.
-    pub fn about(account: &AccountId, kind: NoticeKind, subject: &DeviceId) -> Self {
-        Self {
-            account: account.clone(),
-            kind,
-            subject: Some(subject.clone()),
-            challenge: None,
-            context: LoginContext::default(),
-            sign_in_id: String::new(),
-        }
-    }
-}
+use crate::notice::{Notice, NoticeDraft, NoticeError, NoticeKind, Revocation};
 
 /// What a one-tap revoke did.
 #[derive(Debug, Clone)]
@@ -58,33 +27,10 @@ impl Relay {
     /// # Errors
     /// A store failure.
     pub async fn notify(&self, draft: NoticeDraft) -> Result<Option<Notice>, Error> {
-        let devices: Vec<Device> = self
-            .store
-            .list_devices(&draft.account)
-            .await?
-            .into_iter()
-            .filter(|d| d.state == DeviceState::Active)
-            .filter(|d| Some(&d.id) != draft.subject.as_ref())
-            .filter(|d| Some(&d.id) != draft.context.signing_in_device_id.as_ref())
-            .collect();
-        if devices.is_empty() {
+        let id = NoticeId::generate(&draft.account);
+        let Some((notice, devices)) = self.store.create_notice(id, draft).await? else {
             return Ok(None);
-        }
-        let now = self.store.now_ms().await?;
-        let notice = Notice {
-            id: NoticeId::generate(&draft.account),
-            account: draft.account,
-            kind: draft.kind,
-            created_at_ms: now,
-            expires_at_ms: now
-                .saturating_add(i64::try_from(NOTICE_TTL.as_millis()).unwrap_or(i64::MAX)),
-            targets: devices.iter().map(|d| d.id.clone()).collect(),
-            subject: draft.subject,
-            challenge: draft.challenge,
-            context: draft.context,
-            sign_in_id: draft.sign_in_id,
         };
-        self.store.put_notice(&notice).await?;
         metrics::counter!("relay_notices_total", "kind" => notice.kind.name()).increment(1);
         tracing::info!(notice_id = %notice.id, kind = notice.kind.name(), devices = devices.len(), "notice sent");
         self.dispatcher.push_notice(&notice, devices);

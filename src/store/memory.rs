@@ -868,9 +868,26 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn put_notice(&self, notice: &Notice) -> Result<(), StoreError> {
+    async fn create_notice(
+        &self,
+        id: NoticeId,
+        draft: NoticeDraft,
+    ) -> Result<Option<(Notice, Vec<Device>)>, StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
+        let devices: Vec<Device> = inner
+            .by_account
+            .get(&draft.account)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.devices.get(id))
+            .filter(|d| d.state == DeviceState::Active && !draft.skips(&d.id))
+            .cloned()
+            .collect();
+        if devices.is_empty() {
+            return Ok(None);
+        }
+        let notice = draft.into_notice(id, devices.iter().map(|d| d.id.clone()).collect(), now);
         let ids = inner
             .notices_by_account
             .entry(notice.account.clone())
@@ -892,7 +909,7 @@ impl Store for MemoryStore {
             record = record.challenge(challenge);
         }
         inner.audit(record, now);
-        Ok(())
+        Ok(Some((notice, devices)))
     }
 
     async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError> {

@@ -14,7 +14,7 @@ use crate::challenge::{
     RespondError,
 };
 use crate::device::{Device, Enrollment, Platform, Ticket};
-use crate::notice::Notice;
+use crate::notice::{Notice, NoticeDraft};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -229,8 +229,14 @@ pub trait Store: Send + Sync + 'static {
     /// and detail).
     async fn report(&self, record: AuditRecord, kind: SecurityKind) -> Result<(), StoreError>;
 
-    /// Saves a notice until it expires, keeps it among its account's recent ones, and audits it.
-    async fn put_notice(&self, notice: &Notice) -> Result<(), StoreError>;
+    /// Sends a notice to every active device of the account the draft does not skip: saves it until it
+    /// expires, lists it among the account's newest (older ones are dropped), and audits it, in one
+    /// atomic step. `None` when no device is left to tell.
+    async fn create_notice(
+        &self,
+        id: NoticeId,
+        draft: NoticeDraft,
+    ) -> Result<Option<(Notice, Vec<Device>)>, StoreError>;
     /// Reads a notice that has not expired.
     async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError>;
     /// An account's unexpired notices, newest first, at most `notice::NOTICES_PER_ACCOUNT`.

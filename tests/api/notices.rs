@@ -373,6 +373,35 @@ async fn notice_requests_are_validated(app: TestApp) {
     );
 }
 
+async fn an_account_keeps_its_fifty_newest_notices(app: TestApp) {
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let mut ids = Vec::new();
+    for i in 0..51 {
+        let sent = app
+            .challenges
+            .clone()
+            .send_sign_in_notice(pb::SendSignInNoticeRequest {
+                account_id: account.clone(),
+                sign_in_id: format!("session-{i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("notice")
+            .into_inner();
+        ids.push(sent.notice_id);
+    }
+    let listed = notices(&app, &mut phone).await;
+    assert_eq!(listed.len(), 50);
+    assert_eq!(listed[0].notice_id, ids[50], "newest first");
+    assert_eq!(listed[49].notice_id, ids[1]);
+    assert_code(
+        get_notice(&app, &mut phone, &ids[0]).await,
+        Code::NotFound,
+        "notice",
+    );
+}
+
 per_store!(a_fraud_report_reaches_the_backend_mutes_the_account_and_tells_the_other_devices);
 
 on_every_store!(
@@ -380,4 +409,5 @@ on_every_store!(
     a_suspected_clone_is_announced_and_can_be_revoked_for_good,
     a_sign_in_notice_is_private_in_the_push_and_revocable_by_the_owner,
     notice_requests_are_validated,
+    an_account_keeps_its_fifty_newest_notices,
 );

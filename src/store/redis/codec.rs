@@ -8,7 +8,7 @@ use crate::challenge::{
     NumberMatch, NumberMode, State,
 };
 use crate::device::{Device, DeviceState, Platform};
-use crate::notice::{Notice, NoticeKind};
+use crate::notice::{Notice, NoticeDraft, NoticeKind};
 use crate::store::StoreError;
 use ::redis::Value;
 use std::collections::HashMap;
@@ -217,32 +217,10 @@ fn id_list(h: &Hash, name: &str) -> Result<Vec<DeviceId>, StoreError> {
         .map_err(corrupt)
 }
 
-/// A notice's hash fields.
-pub fn notice_fields(n: &Notice) -> Vec<(&'static str, String)> {
-    let mut fields = context_fields(&n.context);
-    let ids: Vec<&str> = n.targets.iter().map(DeviceId::as_str).collect();
-    fields.extend([
-        ("account", n.account.to_string()),
-        ("kind", n.kind.name().to_owned()),
-        ("created", n.created_at_ms.to_string()),
-        ("expires", n.expires_at_ms.to_string()),
-        ("targets", format!(",{},", ids.join(","))),
-        (
-            "subject",
-            n.subject
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        ),
-        (
-            "challenge",
-            n.challenge
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        ),
-        ("ref", n.sign_in_id.clone()),
-    ]);
+/// A notice's fields beyond those the script writes itself: the login context and the sign-in reference.
+pub fn notice_extra_fields(d: &NoticeDraft) -> Vec<(&'static str, String)> {
+    let mut fields = context_fields(&d.context);
+    fields.push(("ref", d.sign_in_id.clone()));
     fields
 }
 

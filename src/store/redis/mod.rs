@@ -765,38 +765,51 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn put_notice(&self, notice: &Notice) -> Result<(), StoreError> {
-        let key = keys::notice(&notice.id);
-        let index = keys::notices(&notice.account);
-        // One pipeline, not a transaction: a notice left out of the index, or an index entry whose notice
-        // is missing, is harmless (the list skips it), and MULTI is not portable across Cluster clients.
-        let mut pipe = ::redis::pipe();
-        pipe.hset_multiple(&key, &codec::notice_fields(notice))
-            .ignore();
-        pipe.cmd("PEXPIREAT")
-            .arg(&key)
-            .arg(notice.expires_at_ms)
-            .ignore();
-        pipe.zadd(&index, notice.id.as_str(), notice.created_at_ms)
-            .ignore();
-        let keep = isize::try_from(crate::notice::NOTICES_PER_ACCOUNT).unwrap_or(isize::MAX);
-        pipe.zremrangebyrank(&index, 0, -(keep + 1)).ignore();
-        pipe.cmd("PEXPIREAT")
-            .arg(&index)
-            .arg(notice.expires_at_ms)
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn())
+    async fn create_notice(
+        &self,
+        id: NoticeId,
+        draft: NoticeDraft,
+    ) -> Result<Option<(Notice, Vec<Device>)>, StoreError> {
+        let optional = |d: Option<&DeviceId>| d.map(ToString::to_string).unwrap_or_default();
+        let mut inv = self.scripts.notice.key(keys::devices(&draft.account));
+        inv.key(keys::notice(&id))
+            .key(keys::notices(&draft.account));
+        inv.arg(keys::prefix(draft.account.tag()))
+            .arg(self.publish)
+            .arg(id.as_str())
+            .arg(draft.account.as_str())
+            .arg(crate::notice::ttl_ms())
+            .arg(optional(draft.subject.as_ref()))
+            .arg(optional(draft.context.signing_in_device_id.as_ref()))
+            .arg(crate::notice::NOTICES_PER_ACCOUNT)
+            .arg(draft.kind.name())
+            .arg(
+                draft
+                    .challenge
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
+        for (name, value) in codec::notice_extra_fields(&draft) {
+            inv.arg(name).arg(value);
+        }
+        let reply: Value = inv
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let mut record = AuditRecord::new(&notice.account, AuditKind::NoticeSent, Actor::Relay)
-            .detail(format!("{} {}", notice.kind.name(), notice.id));
-        if let Some(device) = &notice.subject {
-            record = record.device(device);
+        let items = array(&reply)?;
+        if text(at(items, 0)?)? != "ok" {
+            return Ok(None);
         }
-        if let Some(challenge) = &notice.challenge {
-            record = record.challenge(challenge);
+        let now = int(at(items, 1)?)?;
+        let mut devices = Vec::new();
+        for (device, hash) in array(at(items, 2)?)?.iter().zip(array(at(items, 3)?)?) {
+            let device =
+                DeviceId::parse(&text(device)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            devices.push(codec::device(&device, &codec::hash(hash)?)?);
         }
-        streams::append_audit(&mut self.conn(), record, notice.created_at_ms).await
+        let targets = devices.iter().map(|d| d.id.clone()).collect();
+        Ok(Some((draft.into_notice(id, targets, now), devices)))
     }
 
     async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError> {

@@ -33,6 +33,8 @@ pub struct Scripts {
     pub reads: Script,
     /// A sign-in source's creation-rate bucket.
     pub bucket: Script,
+    /// Notice creation.
+    pub notice: Script,
 }
 
 impl Scripts {
@@ -50,6 +52,7 @@ impl Scripts {
             revoke: script(include_str!("revoke.lua")),
             reads: script(include_str!("reads.lua")),
             bucket: script(include_str!("bucket.lua")),
+            notice: script(include_str!("notice.lua")),
         }
     }
 }
