@@ -204,6 +204,7 @@ async fn metrics_named_in_the_readme_are_exposed_and_move_with_traffic() {
     let before = scrape(&app).await;
     let account = account();
     let mut phone = enroll_apns(&app, &account, &hex_token()).await;
+    let _second = enroll_apns(&app, &account, &hex_token()).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
     let watch = app.watch(&challenge.challenge_id).await;
     let during = scrape(&app).await;
@@ -228,6 +229,7 @@ async fn metrics_named_in_the_readme_are_exposed_and_move_with_traffic() {
         ("relay_redis_seconds_count", 4.0),
         ("relay_limit_refusals_total", 1.0),
         ("relay_device_requests_refused_total", 0.0),
+        ("relay_notices_total", 1.0),
     ] {
         let grew = total(&after, name) - total(&before, name);
         assert!(
@@ -244,6 +246,7 @@ async fn metrics_named_in_the_readme_are_exposed_and_move_with_traffic() {
         "relay_push_seconds_bucket{provider=\"apns\"",
         "relay_redis_seconds_bucket{kind=\"command\",outcome=\"ok\"",
         "relay_decision_seconds_bucket{",
+        "relay_notices_total{kind=\"new_device\"}",
     ] {
         assert!(after.contains(series), "{series} missing\n{after}");
     }
@@ -339,12 +342,27 @@ async fn logs_of_a_full_run_hold_no_token_key_signature_or_client_address() {
     app.device.clone().list_pending(replay).await.expect("list");
     replayed.device_id = phone2.device_id.clone();
     let _ = app.device.clone().list_pending(replayed).await;
+    // A sign-in notice with the same address: its details are not logged either.
+    let sign_in = pb::SendSignInNoticeRequest {
+        account_id: account.clone(),
+        login_context: create(pb::NumberMatchMode::None).login_context,
+        sign_in_id: "session-1".into(),
+    };
+    let notice = app
+        .challenges
+        .clone()
+        .send_sign_in_notice(sign_in)
+        .await
+        .expect("sign-in notice")
+        .into_inner();
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(relay);
 
     let logs = std::fs::read_to_string(&log_path).expect("logs");
     assert!(
-        logs.lines().count() >= 5 && logs.contains(&first.challenge_id),
+        logs.lines().count() >= 5
+            && logs.contains(&first.challenge_id)
+            && logs.contains(&notice.notice_id),
         "the run was not logged as expected:\n{logs}"
     );
     let b64 = |bytes: &[u8]| {
