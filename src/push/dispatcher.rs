@@ -78,10 +78,11 @@ impl Dispatcher {
         }
     }
 
-    /// Tells the devices that were pushed a challenge, except the one that answered, to remove it.
-    pub fn withdraw(&self, challenge: &Challenge, devices: Vec<Device>, except: Option<&DeviceId>) {
+    /// Tells `devices` (those a challenge was pushed to, bar the one that answered) to remove its prompt,
+    /// in the background.
+    pub fn withdraw(&self, challenge: &Challenge, devices: Vec<Device>) {
         for device in devices {
-            if Some(&device.id) == except || !challenge.is_targeted(&device.id) {
+            if !challenge.is_targeted(&device.id) {
                 continue;
             }
             let Some(token) = device.push_token.clone() else {
@@ -136,17 +137,6 @@ impl Dispatcher {
                 .instrument(span),
             );
         }
-    }
-
-    /// Looks up the account's devices and withdraws the prompt, in the background.
-    pub fn withdraw_later(&self, challenge: Challenge, except: Option<DeviceId>) {
-        let this = self.clone();
-        self.tracker.spawn(async move {
-            match this.store.list_devices(&challenge.account).await {
-                Ok(devices) => this.withdraw(&challenge, devices, except.as_ref()),
-                Err(error) => tracing::warn!(%error, challenge_id = %challenge.id, "could not withdraw the prompt"),
-            }
-        });
     }
 
     async fn record(

@@ -117,9 +117,10 @@ impl Relay {
         number: u32,
     ) -> Result<Challenge, Error> {
         match self.store.respond(&auth.call, id, decision, number).await? {
-            Ok((challenge, _)) => {
+            Ok(ended) => {
+                let challenge = ended.challenge.clone();
                 tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
-                self.ended(&challenge, Some(&auth.device.id)).await;
+                self.ended(ended);
                 if matches!(challenge.state, State::FraudReported(_)) {
                     let mut draft = NoticeDraft::about(
                         &challenge.account,

@@ -10,7 +10,9 @@ use crate::device::{Device, Enrollment, Ticket};
 use crate::error::Error;
 use crate::expiry::ExpiryHandle;
 use crate::push::Dispatcher;
-use crate::store::{AuditPage, CreateOutcome, DeviceCall, ExpireOutcome, NewChallenge, Store};
+use crate::store::{
+    AuditPage, CreateOutcome, DeviceCall, Ended, ExpireOutcome, NewChallenge, Store,
+};
 use crate::watch::{Hub, Registration, Sink};
 use futures::Stream;
 use std::pin::Pin;
@@ -191,10 +193,10 @@ impl Relay {
         match self.store.create_challenge(new).await? {
             CreateOutcome::Created(challenge, devices, superseded) => {
                 metrics::counter!("relay_challenges_created_total").increment(1);
-                for old in &superseded {
+                for old in superseded {
                     metrics::counter!("relay_challenges_superseded_total").increment(1);
-                    tracing::info!(challenge_id = %old.id, by = %challenge.id, "challenge superseded");
-                    self.ended(old, None).await;
+                    tracing::info!(challenge_id = %old.challenge.id, by = %challenge.id, "challenge superseded");
+                    self.ended(old);
                 }
                 let left = challenge
                     .expires_at_ms
@@ -243,8 +245,9 @@ impl Relay {
         match self.store.cancel(id).await? {
             None => Err(Error::NotFound("challenge")),
             Some(Err(challenge)) => Ok((challenge, false)),
-            Some(Ok((challenge, _))) => {
-                self.ended(&challenge, None).await;
+            Some(Ok(ended)) => {
+                let challenge = ended.challenge.clone();
+                self.ended(ended);
                 Ok((challenge, true))
             }
         }
@@ -283,8 +286,8 @@ impl Relay {
     /// Expires a challenge whose timer fired; returns the time still left when it fired early.
     pub async fn expire(&self, id: &ChallengeId) -> Option<Duration> {
         match self.store.expire(id).await {
-            Ok(ExpireOutcome::Expired(challenge)) => {
-                self.ended(&challenge, None).await;
+            Ok(ExpireOutcome::Expired(ended)) => {
+                self.ended(*ended);
                 None
             }
             Ok(ExpireOutcome::NotDue(left)) => Some(left),
@@ -312,7 +315,8 @@ impl Relay {
 
     /// After a challenge ended: metrics, and withdrawing the prompt from the other devices in the
     /// background (the caller's answer does not wait for it).
-    async fn ended(&self, challenge: &Challenge, decided_by: Option<&DeviceId>) {
+    fn ended(&self, ended: Ended) {
+        let challenge = &ended.challenge;
         metrics::counter!("relay_challenges_ended_total", "outcome" => challenge.state.name())
             .increment(1);
         let decision_ms = challenge
@@ -320,8 +324,7 @@ impl Relay {
             .saturating_sub(challenge.created_at_ms);
         metrics::histogram!("relay_decision_seconds", "outcome" => challenge.state.name())
             .record(decision_ms as f64 / 1000.0);
-        self.dispatcher
-            .withdraw_later(challenge.clone(), decided_by.cloned());
+        self.dispatcher.withdraw(challenge, ended.withdraw);
     }
 
     /// Every replica that holds a watcher also holds a timer, so EXPIRED arrives on time even when the

@@ -251,8 +251,24 @@ impl Inner {
     }
 
     /// Moves the account's cool-down after one of its challenges ended.
+    /// The devices a challenge was pushed to, but `except`, as stored now: whom to withdraw it from.
+    fn ended(&self, challenge: Challenge, event: Event, except: Option<&DeviceId>) -> Ended {
+        let withdraw = challenge
+            .targets
+            .iter()
+            .filter(|id| Some(*id) != except)
+            .filter_map(|id| self.devices.get(id))
+            .cloned()
+            .collect();
+        Ended {
+            challenge,
+            event,
+            withdraw,
+        }
+    }
+
     /// With `supersede` on, cancels the oldest pending challenges so that a new one fits under the cap.
-    fn supersede(&mut self, account: &AccountId, now: i64, policy: &LimitPolicy) -> Vec<Challenge> {
+    fn supersede(&mut self, account: &AccountId, now: i64, policy: &LimitPolicy) -> Vec<Ended> {
         if !policy.supersede {
             return Vec::new();
         }
@@ -283,7 +299,7 @@ impl Inner {
                     .detail("superseded"),
                 now,
             );
-            ended.push(challenge);
+            ended.push(self.ended(challenge, event, None));
         }
         ended
     }
@@ -649,9 +665,7 @@ impl Store for MemoryStore {
         );
         drop(inner);
         for old in &superseded {
-            if let Some(event) = old.terminal_event() {
-                self.publish(&event);
-            }
+            self.publish(&old.event);
         }
         Ok(CreateOutcome::Created(challenge, targets, superseded))
     }
@@ -689,8 +703,11 @@ impl Store for MemoryStore {
                 .map(|e| (c.clone(), e))
                 .map_err(Into::into),
         };
+        let result = result.map(|(c, e)| inner.ended(c, e, Some(&device.id)));
         match &result {
-            Ok((challenge, event)) => {
+            Ok(Ended {
+                challenge, event, ..
+            }) => {
                 inner.cool(challenge, now, &self.limits);
                 let record = Inner::ended_audit(challenge, event);
                 inner.audit(record, now);
@@ -727,7 +744,10 @@ impl Store for MemoryStore {
             }
         }
         drop(inner);
-        if let Ok((challenge, event)) = &result {
+        if let Ok(Ended {
+            challenge, event, ..
+        }) = &result
+        {
             self.publish(event);
             if matches!(challenge.state, State::FraudReported(_)) {
                 self.security_added.notify_waiters();
@@ -749,8 +769,8 @@ impl Store for MemoryStore {
                 inner.cool(&challenge, now, &self.limits);
                 let record = Inner::ended_audit(&challenge, &event);
                 inner.audit(record, now);
-                published = Some(event);
-                ExpireOutcome::Expired(Box::new(challenge))
+                published = Some(event.clone());
+                ExpireOutcome::Expired(Box::new(inner.ended(challenge, event, None)))
             }
             Err(ExpireRefusal::NotDue(ms)) => {
                 ExpireOutcome::NotDue(Duration::from_millis(ms.unsigned_abs()))
@@ -767,7 +787,7 @@ impl Store for MemoryStore {
     async fn cancel(
         &self,
         id: &ChallengeId,
-    ) -> Result<Option<Result<(Challenge, Event), Challenge>>, StoreError> {
+    ) -> Result<Option<Result<Ended, Challenge>>, StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
         let Some(c) = inner.challenges.get_mut(id) else {
@@ -779,9 +799,10 @@ impl Store for MemoryStore {
         let challenge = c.clone();
         let record = Inner::ended_audit(&challenge, &event);
         inner.audit(record, now);
+        let ended = inner.ended(challenge, event, None);
         drop(inner);
-        self.publish(&event);
-        Ok(Some(Ok((challenge, event))))
+        self.publish(&ended.event);
+        Ok(Some(Ok(ended)))
     }
 
     async fn record_delivery(

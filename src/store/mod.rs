@@ -106,7 +106,7 @@ pub struct NewChallenge {
 pub enum CreateOutcome {
     /// Created; push it to these devices. The last field holds the pending challenges it superseded
     /// (now CANCELLED, their events published), whose prompts must be withdrawn.
-    Created(Challenge, Vec<Device>, Vec<Challenge>),
+    Created(Challenge, Vec<Device>, Vec<Ended>),
     /// The idempotency key matched this challenge; push nothing.
     Existing(Challenge),
     /// The account has no device to push to.
@@ -115,14 +115,27 @@ pub enum CreateOutcome {
     Limited(crate::limits::LimitRefusal, Duration),
 }
 
+/// A challenge that has just ended: its terminal event, and the devices to withdraw its prompt from
+/// (every targeted device but the one that decided, as stored at that instant, so withdrawing reads
+/// nothing more).
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The challenge in its terminal state.
+    pub challenge: Challenge,
+    /// Its terminal event (already published).
+    pub event: Event,
+    /// Whom to tell to remove the prompt.
+    pub withdraw: Vec<Device>,
+}
+
 /// What `respond` did.
-pub type RespondOutcome = Result<(Challenge, Event), DeviceRefusal>;
+pub type RespondOutcome = Result<Ended, DeviceRefusal>;
 
 /// What `expire` did.
 #[derive(Debug, Clone)]
 pub enum ExpireOutcome {
     /// Ended `Expired` now (its event was published).
-    Expired(Box<Challenge>),
+    Expired(Box<Ended>),
     /// Not due for this many ms.
     NotDue(Duration),
     /// Already ended or gone.
@@ -210,7 +223,7 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel(
         &self,
         id: &ChallengeId,
-    ) -> Result<Option<Result<(Challenge, Event), Challenge>>, StoreError>;
+    ) -> Result<Option<Result<Ended, Challenge>>, StoreError>;
     /// Records a push outcome as an event (if the challenge is still pending) and an audit record.
     async fn record_delivery(
         &self,

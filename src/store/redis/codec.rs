@@ -131,6 +131,34 @@ pub fn device(id: &DeviceId, h: &Hash) -> Result<Device, StoreError> {
     })
 }
 
+/// Devices from a script's array of `{id, HGETALL}` pairs.
+pub fn devices(v: &Value) -> Result<Vec<Device>, StoreError> {
+    let mut out = Vec::new();
+    for pair in array(v)? {
+        let pair = array(pair)?;
+        let id = DeviceId::parse(&text(at(pair, 0)?)?).map_err(corrupt)?;
+        out.push(device(&id, &hash(at(pair, 1)?)?)?);
+    }
+    Ok(out)
+}
+
+/// A challenge that a script just ended, from its hash and the devices to withdraw it from.
+pub fn ended(
+    id: &ChallengeId,
+    h: &Value,
+    withdraw: &Value,
+) -> Result<crate::store::Ended, StoreError> {
+    let challenge = challenge(id, &hash(h)?)?;
+    let event = challenge
+        .terminal_event()
+        .ok_or_else(|| corrupt("ended challenge reads as pending"))?;
+    Ok(crate::store::Ended {
+        challenge,
+        event,
+        withdraw: devices(withdraw)?,
+    })
+}
+
 /// The device fields the relay writes at enrollment (the script adds account, state, counter, times).
 pub fn new_device_fields(d: &crate::store::NewDevice) -> Vec<(&'static str, Vec<u8>)> {
     vec![

@@ -66,7 +66,8 @@ if #pending >= max_pending then
     redis.call('HSET', old_key, 'state', 'cancelled', 'ended', now)
     audit(account, now, 'challenge_cancelled', 'relay', old_id, '', 'superseded')
     publish(old_id, seq, now, 'cancelled', '', '')
-    table.insert(superseded, {old_id, redis.call('HGETALL', old_key)})
+    local old = redis.call('HGETALL', old_key)
+    table.insert(superseded, {old_id, old, withdraw_targets(redis.call('HGET', old_key, 'targets'), '')})
   end
 end
 local expires = now + ttl

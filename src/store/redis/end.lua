@@ -1,7 +1,7 @@
 -- Expires (if due by Redis time) or cancels a pending challenge. KEYS[1] challenge hash.
 -- ARGV[3] challenge id, ARGV[4] 'expired' or 'cancelled', ARGV[5..7] cool-down base, max, fraud mute (ms).
 local id, target = ARGV[3], ARGV[4]
-local c = redis.call('HMGET', KEYS[1], 'account', 'state', 'expires', 'seq')
+local c = redis.call('HMGET', KEYS[1], 'account', 'state', 'expires', 'seq', 'targets')
 if not c[1] then return {'missing'} end
 if c[2] ~= 'pending' then return {'ended', c[2], redis.call('HGETALL', KEYS[1])} end
 local now = now_ms()
@@ -16,4 +16,4 @@ if target == 'expired' then actor = 'relay' end
 audit(c[1], now, ended_kind(target), actor, id, '', '')
 publish(id, seq, at, target, '', '')
 cool_after(c[1], target, now, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-return {'ok', seq, at, redis.call('HGETALL', KEYS[1])}
+return {'ok', seq, at, redis.call('HGETALL', KEYS[1]), withdraw_targets(c[5], '')}

@@ -308,14 +308,7 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let mut out = Vec::new();
-        for pair in array(&reply)? {
-            let pair = array(pair)?;
-            let id = DeviceId::parse(&text(at(pair, 0)?)?)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(codec::device(&id, &codec::hash(at(pair, 1)?)?)?);
-        }
-        Ok(out)
+        codec::devices(&reply)
     }
 
     async fn revoke_device(
@@ -515,10 +508,10 @@ impl Store for RedisStore {
                 }
                 let mut superseded = Vec::new();
                 for old in array(at(items, 5)?)? {
-                    let pair = array(old)?;
-                    let id = ChallengeId::parse(&text(at(pair, 0)?)?)
+                    let old = array(old)?;
+                    let id = ChallengeId::parse(&text(at(old, 0)?)?)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    superseded.push(codec::challenge(&id, &codec::hash(at(pair, 1)?)?)?);
+                    superseded.push(codec::ended(&id, at(old, 1)?, at(old, 2)?)?);
                 }
                 let challenge = Challenge {
                     id: new.id,
@@ -612,11 +605,11 @@ impl Store for RedisStore {
             };
             return Ok(Err(refusal));
         }
-        let c = codec::challenge(id, &codec::hash(items.get(3).unwrap_or(&Value::Nil))?)?;
-        if matches!(c.state, State::FraudReported(_)) {
+        let ended = codec::ended(id, at(items, 3)?, at(items, 4)?)?;
+        if matches!(ended.challenge.state, State::FraudReported(_)) {
             streams::append_security(
                 &mut self.conn(),
-                &c.account,
+                &ended.challenge.account,
                 SecurityKind::FraudReported,
                 Some(&call.device),
                 Some(id),
@@ -624,10 +617,7 @@ impl Store for RedisStore {
             )
             .await;
         }
-        let event = c.terminal_event().ok_or(StoreError::Corrupt(
-            "ended challenge reads as pending".into(),
-        ))?;
-        Ok(Ok((c, event)))
+        Ok(Ok(ended))
     }
 
     async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError> {
@@ -637,10 +627,11 @@ impl Store for RedisStore {
             "notdue" => Ok(ExpireOutcome::NotDue(std::time::Duration::from_millis(
                 int(at(items, 1)?)?.unsigned_abs(),
             ))),
-            "ok" => {
-                let c = codec::challenge(id, &codec::hash(items.get(3).unwrap_or(&Value::Nil))?)?;
-                Ok(ExpireOutcome::Expired(Box::new(c)))
-            }
+            "ok" => Ok(ExpireOutcome::Expired(Box::new(codec::ended(
+                id,
+                at(items, 3)?,
+                at(items, 4)?,
+            )?))),
             _ => Ok(ExpireOutcome::Ended),
         }
     }
@@ -648,26 +639,17 @@ impl Store for RedisStore {
     async fn cancel(
         &self,
         id: &ChallengeId,
-    ) -> Result<Option<Result<(Challenge, Event), Challenge>>, StoreError> {
+    ) -> Result<Option<Result<Ended, Challenge>>, StoreError> {
         let reply = self.end(id, "cancelled").await?;
         let items = array(&reply)?;
-        let outcome = text(at(items, 0)?)?;
-        if outcome == "missing" {
-            return Ok(None);
+        match text(at(items, 0)?)?.as_str() {
+            "missing" => Ok(None),
+            "ok" => Ok(Some(Ok(codec::ended(id, at(items, 3)?, at(items, 4)?)?))),
+            _ => Ok(Some(Err(codec::challenge(
+                id,
+                &codec::hash(at(items, 2)?)?,
+            )?))),
         }
-        let hash = if outcome == "ok" {
-            items.get(3)
-        } else {
-            items.get(2)
-        };
-        let c = codec::challenge(id, &codec::hash(hash.unwrap_or(&Value::Nil))?)?;
-        if outcome != "ok" {
-            return Ok(Some(Err(c)));
-        }
-        let event = c.terminal_event().ok_or(StoreError::Corrupt(
-            "ended challenge reads as pending".into(),
-        ))?;
-        Ok(Some(Ok((c, event))))
     }
 
     async fn record_delivery(

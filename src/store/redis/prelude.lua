@@ -39,6 +39,19 @@ local function accept_counter(dev_key, device_id, counter, now)
   return nil, d[3]
 end
 
+-- The devices a challenge was pushed to (its ',a,b,' target list) other than `except`, as {id, hash}
+-- pairs: whom to withdraw the prompt from, returned with the transition so no second round trip reads them.
+local function withdraw_targets(targets, except)
+  local out = {}
+  for id in string.gmatch(targets or '', '[^,]+') do
+    if id ~= except then
+      local d = redis.call('HGETALL', PREFIX .. 'dev:' .. id)
+      if #d > 0 then table.insert(out, {id, d}) end
+    end
+  end
+  return out
+end
+
 local function ended_kind(state)
   if state == 'approved' then return 'challenge_approved' end
   if state == 'denied' then return 'challenge_denied' end

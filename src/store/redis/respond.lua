@@ -27,5 +27,5 @@ redis.call('HSET', KEYS[2], 'state', decision, 'by', device_id, 'reason', reason
 audit(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
 publish(challenge_id, seq, now, decision, device_id, reason)
 cool_after(account, decision, now, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
--- The challenge as it now is, so the caller needs no second round trip to read it.
-return {'ok', seq, now, redis.call('HGETALL', KEYS[2])}
+-- The challenge as it now is and the devices to withdraw it from, so the caller reads nothing more.
+return {'ok', seq, now, redis.call('HGETALL', KEYS[2]), withdraw_targets(c[3], device_id)}
