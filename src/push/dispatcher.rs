@@ -3,7 +3,7 @@
 //! device's outcome to the store, which turns it into a DELIVERED / DELIVERY_FAILED event.
 
 use super::{PushKind, PushMessage, PushOutcome, PushProvider};
-use crate::challenge::{Challenge, DeviceId};
+use crate::challenge::{Challenge, ChallengeId, DeviceId};
 use crate::device::Device;
 use crate::notice::Notice;
 use crate::store::Store;
@@ -48,8 +48,10 @@ impl Dispatcher {
 
     /// Pushes a new challenge to each device, in the background.
     pub fn push_challenge(&self, challenge: &Challenge, devices: Vec<Device>) {
+        let reports = Arc::new(Reports::default());
         for device in devices {
             let this = self.clone();
+            let reports = Arc::clone(&reports);
             let challenge_id = challenge.id.clone();
             let expires_at_ms = challenge.expires_at_ms;
             let span =
@@ -57,7 +59,9 @@ impl Dispatcher {
             self.tracker.spawn(
                 async move {
                     let Some(token) = device.push_token.clone() else {
-                        this.record(&challenge_id, &device.id, Some("no_push_token"))
+                        let failure = Some("no_push_token".to_owned());
+                        reports
+                            .report(&this.store, &challenge_id, device.id, failure)
                             .await;
                         return;
                     };
@@ -70,7 +74,8 @@ impl Dispatcher {
                         app_id: device.app_id.clone(),
                     };
                     let failure = this.deliver(&message, &device.id).await;
-                    this.record(&challenge_id, &device.id, failure.as_deref())
+                    reports
+                        .report(&this.store, &challenge_id, device.id, failure)
                         .await;
                 }
                 .instrument(span),
@@ -139,17 +144,6 @@ impl Dispatcher {
         }
     }
 
-    async fn record(
-        &self,
-        challenge: &crate::challenge::ChallengeId,
-        device: &DeviceId,
-        failure: Option<&str>,
-    ) {
-        if let Err(error) = self.store.record_delivery(challenge, device, failure).await {
-            tracing::warn!(%error, "could not record a push outcome");
-        }
-    }
-
     /// Sends until delivered, dead, refused, or out of time; returns the failure reason if any.
     async fn deliver(&self, message: &PushMessage, device: &DeviceId) -> Option<String> {
         let platform = message.platform.name();
@@ -206,6 +200,61 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// The push outcomes of one challenge on their way to the store. The first outcome is recorded at once;
+/// outcomes that arrive while a record is in flight wait for it and then go together in one store call,
+/// so a challenge's devices answering at about the same time cost one round trip, not one each, and no
+/// outcome waits longer than one round trip.
+#[derive(Default)]
+struct Reports {
+    queue: std::sync::Mutex<Queue>,
+}
+
+/// Outcomes not yet sent, and whether a task is sending.
+#[derive(Default)]
+struct Queue {
+    outcomes: Vec<(DeviceId, Option<String>)>,
+    sending: bool,
+}
+
+impl Reports {
+    async fn report(
+        &self,
+        store: &Arc<dyn Store>,
+        challenge: &ChallengeId,
+        device: DeviceId,
+        failure: Option<String>,
+    ) {
+        {
+            let mut queue = self.lock();
+            queue.outcomes.push((device, failure));
+            if queue.sending {
+                return; // The sending task takes it on its next turn.
+            }
+            queue.sending = true;
+        }
+        loop {
+            let batch = {
+                let mut queue = self.lock();
+                if queue.outcomes.is_empty() {
+                    queue.sending = false;
+                    return;
+                }
+                std::mem::take(&mut queue.outcomes)
+            };
+            if let Err(error) = store.record_deliveries(challenge, &batch).await {
+                tracing::warn!(%error, outcomes = batch.len(), "could not record push outcomes");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue half-written: take it as it is.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -805,31 +805,33 @@ impl Store for MemoryStore {
         Ok(Some(Ok(ended)))
     }
 
-    async fn record_delivery(
+    async fn record_deliveries(
         &self,
         id: &ChallengeId,
-        device: &DeviceId,
-        failure: Option<&str>,
+        outcomes: &[(DeviceId, Option<String>)],
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut inner = self.lock();
-        let Some(c) = inner.challenges.get_mut(id) else {
-            return Ok(());
-        };
-        let event = c.record_delivery(device, failure.map(str::to_owned), now);
-        let kind = if failure.is_some() {
-            AuditKind::PushFailed
-        } else {
-            AuditKind::PushDelivered
-        };
-        let record = AuditRecord::new(&c.account, kind, Actor::Relay)
-            .challenge(id)
-            .device(device)
-            .detail(failure.unwrap_or_default());
-        inner.audit(record, now);
+        let mut events = Vec::new();
+        for (device, failure) in outcomes {
+            let Some(c) = inner.challenges.get_mut(id) else {
+                return Ok(());
+            };
+            events.extend(c.record_delivery(device, failure.clone(), now));
+            let kind = if failure.is_some() {
+                AuditKind::PushFailed
+            } else {
+                AuditKind::PushDelivered
+            };
+            let record = AuditRecord::new(&c.account, kind, Actor::Relay)
+                .challenge(id)
+                .device(device)
+                .detail(failure.clone().unwrap_or_default());
+            inner.audit(record, now);
+        }
         drop(inner);
-        if let Some(event) = event {
-            self.publish(&event);
+        for event in &events {
+            self.publish(event);
         }
         Ok(())
     }

@@ -224,12 +224,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &ChallengeId,
     ) -> Result<Option<Result<Ended, Challenge>>, StoreError>;
-    /// Records a push outcome as an event (if the challenge is still pending) and an audit record.
-    async fn record_delivery(
+    /// Records push outcomes, in order, as events (while the challenge is pending) and audit records, in
+    /// one atomic step. Each outcome is a device and its failure reason (`None`: delivered).
+    async fn record_deliveries(
         &self,
         id: &ChallengeId,
-        device: &DeviceId,
-        failure: Option<&str>,
+        outcomes: &[(DeviceId, Option<String>)],
     ) -> Result<(), StoreError>;
     /// Pending challenges pushed to a device, oldest first.
     async fn list_pending(&self, device: &DeviceId) -> Result<Vec<Challenge>, StoreError>;

@@ -652,21 +652,20 @@ impl Store for RedisStore {
         }
     }
 
-    async fn record_delivery(
+    async fn record_deliveries(
         &self,
         id: &ChallengeId,
-        device: &DeviceId,
-        failure: Option<&str>,
+        outcomes: &[(DeviceId, Option<String>)],
     ) -> Result<(), StoreError> {
-        let _: i64 = self
-            .scripts
-            .delivery
-            .key(keys::challenge(id))
-            .arg(keys::prefix(id.tag()))
+        let mut inv = self.scripts.delivery.key(keys::challenge(id));
+        inv.arg(keys::prefix(id.tag()))
             .arg(self.publish)
-            .arg(id.as_str())
-            .arg(device.as_str())
-            .arg(failure.unwrap_or_default().replace('\t', " "))
+            .arg(id.as_str());
+        for (device, failure) in outcomes {
+            inv.arg(device.as_str())
+                .arg(failure.as_deref().unwrap_or_default().replace('\t', " "));
+        }
+        let _: i64 = inv
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
