@@ -140,26 +140,8 @@ async fn a_fraud_report_ends_the_challenge_and_reaches_the_security_event_stream
         decisive(&drain(watch).await).as_slice(),
         [Kind::Snapshot(_), Kind::FraudReported(_)]
     ));
-    let mut security = app
-        .audit
-        .clone()
-        .watch_security_events(pb::WatchSecurityEventsRequest::default())
-        .await
-        .expect("security stream")
-        .into_inner();
-    let found = tokio::time::timeout(PATIENCE, async {
-        while let Some(e) = security.message().await.expect("event") {
-            if e.kind() == pb::SecurityEventKind::FraudReported
-                && e.challenge_id == challenge.challenge_id
-            {
-                return e;
-            }
-        }
-        panic!("security stream ended");
-    })
-    .await
-    .expect("fraud report on the security stream");
-    assert_eq!(found.account_id, account);
+    let found = security_event(&app, &account, pb::SecurityEventKind::FraudReported).await;
+    assert_eq!(found.challenge_id, challenge.challenge_id);
     assert_eq!(found.device_id, phone.device_id);
 }
 

@@ -54,23 +54,7 @@ async fn eleven_in_a_row_the_second_is_refused(store: &str) {
             .count(),
         10
     );
-    let mut security = app
-        .audit
-        .clone()
-        .watch_security_events(pb::WatchSecurityEventsRequest::default())
-        .await
-        .expect("stream")
-        .into_inner();
-    let tripped = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let e = security.message().await.expect("event").expect("open");
-            if e.kind() == pb::SecurityEventKind::LimitTripped && e.account_id == account {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("limit trips reach the security stream");
+    let tripped = security_event(&app, &account, pb::SecurityEventKind::LimitTripped).await;
     assert_eq!(tripped.detail, "too_many_pending");
 
     let cancel = pb::CancelChallengeRequest {

@@ -150,28 +150,8 @@ async fn a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refuse
 
 /// Waits for the CLONE_SUSPECTED security event of `device` on `account`.
 async fn clone_reported(app: &TestApp, account: &str, device: &str) {
-    let mut security = app
-        .audit
-        .clone()
-        .watch_security_events(pb::WatchSecurityEventsRequest::default())
-        .await
-        .expect("security stream")
-        .into_inner();
-    let clone_event = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let e = security
-                .message()
-                .await
-                .expect("event")
-                .expect("open stream");
-            if e.kind() == pb::SecurityEventKind::CloneSuspected && e.device_id == device {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("clone suspicion on the security stream");
-    assert_eq!(clone_event.account_id, account);
+    let clone_event = security_event(app, account, pb::SecurityEventKind::CloneSuspected).await;
+    assert_eq!(clone_event.device_id, device);
 }
 
 async fn a_key_that_switches_back_to_its_previous_push_token_is_a_suspected_clone(app: TestApp) {

@@ -39,6 +39,11 @@ fn run(dir: &std::path::Path, args: &[&str]) -> Output {
     out
 }
 
+/// Runs a command that must succeed and returns what it printed.
+fn stdout(dir: &std::path::Path, args: &[&str]) -> String {
+    String::from_utf8(run(dir, args).stdout).expect("utf8")
+}
+
 fn wait_for(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(addr).is_err() {
@@ -103,20 +108,14 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
     wait_for(&backend);
     wait_for(&device);
 
-    let uri = String::from_utf8(
-        run(
-            &dir,
-            &[
-                "backend",
-                "--relay",
-                &backend,
-                "enroll",
-                "alice@example.com",
-            ],
-        )
-        .stdout,
-    )
-    .expect("utf8");
+    let enroll = [
+        "backend",
+        "--relay",
+        &backend,
+        "enroll",
+        "alice@example.com",
+    ];
+    let uri = stdout(&dir, &enroll);
     run(
         &dir,
         &[
@@ -150,22 +149,16 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
             .expect("listener starts"),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let id = String::from_utf8(
-        run(
-            &dir,
-            &[
-                "backend",
-                "--relay",
-                &backend,
-                "create",
-                "alice@example.com",
-                "--mode",
-                "none",
-            ],
-        )
-        .stdout,
-    )
-    .expect("utf8");
+    let create = [
+        "backend",
+        "--relay",
+        &backend,
+        "create",
+        "alice@example.com",
+        "--mode",
+        "none",
+    ];
+    let id = stdout(&dir, &create);
     let mut listener = listener;
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -181,41 +174,25 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
     }
     assert!(status.success(), "listener failed: {out}");
     assert!(out.contains("CHALLENGE_STATE_APPROVED"), "{out}");
-    let watched =
-        String::from_utf8(run(&dir, &["backend", "--relay", &backend, "watch", id.trim()]).stdout)
-            .expect("utf8");
+    let watched = stdout(&dir, &["backend", "--relay", &backend, "watch", id.trim()]);
     assert!(
         watched.lines().any(|l| l.starts_with("APPROVED")),
         "{watched}"
     );
 
     // A second phone enrolls: the first is told, through a real APNs push to mock-push, and revokes it.
-    let uri = String::from_utf8(
-        run(
-            &dir,
-            &[
-                "backend",
-                "--relay",
-                &backend,
-                "enroll",
-                "alice@example.com",
-            ],
-        )
-        .stdout,
-    )
-    .expect("utf8");
+    let uri = stdout(&dir, &enroll);
     run(
         &dir,
         &["device", "--keys", "second.json", "enroll", uri.trim()],
     );
-    let notices = String::from_utf8(run(&dir, &["device", "notices"]).stdout).expect("utf8");
+    let notices = stdout(&dir, &["device", "notices"]);
     let line = notices
         .lines()
         .find(|l| l.contains("NOTICE_KIND_NEW_DEVICE") && l.contains("[revocable]"))
         .unwrap_or_else(|| panic!("no new-device notice: {notices}"));
     let notice_id = line.split_whitespace().next().expect("id");
-    let revoked =
-        String::from_utf8(run(&dir, &["device", "revoke-notice", notice_id]).stdout).expect("utf8");
+    let revoked = stdout(&dir, &["device", "revoke-notice", notice_id]);
     assert!(revoked.contains("revoked"), "{revoked}");
     let refused = Command::new(BIN)
         .current_dir(&dir)

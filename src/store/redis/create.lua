@@ -43,16 +43,7 @@ if per_min > 0 then
     return {'limited', 'account_rate', wait}
   end
 end
-local targets, devices = {}, {}
-for _, device_id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  if device_id ~= excluded then
-    local dev_key = PREFIX .. 'dev:' .. device_id
-    if redis.call('HGET', dev_key, 'state') == 'active' then
-      table.insert(targets, device_id)
-      table.insert(devices, redis.call('HGETALL', dev_key))
-    end
-  end
-end
+local targets, devices = active_devices(KEYS[1], excluded, excluded)
 if #targets == 0 then return {'nodevices'} end
 -- Supersede only once nothing can refuse the new challenge any more, so a refusal changes nothing.
 -- Cancelled as end.lua cancels (cancellation leaves the cool-down alone), oldest first.

@@ -5,16 +5,7 @@
 -- device id or '', ARGV[8] notices kept per account, ARGV[9] kind, ARGV[10] challenge id or '',
 -- ARGV[11..] field/value pairs (login context, sign-in reference).
 local id, account, subject, excluded = ARGV[3], ARGV[4], ARGV[6], ARGV[7]
-local targets, devices = {}, {}
-for _, device_id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  if device_id ~= subject and device_id ~= excluded then
-    local dev_key = PREFIX .. 'dev:' .. device_id
-    if redis.call('HGET', dev_key, 'state') == 'active' then
-      table.insert(targets, device_id)
-      table.insert(devices, redis.call('HGETALL', dev_key))
-    end
-  end
-end
+local targets, devices = active_devices(KEYS[1], subject, excluded)
 if #targets == 0 then return {'nodevices'} end
 local now = now_ms()
 local expires = now + tonumber(ARGV[5])

@@ -39,6 +39,22 @@ local function accept_counter(dev_key, device_id, counter, now)
   return nil, d[3]
 end
 
+-- The active devices of an account's device list (KEYS-given `list_key`) other than `skip_a` and
+-- `skip_b`: their ids, and their hashes in the same order.
+local function active_devices(list_key, skip_a, skip_b)
+  local ids, hashes = {}, {}
+  for _, device_id in ipairs(redis.call('LRANGE', list_key, 0, -1)) do
+    if device_id ~= skip_a and device_id ~= skip_b then
+      local dev_key = PREFIX .. 'dev:' .. device_id
+      if redis.call('HGET', dev_key, 'state') == 'active' then
+        table.insert(ids, device_id)
+        table.insert(hashes, redis.call('HGETALL', dev_key))
+      end
+    end
+  end
+  return ids, hashes
+end
+
 -- The devices a challenge was pushed to (its ',a,b,' target list) other than `except`, as {id, hash}
 -- pairs: whom to withdraw the prompt from, returned with the transition so no second round trip reads them.
 local function withdraw_targets(targets, except)
