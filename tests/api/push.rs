@@ -145,14 +145,21 @@ async fn enroll_fcm(app: &TestApp, account: &str, token: &str) -> Phone {
     phone
 }
 
-#[tokio::test]
-async fn apns_and_fcm_devices_of_one_account_both_receive_the_challenge() {
+/// A mock-push environment with one account holding an iPhone (APNs) and a Pixel (FCM): the account and
+/// both tokens.
+async fn iphone_and_pixel() -> (PushEnv, String, String, String) {
     let key = SigningKey::random(&mut OsRng);
     let env = push_env(false, &key, trusting(&key)).await;
     let account = account();
     let (apns_token, fcm_token) = (hex_token(), format!("fcm-token-{}", rand::random::<u64>()));
     let _iphone = enroll_apns(&env.app, &account, &apns_token).await;
     let _pixel = enroll_fcm(&env.app, &account, &fcm_token).await;
+    (env, account, apns_token, fcm_token)
+}
+
+#[tokio::test]
+async fn apns_and_fcm_devices_of_one_account_both_receive_the_challenge() {
+    let (env, account, apns_token, fcm_token) = iphone_and_pixel().await;
     let challenge = env.app.create(&account, pb::NumberMatchMode::Type).await;
 
     let apns = deliveries_for(&env.mock, &apns_token, 1).await;
@@ -277,12 +284,7 @@ async fn apns_devices_receive_the_challenge_over_tls_and_h2c_with_nothing_privat
 
 #[tokio::test]
 async fn a_sign_in_notice_reaches_apns_and_fcm_with_only_its_id() {
-    let key = SigningKey::random(&mut OsRng);
-    let env = push_env(false, &key, trusting(&key)).await;
-    let account = account();
-    let (apns_token, fcm_token) = (hex_token(), format!("fcm-token-{}", rand::random::<u64>()));
-    let _iphone = enroll_apns(&env.app, &account, &apns_token).await;
-    let _pixel = enroll_fcm(&env.app, &account, &fcm_token).await;
+    let (env, account, apns_token, fcm_token) = iphone_and_pixel().await;
     let sent = env
         .app
         .challenges
