@@ -118,9 +118,8 @@ impl Relay {
     ) -> Result<Challenge, Error> {
         match self.store.respond(&auth.call, id, decision, number).await? {
             Ok(ended) => {
-                let challenge = ended.challenge.clone();
+                let challenge = self.ended(ended);
                 tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
-                self.ended(ended);
                 if matches!(challenge.state, State::FraudReported(_)) {
                     let mut draft = NoticeDraft::about(
                         &challenge.account,

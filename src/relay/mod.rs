@@ -245,11 +245,7 @@ impl Relay {
         match self.store.cancel(id).await? {
             None => Err(Error::NotFound("challenge")),
             Some(Err(challenge)) => Ok((challenge, false)),
-            Some(Ok(ended)) => {
-                let challenge = ended.challenge.clone();
-                self.ended(ended);
-                Ok((challenge, true))
-            }
+            Some(Ok(ended)) => Ok((self.ended(ended), true)),
         }
     }
 
@@ -314,9 +310,9 @@ impl Relay {
     }
 
     /// After a challenge ended: metrics, and withdrawing the prompt from the other devices in the
-    /// background (the caller's answer does not wait for it).
-    fn ended(&self, ended: Ended) {
-        let challenge = &ended.challenge;
+    /// background (the caller's answer does not wait for it). Gives the challenge back.
+    fn ended(&self, ended: Ended) -> Challenge {
+        let challenge = ended.challenge;
         metrics::counter!("relay_challenges_ended_total", "outcome" => challenge.state.name())
             .increment(1);
         let decision_ms = challenge
@@ -324,7 +320,8 @@ impl Relay {
             .saturating_sub(challenge.created_at_ms);
         metrics::histogram!("relay_decision_seconds", "outcome" => challenge.state.name())
             .record(decision_ms as f64 / 1000.0);
-        self.dispatcher.withdraw(challenge, ended.withdraw);
+        self.dispatcher.withdraw(&challenge, ended.withdraw);
+        challenge
     }
 
     /// Every replica that holds a watcher also holds a timer, so EXPIRED arrives on time even when the

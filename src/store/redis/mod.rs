@@ -58,15 +58,11 @@ impl RedisStore {
         let Some(source) = source else {
             return Ok(None);
         };
-        let mut inv = self.scripts.bucket.key(keys::source_bucket(source));
-        inv.arg("")
-            .arg(self.publish)
+        let mut inv = self.script(&self.scripts.bucket, "");
+        inv.key(keys::source_bucket(source))
             .arg(self.limits.source_rate.per_minute)
             .arg(self.limits.source_rate.burst);
-        let reply: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: Value = self.run(&inv).await?;
         let wait = int(at(array(&reply)?, 0)?)?;
         Ok((wait > 0).then(|| std::time::Duration::from_millis(wait.unsigned_abs())))
     }
@@ -116,6 +112,28 @@ impl RedisStore {
         })
     }
 
+    /// An invocation of `script` with the two arguments every script starts with (prelude.lua): the key
+    /// prefix of the account it works on, and the publish command.
+    fn script<'a>(
+        &self,
+        script: &'a ::redis::Script,
+        prefix: impl ::redis::ToRedisArgs,
+    ) -> ::redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(prefix).arg(self.publish);
+        inv
+    }
+
+    /// Runs a script invocation (by SHA, loading it again after NOSCRIPT).
+    async fn run<T: ::redis::FromRedisValue>(
+        &self,
+        inv: &::redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        inv.invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
     /// A hash, or `None` when the key does not exist.
     async fn read_hash(&self, key: String) -> Result<Option<codec::Hash>, StoreError> {
         let hash: codec::Hash = self.conn().hgetall(key).await.map_err(unavailable)?;
@@ -163,19 +181,16 @@ impl RedisStore {
         b: &[u8],
     ) -> Result<Result<Device, AuthError>, StoreError> {
         let reply: Value = self
-            .scripts
-            .touch
-            .key(keys::device(&call.device))
-            .arg(keys::prefix(call.device.tag()))
-            .arg(self.publish)
-            .arg(call.device.as_str())
-            .arg(call.counter)
-            .arg(op)
-            .arg(a)
-            .arg(b)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .run(
+                self.script(&self.scripts.touch, keys::prefix(call.device.tag()))
+                    .key(keys::device(&call.device))
+                    .arg(call.device.as_str())
+                    .arg(call.counter)
+                    .arg(op)
+                    .arg(a)
+                    .arg(b),
+            )
+            .await?;
         let items = array(&reply)?;
         if text(at(items, 0)?)? == "refused" {
             let reason = items.get(1).map(text).transpose()?.unwrap_or_default();
@@ -188,19 +203,16 @@ impl RedisStore {
     }
 
     async fn end(&self, id: &ChallengeId, target: &str) -> Result<Value, StoreError> {
-        self.scripts
-            .end
-            .key(keys::challenge(id))
-            .arg(keys::prefix(id.tag()))
-            .arg(self.publish)
-            .arg(id.as_str())
-            .arg(target)
-            .arg(millis(self.limits.cooldown_base))
-            .arg(millis(self.limits.cooldown_max))
-            .arg(millis(self.limits.fraud_mute))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)
+        self.run(
+            self.script(&self.scripts.end, keys::prefix(id.tag()))
+                .key(keys::challenge(id))
+                .arg(id.as_str())
+                .arg(target)
+                .arg(millis(self.limits.cooldown_base))
+                .arg(millis(self.limits.cooldown_max))
+                .arg(millis(self.limits.fraud_mute)),
+        )
+        .await
     }
 }
 
@@ -222,16 +234,13 @@ impl Store for RedisStore {
         let now = self.now_ms().await?;
         let ttl = (enrollment.expires_at_ms - now).max(1);
         let _: Value = self
-            .scripts
-            .enrollment
-            .key(keys::enrollment(ticket))
-            .arg(keys::ticket_prefix(ticket))
-            .arg(self.publish)
-            .arg(enrollment.account.as_str())
-            .arg(ttl)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .run(
+                self.script(&self.scripts.enrollment, keys::ticket_prefix(ticket))
+                    .key(keys::enrollment(ticket))
+                    .arg(enrollment.account.as_str())
+                    .arg(ttl),
+            )
+            .await?;
         Ok(())
     }
 
@@ -242,18 +251,14 @@ impl Store for RedisStore {
     ) -> Result<Result<Device, EnrollRefusal>, StoreError> {
         // The ticket carries the account's tag, so the new id lands in the account's slot.
         let id = DeviceId::generate_in(ticket.tag());
-        let mut inv = self.scripts.enroll.key(keys::enrollment(ticket));
-        inv.arg(keys::ticket_prefix(ticket))
-            .arg(self.publish)
+        let mut inv = self.script(&self.scripts.enroll, keys::ticket_prefix(ticket));
+        inv.key(keys::enrollment(ticket))
             .arg(id.as_str())
             .arg(memory::MAX_DEVICES);
         for (name, value) in codec::new_device_fields(&device) {
             inv.arg(name).arg(value);
         }
-        let reply: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: Value = self.run(&inv).await?;
         let items = array(&reply)?;
         match text(at(items, 0)?)?.as_str() {
             "bad_ticket" => return Ok(Err(EnrollRefusal::BadTicket)),
@@ -299,15 +304,12 @@ impl Store for RedisStore {
 
     async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError> {
         let reply: Value = self
-            .scripts
-            .reads
-            .key(keys::devices(account))
-            .arg(keys::prefix(account.tag()))
-            .arg(self.publish)
-            .arg("devices")
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .run(
+                self.script(&self.scripts.reads, keys::prefix(account.tag()))
+                    .key(keys::devices(account))
+                    .arg("devices"),
+            )
+            .await?;
         codec::devices(&reply)
     }
 
@@ -321,17 +323,14 @@ impl Store for RedisStore {
             return Ok(None);
         }
         let reply: String = self
-            .scripts
-            .revoke
-            .key(keys::device(id))
-            .arg(keys::prefix(id.tag()))
-            .arg(self.publish)
-            .arg(account.as_str())
-            .arg(id.as_str())
-            .arg(actor.to_string())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .run(
+                self.script(&self.scripts.revoke, keys::prefix(id.tag()))
+                    .key(keys::device(id))
+                    .arg(account.as_str())
+                    .arg(id.as_str())
+                    .arg(actor.to_string()),
+            )
+            .await?;
         if reply == "missing" {
             return Ok(None);
         }
@@ -385,17 +384,14 @@ impl Store for RedisStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         let _: i64 = self
-            .scripts
-            .prune
-            .key(keys::device(id))
-            .arg(keys::prefix(id.tag()))
-            .arg(self.publish)
-            .arg(id.as_str())
-            .arg(token)
-            .arg(reason)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .run(
+                self.script(&self.scripts.prune, keys::prefix(id.tag()))
+                    .key(keys::device(id))
+                    .arg(id.as_str())
+                    .arg(token)
+                    .arg(reason),
+            )
+            .await?;
         Ok(())
     }
 
@@ -434,13 +430,12 @@ impl Store for RedisStore {
             Some(k) => keys::idempotency(&new.account, k),
             None => keys::challenge(&new.id),
         };
-        let mut inv = self.scripts.create.key(keys::devices(&new.account));
-        inv.key(idem_key)
+        let mut inv = self.script(&self.scripts.create, keys::prefix(new.account.tag()));
+        inv.key(keys::devices(&new.account))
+            .key(idem_key)
             .key(keys::challenge(&new.id))
             .key(keys::pending(&new.account));
-        inv.arg(keys::prefix(new.account.tag()))
-            .arg(self.publish)
-            .arg(new.id.as_str())
+        inv.arg(new.id.as_str())
             .arg(new.account.as_str())
             .arg(ttl_ms)
             .arg(
@@ -463,10 +458,7 @@ impl Store for RedisStore {
         for (name, value) in codec::new_challenge_fields(&new) {
             inv.arg(name).arg(value);
         }
-        let reply: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: Value = self.run(&inv).await?;
         let items = array(&reply)?;
         match text(at(items, 0)?)?.as_str() {
             "nodevices" => Ok(CreateOutcome::NoDevices),
@@ -566,13 +558,9 @@ impl Store for RedisStore {
             Decision::Deny(r) => ("denied", r.name()),
             Decision::ReportFraud => ("fraud_reported", ""),
         };
-        let reply: Value = self
-            .scripts
-            .respond
-            .key(keys::device(&call.device))
+        let mut inv = self.script(&self.scripts.respond, keys::prefix(call.device.tag()));
+        inv.key(keys::device(&call.device))
             .key(keys::challenge(id))
-            .arg(keys::prefix(call.device.tag()))
-            .arg(self.publish)
             .arg(call.device.as_str())
             .arg(call.counter)
             .arg(id.as_str())
@@ -581,10 +569,8 @@ impl Store for RedisStore {
             .arg(number)
             .arg(millis(self.limits.cooldown_base))
             .arg(millis(self.limits.cooldown_max))
-            .arg(millis(self.limits.fraud_mute))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .arg(millis(self.limits.fraud_mute));
+        let reply: Value = self.run(&inv).await?;
         let items = array(&reply)?;
         if text(at(items, 0)?)? == "refused" {
             let why = text(at(items, 1)?)?;
@@ -657,18 +643,13 @@ impl Store for RedisStore {
         id: &ChallengeId,
         outcomes: &[(DeviceId, Option<String>)],
     ) -> Result<(), StoreError> {
-        let mut inv = self.scripts.delivery.key(keys::challenge(id));
-        inv.arg(keys::prefix(id.tag()))
-            .arg(self.publish)
-            .arg(id.as_str());
+        let mut inv = self.script(&self.scripts.delivery, keys::prefix(id.tag()));
+        inv.key(keys::challenge(id)).arg(id.as_str());
         for (device, failure) in outcomes {
             inv.arg(device.as_str())
                 .arg(failure.as_deref().unwrap_or_default().replace('\t', " "));
         }
-        let _: i64 = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let _: i64 = self.run(&inv).await?;
         Ok(())
     }
 
@@ -677,16 +658,13 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         };
         let reply: Value = self
-            .scripts
-            .reads
-            .key(keys::pending(&d.account))
-            .arg(keys::prefix(device.tag()))
-            .arg(self.publish)
-            .arg("pending")
-            .arg(device.as_str())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .run(
+                self.script(&self.scripts.reads, keys::prefix(device.tag()))
+                    .key(keys::pending(&d.account))
+                    .arg("pending")
+                    .arg(device.as_str()),
+            )
+            .await?;
         let mut out = Vec::new();
         for pair in array(&reply)? {
             let pair = array(pair)?;
@@ -752,12 +730,11 @@ impl Store for RedisStore {
         draft: NoticeDraft,
     ) -> Result<Option<(Notice, Vec<Device>)>, StoreError> {
         let optional = |d: Option<&DeviceId>| d.map(ToString::to_string).unwrap_or_default();
-        let mut inv = self.scripts.notice.key(keys::devices(&draft.account));
-        inv.key(keys::notice(&id))
+        let mut inv = self.script(&self.scripts.notice, keys::prefix(draft.account.tag()));
+        inv.key(keys::devices(&draft.account))
+            .key(keys::notice(&id))
             .key(keys::notices(&draft.account));
-        inv.arg(keys::prefix(draft.account.tag()))
-            .arg(self.publish)
-            .arg(id.as_str())
+        inv.arg(id.as_str())
             .arg(draft.account.as_str())
             .arg(crate::notice::ttl_ms())
             .arg(optional(draft.subject.as_ref()))
@@ -774,10 +751,7 @@ impl Store for RedisStore {
         for (name, value) in codec::notice_extra_fields(&draft) {
             inv.arg(name).arg(value);
         }
-        let reply: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply: Value = self.run(&inv).await?;
         let items = array(&reply)?;
         if text(at(items, 0)?)? != "ok" {
             return Ok(None);
