@@ -76,7 +76,7 @@ fn challenge_creation(c: &mut Criterion) {
         b.iter(|| {
             let req = parse_create(black_box(request.clone())).expect("valid");
             let id = ChallengeId::generate(&req.account);
-            let number = NumberMatch::generate(NumberMode::Type, &mut rand::thread_rng());
+            let number = NumberMatch::generate(NumberMode::Type, 1, &mut rand::thread_rng());
             (req, id, number)
         });
     });
@@ -87,7 +87,7 @@ fn challenge_creation(c: &mut Criterion) {
         id: ChallengeId::generate(&account),
         account: account.clone(),
         context: Default::default(),
-        number: NumberMatch::generate(NumberMode::None, &mut rand::thread_rng()),
+        number: NumberMatch::generate(NumberMode::None, 1, &mut rand::thread_rng()),
         targets: devices.clone(),
         created_at_ms: 1_000,
         expires_at_ms: 61_000,
@@ -95,6 +95,8 @@ fn challenge_creation(c: &mut Criterion) {
         state: State::Pending,
         sequence: 0,
         idempotency_key: None,
+        wrong_answers: 0,
+        deliveries: Vec::new(),
     };
     c.bench_function("challenge_approve_transition", |b| {
         b.iter(|| {

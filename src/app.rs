@@ -5,6 +5,7 @@
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::expiry;
+use crate::grpc::codec::StatusLayer;
 use crate::grpc::{BackendApi, DeviceApi};
 use crate::pb;
 use crate::push::apns::{ApnsProvider, ApnsSettings};
@@ -205,9 +206,11 @@ impl App {
         let backend_api = BackendApi::new(Arc::clone(&relay), shutdown.clone());
         let device_api = DeviceApi::new(Arc::clone(&relay));
         let stopping = shutdown.clone();
+        let (reflect_v1, reflect_v1alpha) = reflection(pb::BACKEND_DESCRIPTOR_SET)?;
         let backend_server = grpc_server(&config)
             .add_service(backend_health_svc)
-            .add_service(reflection()?)
+            .add_service(reflect_v1)
+            .add_service(reflect_v1alpha)
             .add_service(pb::challenge_service_server::ChallengeServiceServer::new(
                 backend_api.clone(),
             ))
@@ -218,9 +221,11 @@ impl App {
                 backend_api,
             ));
         let backend_server = serve(backend_server, backend, backend_tls, stopping.clone());
+        let (reflect_v1, reflect_v1alpha) = reflection(pb::DEVICE_DESCRIPTOR_SET)?;
         let device_server = grpc_server(&config)
             .add_service(device_health_svc)
-            .add_service(reflection()?)
+            .add_service(reflect_v1)
+            .add_service(reflect_v1alpha)
             .add_service(pb::device_service_server::DeviceServiceServer::new(
                 device_api,
             ));
@@ -323,7 +328,7 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
 type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 fn serve(
-    router: Router,
+    router: Router<tower::layer::util::Stack<StatusLayer, tower::layer::util::Identity>>,
     listener: TcpListener,
     tls: Option<Arc<ReloadingConfig>>,
     shutdown: CancellationToken,
@@ -342,20 +347,33 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-fn grpc_server(config: &Config) -> Server {
+fn grpc_server(
+    config: &Config,
+) -> Server<tower::layer::util::Stack<StatusLayer, tower::layer::util::Identity>> {
     Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(Some(KEEPALIVE))
+        .layer(crate::grpc::codec::status_layer())
 }
 
-fn reflection() -> anyhow::Result<
+/// Reflection for one listener, in both protocol versions: `grpc.reflection.v1` and the older
+/// `v1alpha` that grpcurl before 1.8.8, evans, Postman and grpcio-reflection speak. Each listener
+/// describes only its own API (and health), so the public device port never shows the backend API.
+fn reflection(
+    descriptors: &'static [u8],
+) -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
-> {
-    Ok(tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?)
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptors)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

@@ -70,6 +70,9 @@ pub struct Config {
     pub max_ttl_secs: u64,
     /// Accepted skew of a device's signed timestamp, seconds.
     pub timestamp_window_secs: u64,
+    /// Numbers an owner may type in NUMBER_MATCH_MODE_TYPE before a wrong one ends the challenge DENIED
+    /// (1: the first wrong number ends it); CHOOSE always ends at the first wrong tap.
+    pub type_number_attempts: u32,
     /// Concurrent HTTP/2 streams per gRPC connection (tonic's default is unlimited).
     pub max_concurrent_streams: u32,
     /// Provider requests in flight at once.
@@ -129,6 +132,7 @@ impl Default for Config {
             min_ttl_secs: 10,
             max_ttl_secs: 600,
             timestamp_window_secs: 300,
+            type_number_attempts: 1,
             max_concurrent_streams: 1_000,
             max_push_in_flight: 512,
             shutdown_grace_secs: 10,
@@ -266,6 +270,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp_window_secs: Option<u64>,
+    /// Numbers an owner may type in TYPE mode before a wrong one ends the challenge, 1 to 5 [default: 1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_number_attempts: Option<u32>,
     /// Concurrent HTTP/2 streams per gRPC connection [default: 1000].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -394,6 +402,13 @@ impl Config {
             && (self.apns_key_id.is_none() || self.apns_team_id.is_none())
         {
             return bad("apns_key_file needs apns_key_id and apns_team_id".into());
+        }
+        if !(1..=crate::challenge::MAX_TYPE_ATTEMPTS).contains(&self.type_number_attempts) {
+            return bad(format!(
+                "type_number_attempts ({}) must be between 1 and {}",
+                self.type_number_attempts,
+                crate::challenge::MAX_TYPE_ATTEMPTS
+            ));
         }
         if self.max_pending_per_account == 0 {
             return bad("max_pending_per_account must be at least 1".into());
@@ -552,6 +567,7 @@ impl Config {
                 .public_device_address
                 .clone()
                 .unwrap_or_else(|| device_addr.to_string()),
+            type_number_attempts: self.type_number_attempts,
         }
     }
 }

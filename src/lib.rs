@@ -54,7 +54,13 @@ pub mod watch;
 pub mod pb {
     tonic::include_proto!("approval.v1");
 
-    /// The encoded descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/approval_descriptor.bin"));
+    /// The backend API's descriptor set (backend.proto and what it imports), for reflection on the
+    /// backend listener.
+    pub const BACKEND_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/backend_descriptor.bin"));
+
+    /// The device API's descriptor set (device.proto and what it imports), for reflection on the device
+    /// listener.
+    pub const DEVICE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/device_descriptor.bin"));
 }

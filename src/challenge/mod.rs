@@ -7,8 +7,8 @@ pub mod state;
 pub use ids::{
     AccountId, ChallengeId, DeviceId, IdError, MAX_NAME_LEN, NoticeId, RoutingTag, check_name,
 };
-pub use number::{NumberMatch, NumberMode, NumberVerdict};
+pub use number::{MAX_TYPE_ATTEMPTS, NumberMatch, NumberMode, NumberVerdict};
 pub use state::{
-    Challenge, Decision, DenyReason, Event, EventKind, ExpireRefusal, LoginContext, RespondError,
-    State,
+    Challenge, Decision, DeliveryState, DenyReason, Event, EventKind, ExpireRefusal, LoginContext,
+    RespondError, State,
 };

@@ -24,7 +24,14 @@ pub struct NumberMatch {
     pub number: u32,
     /// Three distinct numbers including `number`, shuffled; empty unless mode is `Choose`.
     pub choices: Vec<u32>,
+    /// Wrong numbers that end the challenge DENIED: the relay's setting in mode `Type` (fixed when
+    /// the challenge is created), always 1 in mode `Choose` (a tap on a wrong choice ends it, or a
+    /// fatigued owner could approve by tapping every choice in turn), 0 in mode `None`.
+    pub attempts: u32,
 }
+
+/// Most wrong numbers a challenge in [`NumberMode::Type`] may be configured to allow.
+pub const MAX_TYPE_ATTEMPTS: u32 = 5;
 
 /// Whether a number-match answer is acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,21 +42,26 @@ pub enum NumberVerdict {
     Missing,
     /// The answer is not the number on the screen.
     Wrong,
+    /// A number where none was asked for (mode `None`): a client bug, refused so it is found.
+    Unexpected,
 }
 
 impl NumberMatch {
-    /// Draws a fresh number (and decoys) for a new challenge.
-    pub fn generate(mode: NumberMode, rng: &mut impl Rng) -> Self {
+    /// Draws a fresh number (and decoys) for a new challenge; `type_attempts` (1 to
+    /// [`MAX_TYPE_ATTEMPTS`]) is how many numbers the owner may type before a wrong one ends it.
+    pub fn generate(mode: NumberMode, type_attempts: u32, rng: &mut impl Rng) -> Self {
         match mode {
             NumberMode::None => Self {
                 mode,
                 number: 0,
                 choices: Vec::new(),
+                attempts: 0,
             },
             NumberMode::Type => Self {
                 mode,
                 number: rng.gen_range(10..100),
                 choices: Vec::new(),
+                attempts: type_attempts.clamp(1, MAX_TYPE_ATTEMPTS),
             },
             NumberMode::Choose => {
                 let number = rng.gen_range(10..100);
@@ -65,6 +77,7 @@ impl NumberMatch {
                     mode,
                     number,
                     choices,
+                    attempts: 1,
                 }
             }
         }
@@ -73,7 +86,8 @@ impl NumberMatch {
     /// Checks the owner's answer (0 meaning "no answer").
     pub fn check(&self, answer: u32) -> NumberVerdict {
         match (self.mode, answer) {
-            (NumberMode::None, _) => NumberVerdict::Match,
+            (NumberMode::None, 0) => NumberVerdict::Match,
+            (NumberMode::None, _) => NumberVerdict::Unexpected,
             (_, 0) => NumberVerdict::Missing,
             (_, n) if n == self.number => NumberVerdict::Match,
             _ => NumberVerdict::Wrong,
@@ -91,10 +105,11 @@ mod tests {
     fn choose_offers_three_distinct_two_digit_numbers_including_the_right_one() {
         let mut rng = StdRng::seed_from_u64(7);
         for _ in 0..1000 {
-            let m = NumberMatch::generate(NumberMode::Choose, &mut rng);
+            let m = NumberMatch::generate(NumberMode::Choose, 3, &mut rng);
             assert!((10..100).contains(&m.number));
             assert_eq!(m.choices.len(), 3);
             assert!(m.choices.contains(&m.number));
+            assert_eq!(m.attempts, 1, "a wrong tap always ends a CHOOSE challenge");
             let mut sorted = m.choices.clone();
             sorted.sort_unstable();
             sorted.dedup();
@@ -104,14 +119,15 @@ mod tests {
 
     #[test]
     fn only_the_shown_number_matches() {
-        let m = NumberMatch::generate(NumberMode::Type, &mut StdRng::seed_from_u64(1));
+        let m = NumberMatch::generate(NumberMode::Type, 1, &mut StdRng::seed_from_u64(1));
         assert_eq!(m.check(m.number), NumberVerdict::Match);
         assert_eq!(m.check(0), NumberVerdict::Missing);
         assert_eq!(
             m.check(if m.number == 99 { 98 } else { m.number + 1 }),
             NumberVerdict::Wrong
         );
-        let none = NumberMatch::generate(NumberMode::None, &mut StdRng::seed_from_u64(1));
+        let none = NumberMatch::generate(NumberMode::None, 1, &mut StdRng::seed_from_u64(1));
         assert_eq!(none.check(0), NumberVerdict::Match);
+        assert_eq!(none.check(42), NumberVerdict::Unexpected);
     }
 }

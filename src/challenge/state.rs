@@ -15,6 +15,9 @@ pub enum DenyReason {
     CancelledByUser,
     /// "The number on the screen was not offered."
     NumberMismatch,
+    /// The owner typed or tapped a number that is not on the sign-in screen: set by the relay, never
+    /// sent by a phone.
+    WrongNumber,
 }
 
 impl DenyReason {
@@ -24,6 +27,7 @@ impl DenyReason {
             Self::NotMe => "not_me",
             Self::CancelledByUser => "cancelled_by_user",
             Self::NumberMismatch => "number_mismatch",
+            Self::WrongNumber => "wrong_number",
         }
     }
 }
@@ -90,6 +94,17 @@ pub struct LoginContext {
     pub signing_in_device_id: Option<DeviceId>,
 }
 
+/// Where a targeted device's push stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not sent yet, or sent and not answered by the provider yet.
+    Pending,
+    /// The provider accepted it.
+    Delivered,
+    /// It could not be delivered, with a short reason.
+    Failed(String),
+}
+
 /// What happened to a challenge, as watchers see it (the snapshot is built from [`Challenge`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
@@ -146,9 +161,14 @@ pub struct Challenge {
     pub sequence: u64,
     /// The backend's idempotency key, if any.
     pub idempotency_key: Option<String>,
+    /// Wrong numbers answered so far (see [`NumberMatch::attempts`]).
+    pub wrong_answers: u32,
+    /// Push outcomes recorded while the challenge was pending; a target absent here is pending.
+    pub deliveries: Vec<(DeviceId, DeliveryState)>,
 }
 
-/// Why an answer was refused. Nothing changes on refusal (but see [`RespondError::Late`]).
+/// Why an answer was refused. Nothing changes on refusal but the count of wrong numbers (see
+/// [`RespondError::WrongNumber`]); and see [`RespondError::Late`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RespondError {
     /// The device was not pushed this challenge.
@@ -161,11 +181,17 @@ pub enum RespondError {
     #[error("challenge deadline has passed")]
     Late,
     /// Approval without the number the screen shows.
-    #[error("number: required for this challenge")]
+    #[error("payload.respond.number: required for this challenge")]
     MissingNumber,
-    /// The number does not match.
-    #[error("number: does not match")]
-    WrongNumber,
+    /// A wrong number in mode TYPE while attempts are left: counted, and the challenge stays pending.
+    #[error("payload.respond.number: does not match ({attempts_left} attempt(s) left)")]
+    WrongNumber {
+        /// Wrong numbers still allowed before one ends the challenge DENIED.
+        attempts_left: u32,
+    },
+    /// A number in mode NONE.
+    #[error("payload.respond.number: must be 0: this challenge asks no number")]
+    UnexpectedNumber,
 }
 
 /// Why a challenge could not be expired now.
@@ -230,14 +256,21 @@ impl Challenge {
             return Err(RespondError::Late);
         }
         let state = match decision {
-            Decision::Approve => {
-                match self.number.check(number) {
-                    NumberVerdict::Match => {}
-                    NumberVerdict::Missing => return Err(RespondError::MissingNumber),
-                    NumberVerdict::Wrong => return Err(RespondError::WrongNumber),
+            Decision::Approve => match self.number.check(number) {
+                NumberVerdict::Match => State::Approved(device.clone()),
+                NumberVerdict::Missing => return Err(RespondError::MissingNumber),
+                NumberVerdict::Unexpected => return Err(RespondError::UnexpectedNumber),
+                NumberVerdict::Wrong => {
+                    // Number matching is there to be failed once: a wrong number ends the challenge
+                    // (after the attempts the relay allows in mode TYPE), so trying every number fails.
+                    self.wrong_answers = self.wrong_answers.saturating_add(1);
+                    let attempts_left = self.number.attempts.saturating_sub(self.wrong_answers);
+                    if attempts_left > 0 {
+                        return Err(RespondError::WrongNumber { attempts_left });
+                    }
+                    State::Denied(device.clone(), DenyReason::WrongNumber)
                 }
-                State::Approved(device.clone())
-            }
+            },
             Decision::Deny(reason) => State::Denied(device.clone(), reason),
             Decision::ReportFraud => State::FraudReported(device.clone()),
         };
@@ -282,11 +315,27 @@ impl Challenge {
         if self.state.is_terminal() || !self.is_targeted(device) {
             return None;
         }
-        let kind = match failure {
-            None => EventKind::Delivered(device.clone()),
-            Some(reason) => EventKind::DeliveryFailed(device.clone(), reason),
+        let (kind, state) = match failure {
+            None => (
+                EventKind::Delivered(device.clone()),
+                DeliveryState::Delivered,
+            ),
+            Some(reason) => (
+                EventKind::DeliveryFailed(device.clone(), reason.clone()),
+                DeliveryState::Failed(reason),
+            ),
         };
+        self.deliveries.retain(|(d, _)| d != device);
+        self.deliveries.push((device.clone(), state));
         Some(self.next_event(kind, now_ms))
+    }
+
+    /// Where the push to `device` stands.
+    pub fn delivery(&self, device: &DeviceId) -> DeliveryState {
+        self.deliveries
+            .iter()
+            .find(|(d, _)| d == device)
+            .map_or(DeliveryState::Pending, |(_, s)| s.clone())
     }
 }
 
@@ -304,7 +353,7 @@ mod tests {
             id: ChallengeId::generate(&account),
             account,
             context: LoginContext::default(),
-            number: NumberMatch::generate(mode, &mut StdRng::seed_from_u64(3)),
+            number: NumberMatch::generate(mode, 1, &mut StdRng::seed_from_u64(3)),
             targets: devices.clone(),
             created_at_ms: 1_000,
             expires_at_ms: 61_000,
@@ -312,6 +361,8 @@ mod tests {
             state: State::Pending,
             sequence: 0,
             idempotency_key: None,
+            wrong_answers: 0,
+            deliveries: Vec::new(),
         };
         (c, devices)
     }
@@ -349,18 +400,13 @@ mod tests {
         );
     }
 
+    fn wrong(n: u32) -> u32 {
+        if n == 99 { 98 } else { n + 1 }
+    }
+
     #[test]
     fn approval_needs_the_right_number_but_denial_does_not() {
         let (mut c, d) = challenge(NumberMode::Type);
-        let wrong = if c.number.number == 99 {
-            98
-        } else {
-            c.number.number + 1
-        };
-        assert_eq!(
-            c.respond(&d[0], Decision::Approve, wrong, 2_000),
-            Err(RespondError::WrongNumber)
-        );
         assert_eq!(
             c.respond(&d[0], Decision::Approve, 0, 2_000),
             Err(RespondError::MissingNumber)
@@ -373,6 +419,75 @@ mod tests {
                 .is_ok()
         );
         assert!(c.respond(&d[1], Decision::ReportFraud, 0, 2_000).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_number_ends_the_challenge_denied() {
+        let (mut c, d) = challenge(NumberMode::Type);
+        let e = c
+            .respond(&d[0], Decision::Approve, wrong(c.number.number), 2_000)
+            .expect("a wrong number decides");
+        assert_eq!(
+            e.kind,
+            EventKind::Ended(State::Denied(d[0].clone(), DenyReason::WrongNumber))
+        );
+        let n = c.number.number;
+        assert_eq!(
+            c.respond(&d[1], Decision::Approve, n, 2_001),
+            Err(RespondError::Ended(State::Denied(
+                d[0].clone(),
+                DenyReason::WrongNumber
+            ))),
+            "the right number afterwards is too late"
+        );
+    }
+
+    #[test]
+    fn tapping_every_choice_cannot_approve() {
+        let (mut c, d) = challenge(NumberMode::Choose);
+        let first_wrong = c
+            .number
+            .choices
+            .iter()
+            .copied()
+            .find(|n| *n != c.number.number)
+            .expect("a decoy");
+        assert!(
+            c.respond(&d[0], Decision::Approve, first_wrong, 2_000)
+                .is_ok()
+        );
+        let n = c.number.number;
+        assert!(matches!(
+            c.respond(&d[0], Decision::Approve, n, 2_001),
+            Err(RespondError::Ended(_))
+        ));
+    }
+
+    #[test]
+    fn type_mode_counts_wrong_numbers_up_to_its_attempts() {
+        let (mut c, d) = challenge(NumberMode::Type);
+        c.number.attempts = 2;
+        let bad = wrong(c.number.number);
+        assert_eq!(
+            c.respond(&d[0], Decision::Approve, bad, 2_000),
+            Err(RespondError::WrongNumber { attempts_left: 1 })
+        );
+        assert_eq!((c.state.clone(), c.wrong_answers), (State::Pending, 1));
+        assert!(matches!(
+            c.respond(&d[1], Decision::Approve, bad, 2_001)
+                .map(|e| e.kind),
+            Ok(EventKind::Ended(State::Denied(_, DenyReason::WrongNumber)))
+        ));
+    }
+
+    #[test]
+    fn a_number_where_none_is_asked_is_refused() {
+        let (mut c, d) = challenge(NumberMode::None);
+        assert_eq!(
+            c.respond(&d[0], Decision::Approve, 42, 2_000),
+            Err(RespondError::UnexpectedNumber)
+        );
+        assert!(c.respond(&d[0], Decision::Approve, 0, 2_000).is_ok());
     }
 
     #[test]
@@ -438,7 +553,7 @@ mod properties {
                 id: ChallengeId::generate(&account),
                 account,
                 context: LoginContext::default(),
-                number: NumberMatch::generate(NumberMode::Type, &mut StdRng::seed_from_u64(9)),
+                number: NumberMatch::generate(NumberMode::Type, 2, &mut StdRng::seed_from_u64(9)),
                 targets: devices[..3].to_vec(),
                 created_at_ms: 0,
                 expires_at_ms: 60_000,
@@ -446,6 +561,8 @@ mod properties {
                 state: State::Pending,
                 sequence: 0,
                 idempotency_key: None,
+                wrong_answers: 0,
+                deliveries: Vec::new(),
             };
             let mut terminal_events = 0;
             let mut ended: Option<State> = None;
@@ -459,7 +576,19 @@ mod properties {
                             1 => Decision::Deny(DenyReason::NotMe),
                             _ => Decision::ReportFraud,
                         };
-                        c.respond(&devices[device], decision, number, now).ok()
+                        match c.respond(&devices[device], decision, number, now) {
+                            Ok(e) => Some(e),
+                            Err(RespondError::WrongNumber { attempts_left }) => {
+                                // The one refusal that changes something: the count of wrong numbers.
+                                prop_assert_eq!(c.wrong_answers, before.wrong_answers + 1);
+                                prop_assert!(attempts_left > 0);
+                                let mut counted = before.clone();
+                                counted.wrong_answers += 1;
+                                prop_assert_eq!(&c, &counted);
+                                continue;
+                            }
+                            Err(_) => None,
+                        }
                     }
                     Op::Expire => c.expire(now).ok(),
                     Op::Cancel => c.cancel(now),

@@ -4,8 +4,8 @@
 use crate::audit::{AuditKind, SecurityEvent, SecurityKind, StoredAudit};
 use crate::auth::KeyAlgorithm;
 use crate::challenge::{
-    self, AccountId, Challenge, ChallengeId, DenyReason, DeviceId, Event, EventKind, LoginContext,
-    NoticeId, NumberMode, State,
+    self, AccountId, Challenge, ChallengeId, DeliveryState, DenyReason, DeviceId, Event, EventKind,
+    LoginContext, NoticeId, NumberMode, State,
 };
 use crate::device::{Device, DeviceState, Platform};
 use crate::error::Error;
@@ -175,22 +175,33 @@ pub fn decision(value: i32, reason: i32) -> Result<challenge::Decision, Error> {
         Ok(pb::DenyReason::NotMe) => Some(DenyReason::NotMe),
         Ok(pb::DenyReason::CancelledByUser) => Some(DenyReason::CancelledByUser),
         Ok(pb::DenyReason::NumberMismatch) => Some(DenyReason::NumberMismatch),
-        Err(_) => return Err(Error::invalid("respond.deny_reason", "unknown value")),
+        Ok(pb::DenyReason::WrongNumber) => {
+            return Err(Error::invalid(
+                "payload.respond.deny_reason",
+                "DENY_REASON_WRONG_NUMBER is set by the relay, not sent by a phone",
+            ));
+        }
+        Err(_) => {
+            return Err(Error::invalid(
+                "payload.respond.deny_reason",
+                "unknown value",
+            ));
+        }
     };
     match (pb::Decision::try_from(value), reason) {
         (Ok(pb::Decision::Approve), None) => Ok(challenge::Decision::Approve),
         (Ok(pb::Decision::ReportFraud), None) => Ok(challenge::Decision::ReportFraud),
         (Ok(pb::Decision::Deny), Some(r)) => Ok(challenge::Decision::Deny(r)),
         (Ok(pb::Decision::Deny), None) => Err(Error::invalid(
-            "respond.deny_reason",
+            "payload.respond.deny_reason",
             "required with DECISION_DENY",
         )),
         (Ok(pb::Decision::Approve | pb::Decision::ReportFraud), Some(_)) => Err(Error::invalid(
-            "respond.deny_reason",
+            "payload.respond.deny_reason",
             "allowed only with DECISION_DENY",
         )),
         _ => Err(Error::invalid(
-            "respond.decision",
+            "payload.respond.decision",
             "must be APPROVE, DENY or REPORT_FRAUD",
         )),
     }
@@ -201,6 +212,7 @@ fn reason_to_pb(reason: DenyReason) -> pb::DenyReason {
         DenyReason::NotMe => pb::DenyReason::NotMe,
         DenyReason::CancelledByUser => pb::DenyReason::CancelledByUser,
         DenyReason::NumberMismatch => pb::DenyReason::NumberMismatch,
+        DenyReason::WrongNumber => pb::DenyReason::WrongNumber,
     }
 }
 
@@ -253,6 +265,22 @@ pub fn challenge_to_pb(c: &Challenge) -> pb::Challenge {
         decided_by_device_id: decided_by,
         deny_reason: deny_reason.into(),
         sequence: c.sequence,
+        deliveries: c
+            .targets
+            .iter()
+            .map(|d| {
+                let (state, reason) = match c.delivery(d) {
+                    DeliveryState::Pending => (pb::DeliveryState::Pending, String::new()),
+                    DeliveryState::Delivered => (pb::DeliveryState::Delivered, String::new()),
+                    DeliveryState::Failed(reason) => (pb::DeliveryState::Failed, reason),
+                };
+                pb::DeviceDelivery {
+                    device_id: d.to_string(),
+                    state: state.into(),
+                    reason,
+                }
+            })
+            .collect(),
     }
 }
 

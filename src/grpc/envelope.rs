@@ -46,8 +46,8 @@ pub fn open(
     let device = convert::device_id("device_id", &envelope.device_id)?;
     check_bytes("payload", &envelope.payload, MAX_PAYLOAD)?;
     check_bytes("signature", &envelope.signature, MAX_SIGNATURE)?;
-    let inner = pb::DeviceRequest::decode(envelope.payload.as_slice())
-        .map_err(|_| Error::invalid("payload", "is not an encoded DeviceRequest"))?;
+    let inner =
+        pb::DeviceRequest::decode(envelope.payload.as_slice()).map_err(|e| decode_error(&e))?;
     // Counters are compared as Lua numbers (doubles) in the Redis scripts: keep them exact.
     if inner.counter == 0 || inner.counter >= MAX_COUNTER {
         return Err(Error::invalid(
@@ -91,8 +91,7 @@ pub struct Enrollment {
 pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
     check_bytes("payload", &req.payload, MAX_PAYLOAD)?;
     check_bytes("signature", &req.signature, MAX_SIGNATURE)?;
-    let p = pb::EnrollPayload::decode(req.payload.as_slice())
-        .map_err(|_| Error::invalid("payload", "is not an encoded EnrollPayload"))?;
+    let p = pb::EnrollPayload::decode(req.payload.as_slice()).map_err(|e| decode_error(&e))?;
     let ticket = Ticket::parse(&p.ticket).map_err(|e| Error::invalid("payload.ticket", e))?;
     let algorithm = convert::key_algorithm("payload.key_algorithm", p.key_algorithm)?;
     let key = PublicKey::parse(algorithm, &p.public_key)
@@ -120,6 +119,12 @@ pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
         device,
         timestamp_ms: p.timestamp_unix_ms,
     })
+}
+
+/// A payload that does not decode, named by its field path inside `payload`.
+fn decode_error(e: &prost::DecodeError) -> Error {
+    let (path, reason) = super::codec::field_error(&e.to_string(), "payload.");
+    Error::invalid(path, reason)
 }
 
 fn check_bytes(field: &'static str, value: &[u8], max: usize) -> Result<(), Error> {

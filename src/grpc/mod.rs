@@ -2,6 +2,7 @@
 //! conversions, and the single mapping of errors to statuses. The only module that knows `pb` types.
 
 pub mod backend;
+pub mod codec;
 pub mod convert;
 pub mod device;
 pub mod envelope;

@@ -55,7 +55,9 @@ pub fn code(error: &Error) -> Code {
             Code::FailedPrecondition
         }
         Error::Device(DeviceRefusal::Respond(
-            RespondError::MissingNumber | RespondError::WrongNumber,
+            RespondError::MissingNumber
+            | RespondError::WrongNumber { .. }
+            | RespondError::UnexpectedNumber,
         )) => Code::InvalidArgument,
         Error::Enroll(EnrollRefusal::BadTicket) => Code::PermissionDenied,
         Error::Enroll(EnrollRefusal::TooManyDevices) => Code::FailedPrecondition,

@@ -41,6 +41,8 @@ pub struct Policy {
     pub default_enrollment_ttl: Duration,
     /// Address the enrollment URI tells phones to use.
     pub public_device_address: String,
+    /// Numbers the owner may type in mode TYPE before a wrong one ends the challenge DENIED.
+    pub type_number_attempts: u32,
 }
 
 impl Default for Policy {
@@ -52,6 +54,7 @@ impl Default for Policy {
             timestamp_window: Duration::from_secs(300),
             default_enrollment_ttl: Duration::from_secs(600),
             public_device_address: "127.0.0.1:50052".into(),
+            type_number_attempts: 1,
         }
     }
 }
@@ -184,7 +187,11 @@ impl Relay {
         };
         let new = NewChallenge {
             id,
-            number: NumberMatch::generate(req.mode, &mut rand::thread_rng()),
+            number: NumberMatch::generate(
+                req.mode,
+                self.policy.type_number_attempts,
+                &mut rand::thread_rng(),
+            ),
             account: req.account,
             context: req.context,
             ttl,

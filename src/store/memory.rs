@@ -638,6 +638,8 @@ impl Store for MemoryStore {
             state: State::Pending,
             sequence: 0,
             idempotency_key: new.idempotency_key,
+            wrong_answers: 0,
+            deliveries: Vec::new(),
         };
         if let Some(key) = &challenge.idempotency_key {
             inner.idempotency.insert(
@@ -724,9 +726,14 @@ impl Store for MemoryStore {
             }
             Err(refusal) => {
                 let detail = match refusal {
-                    DeviceRefusal::Respond(RespondError::WrongNumber) => "wrong_number".to_owned(),
+                    DeviceRefusal::Respond(RespondError::WrongNumber { .. }) => {
+                        "wrong_number".to_owned()
+                    }
                     DeviceRefusal::Respond(RespondError::MissingNumber) => {
                         "missing_number".to_owned()
+                    }
+                    DeviceRefusal::Respond(RespondError::UnexpectedNumber) => {
+                        "unexpected_number".to_owned()
                     }
                     DeviceRefusal::Respond(RespondError::Late) => "late".to_owned(),
                     DeviceRefusal::Respond(RespondError::Ended(s)) => {

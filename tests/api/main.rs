@@ -4,6 +4,7 @@
 mod helpers;
 mod limits;
 mod notices;
+mod numbers;
 mod operations;
 mod redis_server;
 

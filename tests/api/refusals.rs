@@ -227,45 +227,6 @@ async fn a_revoked_device_is_refused(app: TestApp) {
     still_pending(&app, &challenge).await;
 }
 
-async fn a_wrong_number_is_refused_audited_and_the_challenge_stays_pending(app: TestApp) {
-    let account = account();
-    let mut phone = app.enroll(&account).await;
-    let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
-
-    let result = app.respond(
-        &mut phone,
-        &challenge.challenge_id,
-        pb::Decision::Approve,
-        pb::DenyReason::Unspecified,
-        wrong(challenge.number),
-    );
-    assert_code(
-        result.await,
-        Code::InvalidArgument,
-        "number: does not match",
-    );
-    let result = app.respond(
-        &mut phone,
-        &challenge.challenge_id,
-        pb::Decision::Approve,
-        pb::DenyReason::Unspecified,
-        0,
-    );
-    assert_code(result.await, Code::InvalidArgument, "number: required");
-    still_pending(&app, &challenge).await;
-    assert!(
-        app.audit_details(&account)
-            .await
-            .contains(&(pb::AuditKind::RequestRefused, "wrong_number".into()))
-    );
-
-    // The owner can still approve with the right number.
-    assert_eq!(
-        app.approve(&mut phone, &challenge).await.expect("approve"),
-        pb::ChallengeState::Approved
-    );
-}
-
 async fn a_second_decision_after_the_first_is_refused(app: TestApp) {
     let account = account();
     let mut first = app.enroll(&account).await;
@@ -345,7 +306,6 @@ on_every_store!(
     a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refused_from_then_on,
     a_revoked_device_is_refused,
     a_key_that_switches_back_to_its_previous_push_token_is_a_suspected_clone,
-    a_wrong_number_is_refused_audited_and_the_challenge_stays_pending,
     a_second_decision_after_the_first_is_refused,
     a_timestamp_outside_the_window_is_refused,
     an_enrollment_ticket_works_once,

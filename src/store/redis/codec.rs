@@ -4,8 +4,8 @@
 use crate::auth::{KeyAlgorithm, PublicKey};
 use crate::challenge::NoticeId;
 use crate::challenge::{
-    AccountId, Challenge, ChallengeId, DenyReason, DeviceId, Event, EventKind, LoginContext,
-    NumberMatch, NumberMode, State,
+    AccountId, Challenge, ChallengeId, DeliveryState, DenyReason, DeviceId, Event, EventKind,
+    LoginContext, NumberMatch, NumberMode, State,
 };
 use crate::device::{Device, DeviceState, Platform};
 use crate::notice::{Notice, NoticeDraft, NoticeKind};
@@ -195,6 +195,7 @@ pub fn new_challenge_fields(c: &crate::store::NewChallenge) -> Vec<(&'static str
                 .join(","),
         ),
         ("idem", c.idempotency_key.clone().unwrap_or_default()),
+        ("tries", c.number.attempts.to_string()),
     ]);
     fields
 }
@@ -297,6 +298,7 @@ fn deny_reason(name: &str) -> Result<DenyReason, StoreError> {
         DenyReason::NotMe,
         DenyReason::CancelledByUser,
         DenyReason::NumberMismatch,
+        DenyReason::WrongNumber,
     ]
     .into_iter()
     .find(|r| r.name() == name)
@@ -317,6 +319,20 @@ pub fn challenge(id: &ChallengeId, h: &Hash) -> Result<Challenge, StoreError> {
         .map(str::parse)
         .collect::<Result<Vec<u32>, _>>();
     let idem = opt_field(h, "idem");
+    let targets = id_list(h, "targets")?;
+    // Push outcomes: `dl:<device id>` = `delivered` or `failed:<reason>` (delivery.lua).
+    let deliveries = targets
+        .iter()
+        .filter_map(|d| {
+            let value = opt_field(h, &format!("dl:{d}"));
+            let state = match value.strip_prefix("failed:") {
+                Some(reason) => DeliveryState::Failed(reason.to_owned()),
+                None if value == "delivered" => DeliveryState::Delivered,
+                None => return None,
+            };
+            Some((d.clone(), state))
+        })
+        .collect();
     Ok(Challenge {
         id: id.clone(),
         account: AccountId::parse(field(h, "account")?).map_err(corrupt)?,
@@ -325,8 +341,13 @@ pub fn challenge(id: &ChallengeId, h: &Hash) -> Result<Challenge, StoreError> {
             mode,
             number: num(h, "number")?,
             choices: choices.map_err(corrupt)?,
+            // Challenges created before wrong numbers were counted allowed one.
+            attempts: opt_field(h, "tries").parse().unwrap_or(match mode {
+                NumberMode::None => 0,
+                _ => 1,
+            }),
         },
-        targets: id_list(h, "targets")?,
+        targets,
         created_at_ms: num(h, "created")?,
         expires_at_ms: num(h, "expires")?,
         ended_at_ms: num(h, "ended")?,
@@ -341,6 +362,8 @@ pub fn challenge(id: &ChallengeId, h: &Hash) -> Result<Challenge, StoreError> {
         } else {
             Some(idem.to_owned())
         },
+        wrong_answers: opt_field(h, "wrong").parse().unwrap_or(0),
+        deliveries,
     })
 }
 

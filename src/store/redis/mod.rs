@@ -517,6 +517,8 @@ impl Store for RedisStore {
                     state: State::Pending,
                     sequence: 0,
                     idempotency_key: new.idempotency_key,
+                    wrong_answers: 0,
+                    deliveries: Vec::new(),
                 };
                 Ok(CreateOutcome::Created(challenge, devices, superseded))
             }
@@ -579,7 +581,10 @@ impl Store for RedisStore {
                 "not_targeted" => DeviceRefusal::Respond(RespondError::NotTargeted),
                 "late" => DeviceRefusal::Respond(RespondError::Late),
                 "missing_number" => DeviceRefusal::Respond(RespondError::MissingNumber),
-                "wrong_number" => DeviceRefusal::Respond(RespondError::WrongNumber),
+                "wrong_number" => DeviceRefusal::Respond(RespondError::WrongNumber {
+                    attempts_left: u32::try_from(int(at(items, 2)?)?).unwrap_or(1),
+                }),
+                "unexpected_number" => DeviceRefusal::Respond(RespondError::UnexpectedNumber),
                 ended if ended.starts_with("ended:") => {
                     let c = self
                         .get_challenge(id)

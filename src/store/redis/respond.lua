@@ -12,15 +12,26 @@ local function refuse(reason, detail)
   return {'refused', reason}
 end
 
-local c = redis.call('HMGET', KEYS[2], 'account', 'state', 'targets', 'expires', 'mode', 'number', 'seq')
+local c = redis.call('HMGET', KEYS[2], 'account', 'state', 'targets', 'expires', 'mode', 'number', 'seq', 'tries')
 if not c[1] or c[1] ~= account then return refuse('not_found', 'not_targeted') end
 if not string.find(c[3], ',' .. device_id .. ',', 1, true) then return refuse('not_targeted') end
 if c[2] ~= 'pending' then return refuse('ended:' .. c[2], 'already_' .. c[2]) end
 if now >= tonumber(c[4]) then return refuse('late') end
 local decision, reason = ARGV[6], ARGV[7]
+-- Number matching (challenge::Challenge::respond): a wrong number ends the challenge DENIED once the
+-- challenge's allowance of wrong numbers is used up (always at once in mode choose).
+if decision == 'approved' and c[5] == 'none' and ARGV[8] ~= '0' then return refuse('unexpected_number') end
 if decision == 'approved' and c[5] ~= 'none' then
   if ARGV[8] == '0' then return refuse('missing_number') end
-  if ARGV[8] ~= c[6] then return refuse('wrong_number') end
+  if ARGV[8] ~= c[6] then
+    local allowed = tonumber(c[8] or '1')
+    local wrong = redis.call('HINCRBY', KEYS[2], 'wrong', 1)
+    if wrong < allowed then
+      audit(account, now, 'request_refused', 'device:' .. device_id, challenge_id, device_id, 'wrong_number')
+      return {'refused', 'wrong_number', allowed - wrong}
+    end
+    decision, reason = 'denied', 'wrong_number'
+  end
 end
 local seq = tonumber(c[7]) + 1
 redis.call('HSET', KEYS[2], 'state', decision, 'by', device_id, 'reason', reason, 'ended', now, 'seq', seq)
