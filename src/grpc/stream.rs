@@ -9,12 +9,20 @@ use crate::challenge::{ChallengeId, MAX_NAME_LEN, check_name};
 use crate::error::Error;
 use crate::pb;
 use crate::relay::Relay;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::{Code, Status};
+
+/// The next request, once the client has not half-closed.
+async fn next<S: Stream + Unpin>(inbound: &mut Option<S>) -> Option<S::Item> {
+    match inbound {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Most challenges one StreamChallenges stream may follow at once.
 pub const MAX_OPEN_PER_STREAM: usize = 10_000;
@@ -56,13 +64,20 @@ impl StreamSession {
         }
     }
 
+    /// Serves the stream until the client leaves, sends what cannot be decoded, or half-closes and
+    /// every challenge created on the stream has ended; or until shutdown.
     pub(super) async fn run(
         mut self,
-        mut inbound: Streaming<pb::StreamChallengesRequest>,
+        inbound: impl Stream<Item = Result<pb::StreamChallengesRequest, Status>> + Unpin,
         shutdown: CancellationToken,
     ) {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let mut inbound = Some(inbound);
         loop {
+            if inbound.is_none() && self.open.is_empty() {
+                // Half-closed, and the last open challenge has ended: end the stream OK.
+                return;
+            }
             tokio::select! {
                 () = shutdown.cancelled() => {
                     let _ = self.out.send(Err(Status::unavailable("relay shutting down; reconnect and watch again"))).await;
@@ -71,15 +86,22 @@ impl StreamSession {
                 Some(event) = events_rx.recv() => {
                     if !self.forward(event).await { return; }
                 }
-                request = inbound.next() => match request {
+                request = next(&mut inbound), if inbound.is_some() => match request {
                     Some(Ok(request)) => {
                         if !self.handle(request, &events_tx).await { return; }
+                    }
+                    Some(Err(status)) if status.code() == Code::InvalidArgument => {
+                        // A message that cannot be decoded: the framing held, but tonic stops reading
+                        // the stream after a decode error, so it cannot go on; end it with the reason.
+                        let _ = self.out.send(Err(status)).await;
+                        return;
                     }
                     Some(Err(status)) => {
                         tracing::debug!(%status, "StreamChallenges client stream failed");
                         return;
                     }
-                    None => return,
+                    // Half-close: no more requests, but the open challenges' events still come.
+                    None => inbound = None,
                 },
             }
         }

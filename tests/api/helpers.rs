@@ -30,6 +30,7 @@ pub struct TestApp {
     pub redis: Option<crate::redis_server::RedisServer>,
     pub cluster: Option<crate::redis_server::RedisCluster>,
 
+    pub backend_addr: SocketAddr,
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -84,6 +85,7 @@ pub async fn connect_to(
         hub: approval_relay::watch::Hub::new(),
         redis: None,
         cluster: None,
+        backend_addr,
         device_addr,
         admin_addr,
         stop: None,

@@ -20,3 +20,4 @@ mod streams;
 mod tls;
 mod validation;
 mod walkthrough;
+mod wire;
