@@ -37,6 +37,8 @@ pub enum Actor {
     Relay,
     /// A device, through a signed request.
     Device(DeviceId),
+    /// A request that named a device but failed authentication: nobody the relay can vouch for.
+    Unauthenticated,
 }
 
 impl std::fmt::Display for Actor {
@@ -45,6 +47,7 @@ impl std::fmt::Display for Actor {
             Self::Backend => f.write_str("backend"),
             Self::Relay => f.write_str("relay"),
             Self::Device(id) => write!(f, "device:{id}"),
+            Self::Unauthenticated => f.write_str("unauthenticated"),
         }
     }
 }

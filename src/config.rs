@@ -62,6 +62,11 @@ pub struct Config {
     pub source_rate_per_minute: u32,
     /// The source bucket's burst.
     pub source_rate_burst: u32,
+    /// Device requests naming one device that fail authentication and are recorded per minute (also the
+    /// burst); beyond it they are refused RESOURCE_EXHAUSTED and not recorded. 0: no limit.
+    pub auth_failures_per_device_per_minute: u32,
+    /// The same per peer address (IPv6: its /64), across devices. 0: no limit.
+    pub auth_failures_per_source_per_minute: u32,
     /// Challenge TTL when the backend gives none, seconds.
     pub default_ttl_secs: u64,
     /// Shortest challenge TTL accepted, seconds.
@@ -128,6 +133,8 @@ impl Default for Config {
             account_rate_burst: 10,
             source_rate_per_minute: 300,
             source_rate_burst: 100,
+            auth_failures_per_device_per_minute: 10,
+            auth_failures_per_source_per_minute: 60,
             default_ttl_secs: 60,
             min_ttl_secs: 10,
             max_ttl_secs: 600,
@@ -254,6 +261,14 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_rate_burst: Option<u32>,
+    /// Recorded authentication failures per claimed device id per minute (and burst); 0: no limit [default: 10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_failures_per_device_per_minute: Option<u32>,
+    /// Recorded authentication failures per peer address (IPv6: /64) per minute (and burst); 0: no limit [default: 60].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_failures_per_source_per_minute: Option<u32>,
     /// Challenge TTL when the backend gives none, seconds [default: 60].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -551,6 +566,14 @@ impl Config {
             source_rate: crate::limits::RateLimit {
                 per_minute: self.source_rate_per_minute,
                 burst: self.source_rate_burst,
+            },
+            device_auth_failures: crate::limits::RateLimit {
+                per_minute: self.auth_failures_per_device_per_minute,
+                burst: self.auth_failures_per_device_per_minute,
+            },
+            source_auth_failures: crate::limits::RateLimit {
+                per_minute: self.auth_failures_per_source_per_minute,
+                burst: self.auth_failures_per_source_per_minute,
             },
         }
     }

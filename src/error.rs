@@ -34,7 +34,7 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A push-bombing limit refused a new challenge.
-    #[error("account limit: {} (retry after {} s)", .0.name(), .1.as_secs().max(1))]
+    #[error("limit: {} (retry after {} s)", .0.name(), crate::limits::retry_after_secs(*.1))]
     Limited(crate::limits::LimitRefusal, std::time::Duration),
     /// A notice cannot be shown or acted on.
     #[error(transparent)]

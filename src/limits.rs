@@ -24,6 +24,10 @@ pub struct LimitPolicy {
     pub account_rate: RateLimit,
     /// Challenges one sign-in source address (an IPv6 /64) may cause per minute, across accounts.
     pub source_rate: RateLimit,
+    /// Device requests that fail authentication and are recorded, per claimed device id.
+    pub device_auth_failures: RateLimit,
+    /// Device requests that fail authentication and are recorded, per peer address (an IPv6 /64).
+    pub source_auth_failures: RateLimit,
 }
 
 /// A token bucket's settings: `per_minute` tokens refill continuously up to `burst`; 0 turns it off.
@@ -46,13 +50,19 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Takes one token from `stored` (a full bucket when none): the new state, or the wait for one.
-    pub fn take(stored: Option<Self>, now_ms: i64, limit: &RateLimit) -> Result<Self, Duration> {
+    /// Thousandths of a token in `stored` (a full bucket when none) at `now_ms`.
+    pub fn level(stored: Option<Self>, now_ms: i64, limit: &RateLimit) -> i64 {
         let cap = i64::from(limit.burst) * 1000;
         let per_min = i64::from(limit.per_minute.max(1));
-        let milli = stored.map_or(cap, |b| {
+        stored.map_or(cap, |b| {
             cap.min(b.milli + (now_ms - b.at_ms).max(0).saturating_mul(per_min) / 60)
-        });
+        })
+    }
+
+    /// Takes one token from `stored` (a full bucket when none): the new state, or the wait for one.
+    pub fn take(stored: Option<Self>, now_ms: i64, limit: &RateLimit) -> Result<Self, Duration> {
+        let per_min = i64::from(limit.per_minute.max(1));
+        let milli = Self::level(stored, now_ms, limit);
         if milli < 1000 {
             let wait = ((1000 - milli) * 60 + per_min - 1) / per_min;
             return Err(Duration::from_millis(wait.unsigned_abs()));
@@ -92,6 +102,76 @@ impl Default for LimitPolicy {
                 per_minute: 300,
                 burst: 100,
             },
+            device_auth_failures: RateLimit {
+                per_minute: 10,
+                burst: 10,
+            },
+            source_auth_failures: RateLimit {
+                per_minute: 60,
+                burst: 60,
+            },
+        }
+    }
+}
+
+/// The budget of recorded authentication failures of one claimed device id or one peer address: a
+/// token bucket ([`Bucket`]'s arithmetic) and whether it has tripped since it was last full.
+///
+/// Why a budget and not a record per failure: device ids are not secrets, so anyone can send requests
+/// that name a real device and fail its signature check. Each recorded failure costs the account a
+/// record; the budget bounds their rate, and they go to a trail of their own (capped apart from the
+/// account's real records) so no number of them can push a real record out. It never refuses a request
+/// that authenticates: it only decides what a failed one costs the record, so an attacker who knows a
+/// device id cannot lock its owner out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureBudget {
+    /// The bucket's state.
+    pub bucket: Bucket,
+    /// The budget ran out since the bucket was last full: one trip per burst, not per request.
+    pub tripped: bool,
+}
+
+/// What a budget says of one more authentication failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureVerdict {
+    /// Within the budget: record it.
+    Record,
+    /// Over the budget: refuse it RESOURCE_EXHAUSTED, record nothing but the trip (`first_trip`).
+    Limited {
+        /// Until the budget has room for one more.
+        wait: Duration,
+        /// The budget just ran out (it had not tripped since it was last full).
+        first_trip: bool,
+    },
+}
+
+impl FailureBudget {
+    /// One more failure at `now_ms`: the budget's new state (`None`: unchanged) and the verdict. A
+    /// refusal keeps the bucket as it is (its refill is computed from the last take) and only marks the
+    /// trip; the trip is forgotten once the bucket is full again.
+    pub fn take(
+        stored: Option<Self>,
+        now_ms: i64,
+        limit: &RateLimit,
+    ) -> (Option<Self>, FailureVerdict) {
+        let full =
+            Bucket::level(stored.map(|s| s.bucket), now_ms, limit) >= i64::from(limit.burst) * 1000;
+        let tripped = stored.is_some_and(|s| s.tripped) && !full;
+        match Bucket::take(stored.map(|s| s.bucket), now_ms, limit) {
+            Ok(bucket) => (Some(Self { bucket, tripped }), FailureVerdict::Record),
+            Err(wait) => {
+                let state = stored.map(|s| Self {
+                    bucket: s.bucket,
+                    tripped: true,
+                });
+                (
+                    state,
+                    FailureVerdict::Limited {
+                        wait,
+                        first_trip: !tripped,
+                    },
+                )
+            }
         }
     }
 }
@@ -137,6 +217,10 @@ pub enum LimitRefusal {
     AccountRate,
     /// The sign-in source's creation-rate bucket is empty.
     SourceRate,
+    /// Too many requests naming one device failed authentication.
+    DeviceAuthFailures,
+    /// Too many device requests from one peer address failed authentication.
+    SourceAuthFailures,
 }
 
 impl LimitRefusal {
@@ -148,8 +232,21 @@ impl LimitRefusal {
             Self::Muted => "muted_after_fraud_report",
             Self::AccountRate => "account_rate",
             Self::SourceRate => "source_rate",
+            Self::DeviceAuthFailures => "device_auth_failures",
+            Self::SourceAuthFailures => "source_auth_failures",
         }
     }
+}
+
+/// Whole seconds to wait before retrying, rounded up and never 0: the `retry-after` header, the
+/// message and `StreamError.retry_after_seconds` all say this number.
+pub fn retry_after_secs(after: Duration) -> u64 {
+    after
+        .as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -212,6 +309,50 @@ mod tests {
         let refilled = Bucket::take(b, 1_000, &limit).expect("one token a second");
         assert_eq!(refilled.milli, 0);
         assert!(Bucket::take(Some(refilled), 1_000, &limit).is_err());
+    }
+
+    #[test]
+    fn a_failure_budget_trips_once_per_burst_and_forgets_once_full_again() {
+        let limit = RateLimit {
+            per_minute: 60,
+            burst: 2,
+        };
+        let (mut state, mut trips) = (None, 0);
+        let mut recorded = 0;
+        // A flood: 100 failures in the same second.
+        for _ in 0..100 {
+            let (next, verdict) = FailureBudget::take(state, 0, &limit);
+            state = next.or(state);
+            match verdict {
+                FailureVerdict::Record => recorded += 1,
+                FailureVerdict::Limited { first_trip, wait } => {
+                    trips += u32::from(first_trip);
+                    assert_eq!(wait, Duration::from_millis(1_000));
+                }
+            }
+        }
+        assert_eq!((recorded, trips), (2, 1));
+        // Still flooding a second later: one more is recorded, no new trip.
+        let (next, verdict) = FailureBudget::take(state, 1_000, &limit);
+        assert_eq!(verdict, FailureVerdict::Record);
+        state = next;
+        let (_, verdict) = FailureBudget::take(state, 1_000, &limit);
+        assert!(matches!(
+            verdict,
+            FailureVerdict::Limited {
+                first_trip: false,
+                ..
+            }
+        ));
+        // Once full again (2 s of quiet), the next burst trips anew.
+        let (mut s2, _) = (state, ());
+        for _ in 0..3 {
+            let (next, verdict) = FailureBudget::take(s2, 10_000, &limit);
+            s2 = next.or(s2);
+            if let FailureVerdict::Limited { first_trip, .. } = verdict {
+                assert!(first_trip);
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ impl DeviceApi {
         rpc: &'static str,
         expected: fn(&Body) -> bool,
     ) -> Result<(Authenticated, Body), Error> {
+        let source = request.remote_addr().map(|a| a.ip());
         let signed = request.into_inner();
         let opened = envelope::open(&signed, rpc, expected)?;
         let auth = self
@@ -41,6 +42,7 @@ impl DeviceApi {
                 opened.timestamp_ms,
                 &signed.payload,
                 &signed.signature,
+                source,
             )
             .await?;
         Ok((auth, opened.body))

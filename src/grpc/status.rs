@@ -31,15 +31,7 @@ impl From<Error> for Status {
     }
 }
 
-/// Whole seconds to wait, rounded up (never 0).
-pub fn retry_after_secs(after: std::time::Duration) -> u64 {
-    after
-        .as_millis()
-        .div_ceil(1000)
-        .max(1)
-        .try_into()
-        .unwrap_or(u64::MAX)
-}
+pub use crate::limits::retry_after_secs;
 
 /// The status code for an error.
 pub fn code(error: &Error) -> Code {

@@ -9,7 +9,7 @@ use crate::challenge::{Challenge, ChallengeId, Decision, DeviceId, RespondError,
 use crate::device::{Device, Ticket};
 use crate::error::Error;
 use crate::notice::{NoticeDraft, NoticeKind};
-use crate::store::{DeviceCall, DeviceRefusal, NewDevice};
+use crate::store::{AuthFailure, DeviceCall, DeviceRefusal, FailureOutcome, NewDevice};
 
 impl Relay {
     /// Enrolls a device: the signature by the new key over the payload proves possession.
@@ -38,11 +38,14 @@ impl Relay {
         i64::try_from(self.policy.timestamp_window.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Checks a signed request: known device, matching id, valid signature, fresh timestamp. Refusals of
-    /// a known device are audited on its account.
+    /// Checks a signed request: known device, matching id, valid signature, fresh timestamp. A request
+    /// that fails is counted against the budgets of the device it names and of its peer address `source`
+    /// and recorded in the account's refusal trail while within them (DESIGN.md guarantee 11); past them
+    /// it is refused RESOURCE_EXHAUSTED. A request that authenticates is never refused by those budgets.
     ///
     /// # Errors
-    /// `Auth` with the reason.
+    /// `Auth` with the reason, or `Limited` when a failure budget is spent.
+    #[allow(clippy::too_many_arguments)]
     pub async fn authenticate(
         &self,
         envelope_device: &DeviceId,
@@ -51,27 +54,27 @@ impl Relay {
         timestamp_ms: i64,
         payload: &[u8],
         signature: &[u8],
+        source: Option<std::net::IpAddr>,
     ) -> Result<Authenticated, Error> {
         let (device, now) = self.store.device_and_time(envelope_device).await?;
         let Some(device) = device else {
-            metrics::counter!("relay_device_requests_refused_total", "reason" => "unknown_device")
-                .increment(1);
-            return Err(AuthError::UnknownDevice.into());
+            return Err(self
+                .auth_failed(None, source, AuthError::UnknownDevice)
+                .await);
         };
-        let checked = device.key.verify(payload, signature).and_then(|()| {
-            if inner_device == device.id.as_str() {
-                Ok(())
-            } else {
-                Err(AuthError::DeviceMismatch)
-            }
-        });
-        let checked = match checked {
-            Ok(()) => auth::check_timestamp(timestamp_ms, now, self.window_ms()),
-            Err(e) => Err(e),
-        };
+        let checked = device
+            .key
+            .verify(payload, signature)
+            .and_then(|()| {
+                if inner_device == device.id.as_str() {
+                    Ok(())
+                } else {
+                    Err(AuthError::DeviceMismatch)
+                }
+            })
+            .and_then(|()| auth::check_timestamp(timestamp_ms, now, self.window_ms()));
         if let Err(e) = checked {
-            self.refused(&device, None, e.reason()).await;
-            return Err(e.into());
+            return Err(self.auth_failed(Some(&device), source, e).await);
         }
         Ok(Authenticated {
             call: DeviceCall {
@@ -80,6 +83,46 @@ impl Relay {
             },
             device,
         })
+    }
+
+    /// Counts a failed authentication; the error to answer with.
+    async fn auth_failed(
+        &self,
+        device: Option<&Device>,
+        source: Option<std::net::IpAddr>,
+        error: AuthError,
+    ) -> Error {
+        metrics::counter!("relay_device_requests_refused_total", "reason" => error.reason())
+            .increment(1);
+        let failure = AuthFailure {
+            device: device.map(|d| (d.id.clone(), d.account.clone())),
+            source: source.map(crate::limits::source_key),
+            reason: error.reason(),
+        };
+        match self.store.auth_failure(&failure).await {
+            Ok(FailureOutcome::Counted) => error.into(),
+            Ok(FailureOutcome::Limited {
+                limit,
+                wait,
+                first_trip,
+            }) => {
+                metrics::counter!("relay_limit_refusals_total", "limit" => limit.name())
+                    .increment(1);
+                if first_trip {
+                    tracing::warn!(
+                        limit = limit.name(),
+                        device_id = device.map(|d| d.id.to_string()).unwrap_or_default(),
+                        "device requests failing authentication are over their budget; \
+                         refusing them RESOURCE_EXHAUSTED without recording each"
+                    );
+                }
+                Error::Limited(limit, wait)
+            }
+            Err(store_error) => {
+                tracing::warn!(%store_error, "could not count a failed authentication");
+                error.into()
+            }
+        }
     }
 
     pub(super) async fn refused(
@@ -201,8 +244,10 @@ impl Relay {
     ) -> Result<Device, Error> {
         let message = rotate_key_message(&auth.device.id, auth.call.counter);
         if let Err(e) = key.verify(message.as_bytes(), proof) {
+            // Authenticated, so the request consumes its counter like any refused one.
+            self.accept(auth).await?;
             self.refused(&auth.device, None, "bad_new_key_proof").await;
-            return Err(Error::invalid("rotate_key.new_key_proof", e));
+            return Err(Error::invalid("payload.rotate_key.new_key_proof", e));
         }
         match self.store.rotate_key(&auth.call, key).await? {
             Ok(device) => Ok(device),

@@ -5,6 +5,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod trail;
 
 use crate::audit::{Actor, AuditRecord, SecurityEvent, SecurityKind, StoredAudit};
 use crate::auth::{AuthError, PublicKey};
@@ -142,6 +143,35 @@ pub enum ExpireOutcome {
     Ended,
 }
 
+/// A device request that failed authentication (unknown device, bad or malformed signature, device id
+/// mismatch, stale timestamp), to count against the budgets of `limits::FailureBudget`.
+#[derive(Debug, Clone)]
+pub struct AuthFailure {
+    /// The device the request named and its account, when such a device exists.
+    pub device: Option<(DeviceId, AccountId)>,
+    /// The peer address's budget key (`limits::source_key`), when the transport knows it.
+    pub source: Option<String>,
+    /// Why it failed (`AuthError::reason`).
+    pub reason: &'static str,
+}
+
+/// What counting an authentication failure decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// Within both budgets: recorded in the account's refusal trail (when the device is known).
+    Counted,
+    /// A budget is spent: refuse RESOURCE_EXHAUSTED; only a first trip was recorded (and reported as a
+    /// LIMIT_TRIPPED security event when the device is known).
+    Limited {
+        /// Which budget.
+        limit: crate::limits::LimitRefusal,
+        /// Until it has room again.
+        wait: Duration,
+        /// This failure tripped it.
+        first_trip: bool,
+    },
+}
+
 /// A page of an account's audit trail.
 #[derive(Debug, Clone)]
 pub struct AuditPage {
@@ -241,6 +271,10 @@ pub trait Store: Send + Sync + 'static {
     /// Appends an audit record and reports it as a security event of `kind` (same device, challenge
     /// and detail).
     async fn report(&self, record: AuditRecord, kind: SecurityKind) -> Result<(), StoreError>;
+    /// Counts a device request that failed authentication against the budgets of the device it named
+    /// and of its peer address; while both have room it is recorded in the account's refusal trail,
+    /// which is capped apart from the real records (DESIGN.md guarantee 11).
+    async fn auth_failure(&self, failure: &AuthFailure) -> Result<FailureOutcome, StoreError>;
 
     /// Sends a notice to every active device of the account the draft does not skip: saves it until it
     /// expires, lists it among the account's newest (older ones are dropped), and audits it, in one
@@ -254,7 +288,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError>;
     /// An account's unexpired notices, newest first, at most `notice::NOTICES_PER_ACCOUNT`.
     async fn list_notices(&self, account: &AccountId) -> Result<Vec<Notice>, StoreError>;
-    /// Pages an account's audit trail, newest first, starting before `before`.
+    /// Pages an account's audit trail (its real records and its refusal trail merged, see `trail.rs`),
+    /// newest first, starting at the page token `before`.
     async fn list_audit(
         &self,
         account: &AccountId,

@@ -61,11 +61,14 @@ async fn a_rotated_key_signs_from_then_on_and_the_old_key_is_refused(app: TestAp
         new_public_key: new_key.public_key(),
         new_key_proof: proof,
     };
-    app.device
+    let ack = app
+        .device
         .clone()
         .rotate_key(phone.signed(Body::RotateKey(body)))
         .await
-        .expect("rotate");
+        .expect("rotate")
+        .into_inner();
+    assert_eq!(ack.counter, 0, "the counter starts again with the new key");
 
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
     let mut old = phone.clone();
@@ -74,8 +77,9 @@ async fn a_rotated_key_signs_from_then_on_and_the_old_key_is_refused(app: TestAp
         Code::Unauthenticated,
         "signature",
     );
+    // A phone whose counter neared 2^53 starts again from 1 under its new key.
     phone.key = new_key;
-    phone.counter = old.counter;
+    phone.counter = 0;
     assert_eq!(
         app.approve(&mut phone, &challenge)
             .await
@@ -98,7 +102,13 @@ async fn a_rotation_without_proof_of_the_new_key_is_refused(app: TestApp) {
         .clone()
         .rotate_key(phone.signed(Body::RotateKey(body)))
         .await;
-    assert_code(result, Code::InvalidArgument, "rotate_key.new_key_proof");
+    assert_code(
+        result,
+        Code::InvalidArgument,
+        "payload.rotate_key.new_key_proof",
+    );
+    // Correctly signed by the current key, so it consumed its counter, as every authenticated request.
+    assert_eq!(app.devices(&account).await[0].counter, phone.counter);
 }
 
 async fn the_audit_trail_pages_newest_first_without_gaps(app: TestApp) {

@@ -2,6 +2,7 @@
 
 #[macro_use]
 mod helpers;
+mod flood;
 mod limits;
 mod notices;
 mod numbers;

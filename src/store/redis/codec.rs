@@ -389,3 +389,19 @@ pub fn event(id: &ChallengeId, payload: &[u8]) -> Result<Event, StoreError> {
         kind,
     })
 }
+
+/// What failure.lua said of one budget (`limit` names it).
+pub fn failure_outcome(
+    reply: &Value,
+    limit: crate::limits::LimitRefusal,
+) -> Result<crate::store::FailureOutcome, StoreError> {
+    let items = array(reply)?;
+    Ok(match text(at(items, 0)?)?.as_str() {
+        "limited" => crate::store::FailureOutcome::Limited {
+            limit,
+            wait: std::time::Duration::from_millis(int(at(items, 1)?)?.unsigned_abs()),
+            first_trip: int(at(items, 2)?)? == 1,
+        },
+        _ => crate::store::FailureOutcome::Counted,
+    })
+}

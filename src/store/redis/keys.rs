@@ -44,6 +44,21 @@ pub fn audit(account: &AccountId) -> String {
     format!("{}audit:{account}", prefix(account.tag()))
 }
 
+/// An account's trail of unauthenticated refusals (the scripts build the same name from the prefix).
+pub fn refused(account: &AccountId) -> String {
+    format!("{}refused:{account}", prefix(account.tag()))
+}
+
+/// The authentication-failure budget of a claimed device id.
+pub fn auth_failures(device: &DeviceId) -> String {
+    format!("{}authfail:{device}", prefix(device.tag()))
+}
+
+/// The authentication-failure budget of a peer address, in its own slot.
+pub fn source_auth_failures(source: &str) -> String {
+    format!("ar:authsrc:{{{source}}}")
+}
+
 /// An enrollment ticket, by digest, in the slot of the account it enrolls into.
 pub fn enrollment(ticket: &Ticket) -> String {
     format!("{}enr:{}", prefix(ticket.tag()), ticket.digest())

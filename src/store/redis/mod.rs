@@ -30,6 +30,17 @@ use tokio_util::sync::CancellationToken;
 /// How long an ended challenge stays readable after its deadline (as in the memory store).
 const RETENTION_MS: i64 = memory::RETENTION_MS;
 
+/// One authentication-failure budget to count against (see failure.lua).
+struct FailureStep<'a> {
+    prefix: String,
+    key: String,
+    limit: &'a crate::limits::RateLimit,
+    name: &'static str,
+    account: &'a str,
+    device: &'a str,
+    reason: &'a str,
+}
+
 /// The relay's state in Redis.
 pub struct RedisStore {
     limits: LimitPolicy,
@@ -200,6 +211,26 @@ impl RedisStore {
             .await?
             .ok_or(StoreError::Corrupt("device vanished".into()))
             .map(Ok)
+    }
+
+    /// One call of failure.lua on one budget.
+    async fn failure_step(
+        &self,
+        step: FailureStep<'_>,
+        earlier_trip: &str,
+    ) -> Result<Value, StoreError> {
+        self.run(
+            self.script(&self.scripts.failure, step.prefix)
+                .key(step.key)
+                .arg(step.limit.per_minute)
+                .arg(step.limit.burst)
+                .arg(step.account)
+                .arg(step.device)
+                .arg(step.reason)
+                .arg(step.name)
+                .arg(earlier_trip),
+        )
+        .await
     }
 
     async fn end(&self, id: &ChallengeId, target: &str) -> Result<Value, StoreError> {
@@ -727,6 +758,84 @@ impl Store for RedisStore {
         )
         .await;
         Ok(())
+    }
+
+    async fn auth_failure(&self, failure: &AuthFailure) -> Result<FailureOutcome, StoreError> {
+        let (device, account) = match &failure.device {
+            Some((d, a)) => (d.as_str(), a.as_str()),
+            None => ("", ""),
+        };
+        // The peer address's budget lives in its own slot: a step of its own, with no account. It is a
+        // helper, so when it cannot be reached the request counts as within it.
+        let mut outcome = FailureOutcome::Counted;
+        if let Some(source) = &failure.source {
+            let limit = LimitRefusal::SourceAuthFailures;
+            let reply = self
+                .failure_step(
+                    FailureStep {
+                        prefix: String::new(),
+                        key: keys::source_auth_failures(source),
+                        limit: &self.limits.source_auth_failures,
+                        name: limit.name(),
+                        account: "",
+                        device,
+                        reason: failure.reason,
+                    },
+                    "",
+                )
+                .await;
+            match reply {
+                Ok(reply) => outcome = codec::failure_outcome(&reply, limit)?,
+                Err(error) => {
+                    tracing::warn!(%error, "peer address budget unavailable; counting the failure as within it")
+                }
+            }
+        }
+        let Some((device_id, account_id)) = &failure.device else {
+            return Ok(outcome);
+        };
+        let earlier_trip = match outcome {
+            FailureOutcome::Limited {
+                first_trip: false, ..
+            } => return Ok(outcome),
+            FailureOutcome::Limited { limit, .. } => limit.name(),
+            FailureOutcome::Counted => "",
+        };
+        let limit = LimitRefusal::DeviceAuthFailures;
+        let reply = self
+            .failure_step(
+                FailureStep {
+                    prefix: keys::prefix(device_id.tag()),
+                    key: keys::auth_failures(device_id),
+                    limit: &self.limits.device_auth_failures,
+                    name: limit.name(),
+                    account,
+                    device,
+                    reason: failure.reason,
+                },
+                earlier_trip,
+            )
+            .await?;
+        if outcome == FailureOutcome::Counted {
+            outcome = codec::failure_outcome(&reply, limit)?;
+        }
+        if let FailureOutcome::Limited {
+            limit,
+            first_trip: true,
+            ..
+        } = outcome
+        {
+            streams::append_security(
+                &mut self.conn(),
+                account_id,
+                SecurityKind::LimitTripped,
+                Some(device_id),
+                None,
+                limit.name(),
+            )
+            .await;
+        }
+        Ok(outcome)
     }
 
     async fn create_notice(

@@ -1,5 +1,5 @@
 -- Creates a notice for every active device of the account except the one it is about and the one signing
--- in, keeps the account's newest notices listed (dropping older ones), and audits it. One atomic step.
+-- in, keeps the account's newest notices listed (older ones leave the list, not the store), and audits it. One atomic step.
 -- KEYS[1] account's device list, KEYS[2] notice hash, KEYS[3] account's notice index.
 -- ARGV[3] notice id, ARGV[4] account, ARGV[5] ttl ms, ARGV[6] subject device id or '', ARGV[7] signing-in
 -- device id or '', ARGV[8] notices kept per account, ARGV[9] kind, ARGV[10] challenge id or '',
@@ -19,11 +19,8 @@ local score = now
 local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
 redis.call('ZADD', KEYS[3], score, id)
-local keep = tonumber(ARGV[8])
-for _, old in ipairs(redis.call('ZRANGE', KEYS[3], 0, -(keep + 1))) do
-  redis.call('DEL', PREFIX .. 'note:' .. old)
-end
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(keep + 1))
+-- The newest ones are listed; each notice stays fetchable until its own expiry (7 days).
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[8]) + 1))
 redis.call('PEXPIREAT', KEYS[3], expires)
 audit(account, now, 'notice_sent', 'relay', ARGV[10], subject, ARGV[9] .. ' ' .. id)
 return {'ok', now, targets, devices}

@@ -3,6 +3,7 @@
 local PREFIX = ARGV[1]
 local PUB = ARGV[2]
 local AUDIT_CAP = 1000
+local REFUSED_CAP = 200 -- store::trail::REFUSED_CAP: unauthenticated refusals, capped apart
 local LONG_TTL_MS = 34560000000 -- 400 days: devices and audit trails of active accounts are refreshed
 
 local function now_ms()
@@ -14,6 +15,15 @@ local function audit(account, now, kind, actor, challenge, device, detail)
   local key = PREFIX .. 'audit:' .. account
   redis.call('XADD', key, 'MAXLEN', '~', AUDIT_CAP, '*', 'at', now, 'kind', kind, 'actor', actor,
     'challenge', challenge or '', 'device', device or '', 'detail', detail or '')
+  redis.call('PEXPIRE', key, LONG_TTL_MS)
+end
+
+-- A refusal of a request that failed authentication, in the account's trail of such refusals: capped apart
+-- from the real records, so that no number of them can push a real record out (store/trail.rs).
+local function audit_refused(account, now, kind, device, detail)
+  local key = PREFIX .. 'refused:' .. account
+  redis.call('XADD', key, 'MAXLEN', '~', REFUSED_CAP, '*', 'at', now, 'kind', kind, 'actor', 'unauthenticated',
+    'challenge', '', 'device', device or '', 'detail', detail or '')
   redis.call('PEXPIRE', key, LONG_TTL_MS)
 end
 
@@ -96,18 +106,44 @@ local function cool_after(account, state, now, base, max, mute)
   redis.call('PEXPIREAT', key, until_at + max + 1)
 end
 
--- A token bucket (limits::Bucket, the same integer arithmetic): takes one token and returns nil, or
--- returns the milliseconds until one is there. State: thousandths of a token and the last take's time.
+-- A token bucket's level (limits::Bucket::level, the same integer arithmetic): thousandths of a token, from
+-- its stored thousandths and last take's time (a full bucket when the key is gone).
+local function bucket_level(b, now, per_min, cap)
+  if not b[1] then return cap end
+  return math.min(cap, tonumber(b[1]) + math.floor(math.max(0, now - tonumber(b[2])) * per_min / 60))
+end
+
+local function bucket_wait(milli, per_min)
+  return math.floor(((1000 - milli) * 60 + per_min - 1) / per_min)
+end
+
+-- A token bucket (limits::Bucket::take): takes one token and returns nil, or returns the milliseconds until
+-- one is there.
 local function take_token(key, now, per_min, burst)
   local cap = burst * 1000
-  local b = redis.call('HMGET', key, 'milli', 'at')
-  local milli = cap
-  if b[1] then
-    milli = math.min(cap, tonumber(b[1]) + math.floor(math.max(0, now - tonumber(b[2])) * per_min / 60))
-  end
-  if milli < 1000 then return math.floor(((1000 - milli) * 60 + per_min - 1) / per_min) end
+  local milli = bucket_level(redis.call('HMGET', key, 'milli', 'at'), now, per_min, cap)
+  if milli < 1000 then return bucket_wait(milli, per_min) end
   redis.call('HSET', key, 'milli', milli - 1000, 'at', now)
   -- Gone once it would be full again: an idle bucket costs nothing.
   redis.call('PEXPIRE', key, math.floor(cap * 60 / per_min) + 1000)
   return nil
+end
+
+-- A budget of authentication failures (limits::FailureBudget::take): a bucket that remembers it tripped
+-- until it is full again. Returns nil when within it, or the wait and whether this failure tripped it. A
+-- refusal leaves the bucket's state (its refill runs from the last take) and only marks the trip.
+local function take_failure(key, now, per_min, burst)
+  local cap = burst * 1000
+  local b = redis.call('HMGET', key, 'milli', 'at', 'tripped')
+  local milli = bucket_level(b, now, per_min, cap)
+  local tripped = b[3] == '1' and milli < cap
+  if milli < 1000 then
+    redis.call('HSET', key, 'tripped', '1')
+    return bucket_wait(milli, per_min), not tripped
+  end
+  local flag = '0'
+  if tripped then flag = '1' end
+  redis.call('HSET', key, 'milli', milli - 1000, 'at', now, 'tripped', flag)
+  redis.call('PEXPIRE', key, math.floor(cap * 60 / per_min) + 1000)
+  return nil, false
 end

@@ -35,6 +35,8 @@ pub struct Scripts {
     pub bucket: Script,
     /// Notice creation.
     pub notice: Script,
+    /// A budget of authentication failures, and the record of one.
+    pub failure: Script,
 }
 
 impl Scripts {
@@ -53,6 +55,7 @@ impl Scripts {
             reads: script(include_str!("reads.lua")),
             bucket: script(include_str!("bucket.lua")),
             notice: script(include_str!("notice.lua")),
+            failure: script(include_str!("failure.lua")),
         }
     }
 }

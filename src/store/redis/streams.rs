@@ -5,7 +5,7 @@ use super::conn::Conn;
 use super::{keys, unavailable};
 use crate::audit::{Actor, AuditKind, AuditRecord, SecurityEvent, SecurityKind, StoredAudit};
 use crate::challenge::{AccountId, ChallengeId, DeviceId};
-use crate::store::{AuditPage, StoreError, memory};
+use crate::store::{AuditPage, StoreError, memory, trail};
 use ::redis::{AsyncCommands, Value};
 
 /// Security events kept in the global stream.
@@ -86,23 +86,40 @@ pub async fn append_audit(
     Ok(())
 }
 
+/// A page of the account's real records and refusal trail merged (store/trail.rs): both read in one
+/// round trip (same slot).
 pub async fn list_audit(
     conn: &mut Conn,
     account: &AccountId,
     before: Option<&str>,
     limit: usize,
 ) -> Result<AuditPage, StoreError> {
-    let end = match before {
-        None => "+".to_owned(),
-        Some(p) if is_stream_id(p) => format!("({p}"),
-        Some(_) => return Err(StoreError::InvalidPosition),
+    let cursor = trail::Cursor::parse(before, is_stream_id)?;
+    let end = |p: &Option<String>| {
+        p.as_ref()
+            .map_or_else(|| "+".to_owned(), |p| format!("({p}"))
     };
-    let reply: ::redis::streams::StreamRangeReply = conn
-        .xrevrange_count(keys::audit(account), end, "-", limit + 1)
-        .await
-        .map_err(unavailable)?;
+    let mut pipe = ::redis::pipe();
+    pipe.xrevrange_count(keys::audit(account), end(&cursor.main), "-", limit + 1)
+        .xrevrange_count(keys::refused(account), end(&cursor.refused), "-", limit + 1);
+    let (main, refused): (
+        ::redis::streams::StreamRangeReply,
+        ::redis::streams::StreamRangeReply,
+    ) = pipe.query_async(conn).await.map_err(unavailable)?;
+    Ok(trail::merge(
+        records(account, &main)?,
+        records(account, &refused)?,
+        limit,
+        cursor,
+    ))
+}
+
+fn records(
+    account: &AccountId,
+    reply: &::redis::streams::StreamRangeReply,
+) -> Result<Vec<StoredAudit>, StoreError> {
     let mut records = Vec::new();
-    for entry in reply.ids.iter().take(limit) {
+    for entry in &reply.ids {
         let get = |f: &str| entry.get::<String>(f).unwrap_or_default();
         let actor = get("actor");
         let actor = match actor.strip_prefix("device:") {
@@ -110,6 +127,7 @@ pub async fn list_audit(
                 .map(Actor::Device)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None if actor == "relay" => Actor::Relay,
+            None if actor == "unauthenticated" => Actor::Unauthenticated,
             None => Actor::Backend,
         };
         let record = AuditRecord {
@@ -120,19 +138,13 @@ pub async fn list_audit(
             device: DeviceId::parse(&get("device")).ok(),
             detail: get("detail"),
         };
-        let at_ms = get("at").parse().unwrap_or_default();
         records.push(StoredAudit {
             position: entry.id.clone(),
-            at_ms,
+            at_ms: get("at").parse().unwrap_or_default(),
             record,
         });
     }
-    let next = if reply.ids.len() > limit {
-        records.last().map(|r| r.position.clone())
-    } else {
-        None
-    };
-    Ok(AuditPage { records, next })
+    Ok(records)
 }
 
 pub async fn read_security(

@@ -18,7 +18,8 @@ if ARGV[5] == 'token' then
   end
   audit(account, now, 'push_token_updated', 'device:' .. device_id, '', device_id, '')
 elseif ARGV[5] == 'key' then
-  redis.call('HSET', KEYS[1], 'alg', ARGV[6], 'key', ARGV[7])
+  -- The counter starts again with the new key (a way out near 2^53; no copy of the old key signs for it).
+  redis.call('HSET', KEYS[1], 'alg', ARGV[6], 'key', ARGV[7], 'counter', 0)
   audit(account, now, 'key_rotated', 'device:' .. device_id, '', device_id, '')
 end
 return {'ok', now}
