@@ -546,3 +546,71 @@ async fn a_provider_token_the_mock_cannot_verify_is_refused_and_reported() {
     );
     assert!(env.mock.accepted().is_empty());
 }
+
+/// A watch started after every push was answered still learns each device's outcome, from its snapshot.
+async fn a_late_watcher_sees_each_devices_delivery_in_the_snapshot(env: PushEnv) {
+    let account = account();
+    let (dead, alive) = (hex_token(), format!("fcm-token-{}", rand::random::<u64>()));
+    let iphone = enroll_apns(&env.app, &account, &dead).await;
+    let pixel = enroll_fcm(&env.app, &account, &alive).await;
+    // The iPhone hears of the Pixel's enrollment first; only then does its token die.
+    assert_eq!(deliveries_of(&env.mock, &dead, 1, true).await.len(), 1);
+    env.mock.set_behavior(&dead, Behavior::Dead);
+    let challenge = env.app.create(&account, pb::NumberMatchMode::Type).await;
+    let deadline = Instant::now() + PATIENCE;
+    let settled = loop {
+        let c = env.app.get(&challenge.challenge_id).await;
+        if c.deliveries
+            .iter()
+            .all(|d| d.state() != pb::DeliveryState::Pending)
+        {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pushes never settled: {:?}",
+            c.deliveries
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(settled.deliveries.len(), 2);
+
+    let mut watch = env.app.watch(&challenge.challenge_id).await;
+    let first = watch.message().await.expect("snapshot").expect("open");
+    let Some(Kind::Snapshot(snapshot)) = first.kind else {
+        panic!("the first event is the snapshot: {first:?}");
+    };
+    let of = |device: &str| {
+        snapshot
+            .deliveries
+            .iter()
+            .find(|d| d.device_id == device)
+            .cloned()
+            .expect("every target has an entry")
+    };
+    let failed = of(&iphone.device_id);
+    assert_eq!(failed.state(), pb::DeliveryState::Failed);
+    assert!(failed.reason.starts_with("token_dead"), "{failed:?}");
+    let delivered = of(&pixel.device_id);
+    assert_eq!(delivered.state(), pb::DeliveryState::Delivered);
+    assert!(delivered.reason.is_empty());
+}
+
+#[tokio::test]
+async fn a_late_watcher_learns_every_delivery_from_the_snapshot() {
+    let key = SigningKey::random(&mut OsRng);
+    a_late_watcher_sees_each_devices_delivery_in_the_snapshot(
+        push_env(false, &key, trusting(&key)).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_watcher_learns_every_delivery_from_the_snapshot_on_redis() {
+    let redis = crate::redis_server::RedisServer::start();
+    let key = SigningKey::random(&mut OsRng);
+    a_late_watcher_sees_each_devices_delivery_in_the_snapshot(
+        push_env_on(false, &key, trusting(&key), Some(redis.url())).await,
+    )
+    .await;
+}
