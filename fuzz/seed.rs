@@ -94,5 +94,97 @@ fn main() {
         number_match_mode: pb::NumberMatchMode::Type.into(),
     };
     write("backend_create", "full", &create.encode_to_vec());
+
+    // backend_requests: the RPC's number, then a valid request of it (harness.rs enrolls a phone for
+    // fuzz@example.com, so its creates succeed).
+    let fuzz_create = pb::CreateChallengeRequest {
+        account_id: "fuzz@example.com".into(),
+        ..create.clone()
+    };
+    let id = pb::GetChallengeRequest {
+        challenge_id: challenge.to_string(),
+    };
+    let requests: [(u8, Vec<u8>); 10] = [
+        (0, fuzz_create.encode_to_vec()),
+        (1, id.encode_to_vec()),
+        (2, id.encode_to_vec()),
+        (
+            3,
+            pb::SendSignInNoticeRequest {
+                account_id: "fuzz@example.com".into(),
+                login_context: create.login_context.clone(),
+                sign_in_id: "session-1".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            4,
+            pb::CreateEnrollmentRequest {
+                account_id: "fuzz@example.com".into(),
+                ttl_seconds: 60,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            5,
+            pb::ListDevicesRequest {
+                account_id: "fuzz@example.com".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            6,
+            pb::RevokeDeviceRequest {
+                account_id: "fuzz@example.com".into(),
+                device_id: device.to_string(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            7,
+            pb::ListAuditEventsRequest {
+                account_id: "fuzz@example.com".into(),
+                page_size: 10,
+                page_token: "5-0~".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (8, id.encode_to_vec()),
+        (
+            9,
+            pb::WatchSecurityEventsRequest {
+                after_position: "1".into(),
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    for (rpc, bytes) in &requests {
+        let mut seed = vec![*rpc];
+        seed.extend(bytes);
+        write("backend_requests", &format!("rpc-{rpc}"), &seed);
+    }
+
+    // stream_challenges: length-prefixed messages, a create and a cancel.
+    let stream = [
+        pb::StreamChallengesRequest {
+            request_id: "r1".into(),
+            request: Some(pb::stream_challenges_request::Request::Create(fuzz_create)),
+        },
+        pb::StreamChallengesRequest {
+            request_id: "r2".into(),
+            request: Some(pb::stream_challenges_request::Request::Cancel(
+                pb::CancelChallengeRequest {
+                    challenge_id: challenge.to_string(),
+                },
+            )),
+        },
+    ];
+    let mut seed = Vec::new();
+    for message in &stream {
+        let bytes = message.encode_to_vec();
+        seed.push(u8::try_from(bytes.len()).expect("short"));
+        seed.extend(bytes);
+    }
+    write("stream_challenges", "create-cancel", &seed);
     println!("seeds written under fuzz/corpus/");
 }

@@ -2,7 +2,6 @@
 //! calls the relay, and converts the answer.
 
 use super::convert::{self, challenge_to_pb};
-use super::stream::StreamSession;
 use super::{EventStream, until_shutdown};
 use crate::challenge::{MAX_NAME_LEN, check_name};
 use crate::error::Error;
@@ -13,8 +12,6 @@ use crate::store::StoreError;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -148,10 +145,11 @@ impl pb::challenge_service_server::ChallengeService for BackendApi {
         request: Request<Streaming<pb::StreamChallengesRequest>>,
     ) -> Result<Response<Self::StreamChallengesStream>, Status> {
         let inbound = request.into_inner();
-        let (out_tx, out_rx) = mpsc::channel(256);
-        let session = StreamSession::new(Arc::clone(&self.relay), out_tx);
-        tokio::spawn(session.run(inbound, self.shutdown.clone()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        Ok(Response::new(Box::pin(super::stream::serve(
+            Arc::clone(&self.relay),
+            inbound,
+            self.shutdown.clone(),
+        ))))
     }
 }
 

@@ -27,8 +27,20 @@ async fn next<S: Stream + Unpin>(inbound: &mut Option<S>) -> Option<S::Item> {
 /// Most challenges one StreamChallenges stream may follow at once.
 pub const MAX_OPEN_PER_STREAM: usize = 10_000;
 
+/// Serves one StreamChallenges stream over `inbound` (decoded requests, or the status of one that did not
+/// decode): what the handler runs on tonic's stream and the fuzz target on its own sequences.
+pub fn serve(
+    relay: Arc<Relay>,
+    inbound: impl Stream<Item = Result<pb::StreamChallengesRequest, Status>> + Send + Unpin + 'static,
+    shutdown: CancellationToken,
+) -> tokio_stream::wrappers::ReceiverStream<Result<pb::StreamChallengesResponse, Status>> {
+    let (out_tx, out_rx) = mpsc::channel(256);
+    tokio::spawn(StreamSession::new(relay, out_tx).run(inbound, shutdown));
+    tokio_stream::wrappers::ReceiverStream::new(out_rx)
+}
+
 /// One StreamChallenges stream: its open challenges and where their events go.
-pub(super) struct StreamSession {
+struct StreamSession {
     relay: Arc<Relay>,
     out: mpsc::Sender<Result<pb::StreamChallengesResponse, Status>>,
     open: HashMap<ChallengeId, (String, u64, crate::watch::Registration)>,
@@ -53,7 +65,7 @@ fn stream_error(request_id: &str, error: &Error) -> pb::StreamChallengesResponse
 }
 
 impl StreamSession {
-    pub(super) fn new(
+    fn new(
         relay: Arc<Relay>,
         out: mpsc::Sender<Result<pb::StreamChallengesResponse, Status>>,
     ) -> Self {
@@ -66,7 +78,7 @@ impl StreamSession {
 
     /// Serves the stream until the client leaves, sends what cannot be decoded, or half-closes and
     /// every challenge created on the stream has ended; or until shutdown.
-    pub(super) async fn run(
+    async fn run(
         mut self,
         inbound: impl Stream<Item = Result<pb::StreamChallengesRequest, Status>> + Unpin,
         shutdown: CancellationToken,

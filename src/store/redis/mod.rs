@@ -6,9 +6,11 @@
 //! Security events go to one global stream (`ar:security`) written right after the script that caused
 //! them: a different slot, so it cannot be inside the same script on Cluster.
 
+mod challenges;
 mod codec;
 mod conn;
 mod keys;
+mod records;
 mod scripts;
 mod streams;
 mod subscriber;
@@ -30,17 +32,6 @@ use tokio_util::sync::CancellationToken;
 /// How long an ended challenge stays readable after its deadline (as in the memory store).
 const RETENTION_MS: i64 = memory::RETENTION_MS;
 
-/// One authentication-failure budget to count against (see failure.lua).
-struct FailureStep<'a> {
-    prefix: String,
-    key: String,
-    limit: &'a crate::limits::RateLimit,
-    name: &'static str,
-    account: &'a str,
-    device: &'a str,
-    reason: &'a str,
-}
-
 /// The relay's state in Redis.
 pub struct RedisStore {
     limits: LimitPolicy,
@@ -60,47 +51,6 @@ pub(crate) fn unavailable(e: ::redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Takes a token from the sign-in source's bucket: `None` when taken (or nothing to limit), else the
-    /// wait for the next one.
-    async fn take_source_token(
-        &self,
-        source: Option<&str>,
-    ) -> Result<Option<std::time::Duration>, StoreError> {
-        let Some(source) = source else {
-            return Ok(None);
-        };
-        let mut inv = self.script(&self.scripts.bucket, "");
-        inv.key(keys::source_bucket(source))
-            .arg(self.limits.source_rate.per_minute)
-            .arg(self.limits.source_rate.burst);
-        let reply: Value = self.run(&inv).await?;
-        let wait = int(at(array(&reply)?, 0)?)?;
-        Ok((wait > 0).then(|| std::time::Duration::from_millis(wait.unsigned_abs())))
-    }
-
-    /// A refusal decided outside the create script: audited and reported as the script does.
-    async fn refused(
-        &self,
-        account: &AccountId,
-        reason: LimitRefusal,
-        wait: std::time::Duration,
-    ) -> Result<CreateOutcome, StoreError> {
-        let now = self.now_ms().await?;
-        let record =
-            AuditRecord::new(account, AuditKind::RateLimited, Actor::Backend).detail(reason.name());
-        streams::append_audit(&mut self.conn(), record, now).await?;
-        streams::append_security(
-            &mut self.conn(),
-            account,
-            SecurityKind::LimitTripped,
-            None,
-            None,
-            reason.name(),
-        )
-        .await;
-        Ok(CreateOutcome::Limited(reason, wait))
-    }
-
     /// Connects to a Redis node (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS) or a
     /// Cluster, and starts the subscriber that feeds `hub`.
     ///
@@ -211,26 +161,6 @@ impl RedisStore {
             .await?
             .ok_or(StoreError::Corrupt("device vanished".into()))
             .map(Ok)
-    }
-
-    /// One call of failure.lua on one budget.
-    async fn failure_step(
-        &self,
-        step: FailureStep<'_>,
-        earlier_trip: &str,
-    ) -> Result<Value, StoreError> {
-        self.run(
-            self.script(&self.scripts.failure, step.prefix)
-                .key(step.key)
-                .arg(step.limit.per_minute)
-                .arg(step.limit.burst)
-                .arg(step.account)
-                .arg(step.device)
-                .arg(step.reason)
-                .arg(step.name)
-                .arg(earlier_trip),
-        )
-        .await
     }
 
     async fn end(&self, id: &ChallengeId, target: &str) -> Result<Value, StoreError> {
@@ -427,133 +357,7 @@ impl Store for RedisStore {
     }
 
     async fn create_challenge(&self, new: NewChallenge) -> Result<CreateOutcome, StoreError> {
-        let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
-        // The overdue index first: an entry for a challenge that then is not created is harmless (the sweep
-        // finds nothing to expire and drops it); the other order could leave a challenge no sweep finds.
-        let due_at = crate::device_sim::phone::now_ms().saturating_add(ttl_ms);
-        let due = keys::due(&new.id);
-        let keep = ttl_ms.saturating_add(RETENTION_MS);
-        let mut pipe = ::redis::pipe();
-        pipe.zadd(&due, new.id.as_str(), due_at).ignore();
-        // NX gives a new shard a TTL; GT extends it: the index never outlives its newest entry by long.
-        pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("NX").ignore();
-        pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("GT").ignore();
-        // The source's bucket is in another slot: checked beside the index write, in the same round
-        // trip's time (both requests are in flight at once on the multiplexed connection).
-        let source = new
-            .context
-            .ip
-            .filter(|_| self.limits.source_rate.per_minute > 0)
-            .map(crate::limits::source_key);
-        let index = async {
-            pipe.query_async::<()>(&mut self.conn())
-                .await
-                .map_err(unavailable)
-        };
-        let (indexed, source_wait) = tokio::join!(index, self.take_source_token(source.as_deref()));
-        indexed?;
-        if let Some(wait) = source_wait? {
-            return self
-                .refused(&new.account, LimitRefusal::SourceRate, wait)
-                .await;
-        }
-        let idem_key = match &new.idempotency_key {
-            Some(k) => keys::idempotency(&new.account, k),
-            None => keys::challenge(&new.id),
-        };
-        let mut inv = self.script(&self.scripts.create, keys::prefix(new.account.tag()));
-        inv.key(keys::devices(&new.account))
-            .key(idem_key)
-            .key(keys::challenge(&new.id))
-            .key(keys::pending(&new.account));
-        inv.arg(new.id.as_str())
-            .arg(new.account.as_str())
-            .arg(ttl_ms)
-            .arg(
-                new.context
-                    .signing_in_device_id
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            )
-            .arg(if new.idempotency_key.is_some() {
-                "1"
-            } else {
-                "0"
-            })
-            .arg(RETENTION_MS)
-            .arg(self.limits.max_pending)
-            .arg(self.limits.account_rate.per_minute)
-            .arg(self.limits.account_rate.burst)
-            .arg(if self.limits.supersede { "1" } else { "0" });
-        for (name, value) in codec::new_challenge_fields(&new) {
-            inv.arg(name).arg(value);
-        }
-        let reply: Value = self.run(&inv).await?;
-        let items = array(&reply)?;
-        match text(at(items, 0)?)?.as_str() {
-            "nodevices" => Ok(CreateOutcome::NoDevices),
-            "limited" => {
-                let reason = match text(at(items, 1)?)?.as_str() {
-                    "cooling_down" => LimitRefusal::CoolingDown,
-                    "muted_after_fraud_report" => LimitRefusal::Muted,
-                    "account_rate" => LimitRefusal::AccountRate,
-                    _ => LimitRefusal::TooManyPending,
-                };
-                let after = std::time::Duration::from_millis(int(at(items, 2)?)?.unsigned_abs());
-                streams::append_security(
-                    &mut self.conn(),
-                    &new.account,
-                    SecurityKind::LimitTripped,
-                    None,
-                    None,
-                    reason.name(),
-                )
-                .await;
-                Ok(CreateOutcome::Limited(reason, after))
-            }
-            "existing" => {
-                let id = ChallengeId::parse(&text(at(items, 1)?)?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let c = self
-                    .get_challenge(&id)
-                    .await?
-                    .ok_or(StoreError::Corrupt("idempotent challenge vanished".into()))?;
-                Ok(CreateOutcome::Existing(c))
-            }
-            _ => {
-                let (now, expires) = (int(at(items, 1)?)?, int(at(items, 2)?)?);
-                let mut devices = Vec::new();
-                for (id, hash) in array(at(items, 3)?)?.iter().zip(array(at(items, 4)?)?) {
-                    let id = DeviceId::parse(&text(id)?)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    devices.push(codec::device(&id, &codec::hash(hash)?)?);
-                }
-                let mut superseded = Vec::new();
-                for old in array(at(items, 5)?)? {
-                    let old = array(old)?;
-                    let id = ChallengeId::parse(&text(at(old, 0)?)?)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    superseded.push(codec::ended(&id, at(old, 1)?, at(old, 2)?)?);
-                }
-                let challenge = Challenge {
-                    id: new.id,
-                    account: new.account,
-                    context: new.context,
-                    number: new.number,
-                    targets: devices.iter().map(|d| d.id.clone()).collect(),
-                    created_at_ms: now,
-                    expires_at_ms: expires,
-                    ended_at_ms: 0,
-                    state: State::Pending,
-                    sequence: 0,
-                    idempotency_key: new.idempotency_key,
-                    wrong_answers: 0,
-                    deliveries: Vec::new(),
-                };
-                Ok(CreateOutcome::Created(challenge, devices, superseded))
-            }
-        }
+        self.create(new).await
     }
 
     async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError> {
@@ -568,78 +372,7 @@ impl Store for RedisStore {
         decision: Decision,
         number: u32,
     ) -> Result<RespondOutcome, StoreError> {
-        if call.device.tag() != id.tag() {
-            // Another account's challenge (its keys are in another slot): the counter rule still
-            // applies, then the same refusal as for any challenge not pushed to this device.
-            let device = match self.touch(call, "touch", b"", b"").await? {
-                Ok(device) => device,
-                Err(e) => return Ok(Err(e.into())),
-            };
-            let record = AuditRecord::new(
-                &device.account,
-                AuditKind::RequestRefused,
-                Actor::Device(device.id.clone()),
-            )
-            .challenge(id)
-            .device(&device.id)
-            .detail("not_targeted");
-            self.audit(record).await?;
-            return Ok(Err(DeviceRefusal::ChallengeNotFound));
-        }
-        let (state, reason) = match decision {
-            Decision::Approve => ("approved", ""),
-            Decision::Deny(r) => ("denied", r.name()),
-            Decision::ReportFraud => ("fraud_reported", ""),
-        };
-        let mut inv = self.script(&self.scripts.respond, keys::prefix(call.device.tag()));
-        inv.key(keys::device(&call.device))
-            .key(keys::challenge(id))
-            .arg(call.device.as_str())
-            .arg(call.counter)
-            .arg(id.as_str())
-            .arg(state)
-            .arg(reason)
-            .arg(number)
-            .arg(millis(self.limits.cooldown_base))
-            .arg(millis(self.limits.cooldown_max))
-            .arg(millis(self.limits.fraud_mute));
-        let reply: Value = self.run(&inv).await?;
-        let items = array(&reply)?;
-        if text(at(items, 0)?)? == "refused" {
-            let why = text(at(items, 1)?)?;
-            let refusal = match why.as_str() {
-                "not_found" => DeviceRefusal::ChallengeNotFound,
-                "not_targeted" => DeviceRefusal::Respond(RespondError::NotTargeted),
-                "late" => DeviceRefusal::Respond(RespondError::Late),
-                "missing_number" => DeviceRefusal::Respond(RespondError::MissingNumber),
-                "wrong_number" => DeviceRefusal::Respond(RespondError::WrongNumber {
-                    attempts_left: u32::try_from(int(at(items, 2)?)?).unwrap_or(1),
-                }),
-                "unexpected_number" => DeviceRefusal::Respond(RespondError::UnexpectedNumber),
-                ended if ended.starts_with("ended:") => {
-                    let c = self
-                        .get_challenge(id)
-                        .await?
-                        .ok_or(StoreError::Corrupt("challenge vanished".into()))?;
-                    DeviceRefusal::Respond(RespondError::Ended(c.state))
-                }
-                other => DeviceRefusal::Auth(self.refusal(&call.device, other).await),
-            };
-            return Ok(Err(refusal));
-        }
-        let ended = codec::ended(id, at(items, 3)?, at(items, 4)?)?;
-        if matches!(ended.challenge.state, State::FraudReported(_)) {
-            streams::append_security(
-                &mut self.conn(),
-                &ended.challenge.account,
-                SecurityKind::FraudReported,
-                Some(&call.device),
-                Some(id),
-                "",
-            )
-            .await;
-        }
-        Ok(Ok(ended))
+        self.answer(call, id, decision, number).await
     }
 
     async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError> {
@@ -761,81 +494,7 @@ impl Store for RedisStore {
     }
 
     async fn auth_failure(&self, failure: &AuthFailure) -> Result<FailureOutcome, StoreError> {
-        let (device, account) = match &failure.device {
-            Some((d, a)) => (d.as_str(), a.as_str()),
-            None => ("", ""),
-        };
-        // The peer address's budget lives in its own slot: a step of its own, with no account. It is a
-        // helper, so when it cannot be reached the request counts as within it.
-        let mut outcome = FailureOutcome::Counted;
-        if let Some(source) = &failure.source {
-            let limit = LimitRefusal::SourceAuthFailures;
-            let reply = self
-                .failure_step(
-                    FailureStep {
-                        prefix: String::new(),
-                        key: keys::source_auth_failures(source),
-                        limit: &self.limits.source_auth_failures,
-                        name: limit.name(),
-                        account: "",
-                        device,
-                        reason: failure.reason,
-                    },
-                    "",
-                )
-                .await;
-            match reply {
-                Ok(reply) => outcome = codec::failure_outcome(&reply, limit)?,
-                Err(error) => {
-                    tracing::warn!(%error, "peer address budget unavailable; counting the failure as within it")
-                }
-            }
-        }
-        let Some((device_id, account_id)) = &failure.device else {
-            return Ok(outcome);
-        };
-        let earlier_trip = match outcome {
-            FailureOutcome::Limited {
-                first_trip: false, ..
-            } => return Ok(outcome),
-            FailureOutcome::Limited { limit, .. } => limit.name(),
-            FailureOutcome::Counted => "",
-        };
-        let limit = LimitRefusal::DeviceAuthFailures;
-        let reply = self
-            .failure_step(
-                FailureStep {
-                    prefix: keys::prefix(device_id.tag()),
-                    key: keys::auth_failures(device_id),
-                    limit: &self.limits.device_auth_failures,
-                    name: limit.name(),
-                    account,
-                    device,
-                    reason: failure.reason,
-                },
-                earlier_trip,
-            )
-            .await?;
-        if outcome == FailureOutcome::Counted {
-            outcome = codec::failure_outcome(&reply, limit)?;
-        }
-        if let FailureOutcome::Limited {
-            limit,
-            first_trip: true,
-            ..
-        } = outcome
-        {
-            streams::append_security(
-                &mut self.conn(),
-                account_id,
-                SecurityKind::LimitTripped,
-                Some(device_id),
-                None,
-                limit.name(),
-            )
-            .await;
-        }
-        Ok(outcome)
+        self.count_auth_failure(failure).await
     }
 
     async fn create_notice(
@@ -843,42 +502,7 @@ impl Store for RedisStore {
         id: NoticeId,
         draft: NoticeDraft,
     ) -> Result<Option<(Notice, Vec<Device>)>, StoreError> {
-        let optional = |d: Option<&DeviceId>| d.map(ToString::to_string).unwrap_or_default();
-        let mut inv = self.script(&self.scripts.notice, keys::prefix(draft.account.tag()));
-        inv.key(keys::devices(&draft.account))
-            .key(keys::notice(&id))
-            .key(keys::notices(&draft.account));
-        inv.arg(id.as_str())
-            .arg(draft.account.as_str())
-            .arg(crate::notice::ttl_ms())
-            .arg(optional(draft.subject.as_ref()))
-            .arg(optional(draft.context.signing_in_device_id.as_ref()))
-            .arg(crate::notice::NOTICES_PER_ACCOUNT)
-            .arg(draft.kind.name())
-            .arg(
-                draft
-                    .challenge
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            );
-        for (name, value) in codec::notice_extra_fields(&draft) {
-            inv.arg(name).arg(value);
-        }
-        let reply: Value = self.run(&inv).await?;
-        let items = array(&reply)?;
-        if text(at(items, 0)?)? != "ok" {
-            return Ok(None);
-        }
-        let now = int(at(items, 1)?)?;
-        let mut devices = Vec::new();
-        for (device, hash) in array(at(items, 2)?)?.iter().zip(array(at(items, 3)?)?) {
-            let device =
-                DeviceId::parse(&text(device)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            devices.push(codec::device(&device, &codec::hash(hash)?)?);
-        }
-        let targets = devices.iter().map(|d| d.id.clone()).collect();
-        Ok(Some((draft.into_notice(id, targets, now), devices)))
+        self.notice(id, draft).await
     }
 
     async fn get_notice(&self, id: &NoticeId) -> Result<Option<Notice>, StoreError> {
