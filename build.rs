@@ -5,6 +5,28 @@
 use prost::Message;
 use std::path::PathBuf;
 
+/// The commit being built: `SOURCE_COMMIT` when the builder sets it (a container build without `.git`),
+/// else `git rev-parse`, else `unknown`.
+fn commit() -> String {
+    println!("cargo:rerun-if-env-changed=SOURCE_COMMIT");
+    if let Ok(commit) = std::env::var("SOURCE_COMMIT") {
+        return commit;
+    }
+    // Re-run when a commit is made (the reflog grows), not on every edit.
+    if std::path::Path::new(".git/logs/HEAD").exists() {
+        println!("cargo:rerun-if-changed=.git/logs/HEAD");
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/approval/v1/common.proto",
@@ -14,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
+    println!("cargo:rustc-env=APPROVAL_RELAY_COMMIT={}", commit());
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     for (listener, file) in [("backend", files[1]), ("device", files[2])] {
         let set = protox::compile([file], ["proto"])?;

@@ -25,7 +25,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route(
             "/metrics",
-            get(|State(s): State<AdminState>| async move { s.metrics.render() }),
+            get(|State(s): State<AdminState>| async move { crate::telemetry::render(&s.metrics) }),
         )
         .with_state(state)
 }

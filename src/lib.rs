@@ -17,8 +17,8 @@
 //! - [`watch`]: fan-out of events to the watchers on this replica.
 //! - [`push`]: the `PushProvider` trait, the dispatcher and the development sink.
 //! - [`expiry`]: deadline timers and the overdue sweep.
-//! - [`app`], [`config`], [`telemetry`], [`admin`]: wiring, configuration, logs and metrics, the admin
-//!   HTTP listener.
+//! - [`cli`], [`app`], [`config`], [`telemetry`], [`admin`]: the command line, wiring, configuration,
+//!   logs and metrics, the admin HTTP listener.
 //! - [`mock_push`]: a local APNs stand-in speaking Apple's protocol, for tests and demos.
 //! - [`device_sim`]: the phone simulator behind `approval-relay device`.
 //! - [`backend_cli`]: the backend's side on the command line, `approval-relay backend`.
@@ -32,6 +32,7 @@ pub mod audit;
 pub mod auth;
 pub mod backend_cli;
 pub mod challenge;
+pub mod cli;
 pub mod config;
 pub mod device;
 pub mod device_sim;

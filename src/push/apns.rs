@@ -207,6 +207,10 @@ impl PushProvider for ApnsProvider {
         }
         outcome
     }
+
+    fn name(&self, _platform: crate::device::Platform) -> &'static str {
+        "apns"
+    }
 }
 
 #[cfg(test)]

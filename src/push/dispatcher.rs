@@ -146,7 +146,7 @@ impl Dispatcher {
 
     /// Sends until delivered, dead, refused, or out of time; returns the failure reason if any.
     async fn deliver(&self, message: &PushMessage, device: &DeviceId) -> Option<String> {
-        let platform = message.platform.name();
+        let platform = self.provider.name(message.platform);
         let mut attempt: u32 = 0;
         loop {
             let started = Instant::now();
@@ -172,6 +172,7 @@ impl Dispatcher {
                 PushOutcome::TokenDead(reason) => {
                     metrics::counter!("relay_push_tokens_pruned_total", "provider" => platform)
                         .increment(1);
+                    tracing::info!(provider = platform, %reason, "push token dead; removing it from the device");
                     if let Err(error) = self
                         .store
                         .prune_token(device, &message.token, &reason)

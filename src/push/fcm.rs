@@ -138,6 +138,10 @@ impl PushProvider for FcmProvider {
             Err(outcome) => outcome,
         }
     }
+
+    fn name(&self, _platform: crate::device::Platform) -> &'static str {
+        "fcm"
+    }
 }
 
 #[cfg(test)]

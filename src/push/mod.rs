@@ -77,4 +77,7 @@ pub enum PushOutcome {
 pub trait PushProvider: Send + Sync + 'static {
     /// Sends one push and classifies the answer; never panics, never retries by itself.
     async fn send(&self, message: &PushMessage) -> PushOutcome;
+
+    /// The provider that pushes to `platform`, as metrics label it (`apns`, `fcm`, `sink`, ...).
+    fn name(&self, platform: Platform) -> &'static str;
 }

@@ -21,4 +21,11 @@ impl PushProvider for PlatformRouter {
             Platform::Fcm => self.fcm.send(message).await,
         }
     }
+
+    fn name(&self, platform: Platform) -> &'static str {
+        match platform {
+            Platform::Apns => self.apns.name(platform),
+            Platform::Fcm => self.fcm.name(platform),
+        }
+    }
 }

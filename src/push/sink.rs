@@ -64,4 +64,8 @@ impl PushProvider for SinkProvider {
         let _ = self.listeners.send(message.clone());
         PushOutcome::Delivered
     }
+
+    fn name(&self, _platform: crate::device::Platform) -> &'static str {
+        "sink"
+    }
 }

@@ -230,6 +230,11 @@ impl Relay {
             CreateOutcome::Limited(reason, after) => {
                 metrics::counter!("relay_limit_refusals_total", "limit" => reason.name())
                     .increment(1);
+                tracing::info!(
+                    limit = reason.name(),
+                    retry_after_secs = crate::limits::retry_after_secs(after),
+                    "challenge refused by a limit"
+                );
                 Err(Error::Limited(reason, after))
             }
         }

@@ -4,9 +4,11 @@
 mod helpers;
 mod flood;
 mod limits;
+mod metrics;
 mod notices;
 mod numbers;
 mod operations;
+mod platform;
 mod redis_server;
 
 mod cluster;

@@ -165,7 +165,7 @@ async fn a_rolling_restart_loses_no_watcher_and_sends_no_push_twice() {
 }
 
 /// The admin listener's `/metrics` text.
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(app.admin_addr)
         .await

@@ -16,11 +16,70 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where Redis is.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub enum Nodes {
     /// One node (`redis://` or `rediss://` URL).
     Single(String),
     /// Cluster seed nodes.
     Cluster(Vec<String>),
+}
+
+/// Where Redis is and how to trust it over TLS (`rediss://`).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The node or the Cluster's seeds.
+    pub nodes: Nodes,
+    /// CA certificates (PEM) to trust instead of the system's bundle.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate chain (PEM) to present.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM).
+    pub client_key_file: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    /// The node addresses as `host:port`, for messages (never the password).
+    pub fn addresses(&self) -> String {
+        let urls: Vec<&str> = match &self.nodes {
+            Nodes::Single(url) => vec![url.as_str()],
+            Nodes::Cluster(seeds) => seeds.iter().map(String::as_str).collect(),
+        };
+        urls.iter()
+            .map(|u| {
+                let rest = u.split_once("://").map_or(*u, |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                host.split('/').next().unwrap_or(host).to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The certificates for a `rediss://` connection, when any file is configured.
+    fn certificates(&self) -> RedisResult<Option<::redis::TlsCertificates>> {
+        if self.ca_file.is_none() && self.client_cert_file.is_none() {
+            return Ok(None);
+        }
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                ::redis::RedisError::from((
+                    ::redis::ErrorKind::InvalidClientConfig,
+                    "cannot read a redis TLS file",
+                    format!("{}: {e}", p.display()),
+                ))
+            })
+        };
+        let client_tls = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        };
+        let root_cert = self.ca_file.as_deref().map(read).transpose()?;
+        Ok(Some(::redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
+    }
 }
 
 /// A command or subscriber connection to a node or a Cluster.
@@ -52,9 +111,14 @@ impl Conn {
         target: &Target,
         pushes: Option<mpsc::UnboundedSender<::redis::PushInfo>>,
     ) -> RedisResult<Self> {
-        match target {
-            Target::Single(url) => {
-                let client = ::redis::Client::open(info(url, pushes.is_some())?)?;
+        let certificates = target.certificates()?;
+        match &target.nodes {
+            Nodes::Single(url) => {
+                let info = info(url, pushes.is_some())?;
+                let client = match certificates {
+                    Some(certs) => ::redis::Client::build_with_tls(info, certs)?,
+                    None => ::redis::Client::open(info)?,
+                };
                 let mut config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -66,7 +130,7 @@ impl Conn {
                     ConnectionManager::new_with_config(client, config).await?,
                 ))
             }
-            Target::Cluster(seeds) => {
+            Nodes::Cluster(seeds) => {
                 let nodes = seeds
                     .iter()
                     .map(|s| info(s, pushes.is_some()))
@@ -75,6 +139,9 @@ impl Conn {
                     .connection_timeout(CONNECT_TIMEOUT)
                     .response_timeout(RESPONSE_TIMEOUT)
                     .retries(3);
+                if let Some(certs) = certificates {
+                    builder = builder.certs(certs);
+                }
                 if let Some(tx) = pushes {
                     builder = builder
                         .use_protocol(::redis::ProtocolVersion::RESP3)

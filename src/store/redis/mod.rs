@@ -23,7 +23,7 @@ use crate::watch::Hub;
 use ::redis::{AsyncCommands, Value};
 use codec::{array, at, int, text};
 use conn::Conn;
-pub use conn::Target;
+pub use conn::{Nodes, Target};
 use scripts::Scripts;
 use std::sync::Arc;
 use subscriber::Subscriber;
@@ -62,8 +62,16 @@ impl RedisStore {
         shutdown: CancellationToken,
         limits: LimitPolicy,
     ) -> Result<Self, StoreError> {
-        let conn = Conn::connect(target, None).await.map_err(unavailable)?;
-        let subscriber = subscriber::start(target, conn.clone(), hub, shutdown).await?;
+        // Name the servers (never the password) so an operator knows which one is wrong.
+        let at = |e: ::redis::RedisError| {
+            StoreError::Unavailable(format!("redis at {}: {e}", target.addresses()))
+        };
+        let conn = Conn::connect(target, None).await.map_err(at)?;
+        let subscriber = subscriber::start(target, conn.clone(), hub, shutdown)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("redis at {}: {e}", target.addresses()))
+            })?;
         Ok(Self {
             publish: conn.publish_command(),
             conn,
