@@ -184,6 +184,9 @@ async fn promtool_accepts_a_scrape_taken_after_traffic() {
     );
 }
 
+/// A series name and its label matchers (label, operator, value).
+type Selector = (String, Vec<(String, String, String)>);
+
 /// The PromQL of the operations guide's ```promql blocks.
 fn guide_queries() -> Vec<String> {
     let guide = include_str!("../../docs/operations.md");
@@ -212,7 +215,7 @@ async fn every_query_of_the_operations_guide_selects_series_that_exist() {
     let raw = scrape(&fresh.app).await;
     let text = body(&raw);
     let series: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    let name_re = |q: &str| -> Vec<(String, Vec<(String, String, String)>)> {
+    let name_re = |q: &str| -> Vec<Selector> {
         // metric{label op "value", ...}
         let mut out = Vec::new();
         let mut rest = q;
