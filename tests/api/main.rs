@@ -8,8 +8,10 @@ mod metrics;
 mod notices;
 mod numbers;
 mod operations;
+mod pki;
 mod platform;
 mod redis_server;
+mod redis_tls;
 
 mod cluster;
 mod devices;

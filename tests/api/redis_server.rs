@@ -13,7 +13,7 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -43,6 +43,26 @@ impl RedisServer {
             "2000",
         ];
         Self::start_with(port, extra.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    /// A node that also serves TLS on `tls_port` with the certificate and key files in `certs`
+    /// (`server.pem`, `server.key`, `ca.pem`), asking clients for a certificate from that CA when
+    /// `client_auth`. Its plaintext port stays for the harness's own checks.
+    pub fn start_tls(certs: &std::path::Path, tls_port: u16, client_auth: bool) -> Self {
+        let file = |name: &str| certs.join(name).display().to_string();
+        let extra = vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            file("server.pem"),
+            "--tls-key-file".into(),
+            file("server.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.pem"),
+            "--tls-auth-clients".into(),
+            if client_auth { "yes" } else { "no" }.into(),
+        ];
+        Self::start_with(free_port(), extra)
     }
 
     fn start_with(port: u16, extra: Vec<String>) -> Self {
@@ -136,7 +156,71 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+        Self::create((0..3).map(|_| RedisServer::start_cluster_node()).collect())
+    }
+
+    /// A Cluster whose nodes also serve TLS (the bus too) with the files in `certs` (see
+    /// [`RedisServer::start_tls`]); the TLS port of each node is its plaintext port + 1.
+    pub fn start_tls(certs: &std::path::Path) -> Self {
+        let file = |name: &str| certs.join(name).display().to_string();
+        let nodes = (0..3)
+            .map(|_| {
+                let port = loop {
+                    let candidate: u16 = 20_000 + (rand::random::<u16>() % 35_000);
+                    let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+                    if [
+                        candidate,
+                        candidate + 1,
+                        candidate + 10_000,
+                        candidate + 10_001,
+                    ]
+                    .into_iter()
+                    .all(free)
+                    {
+                        break candidate;
+                    }
+                };
+                let extra = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-auth-clients",
+                    "no",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain([
+                    "--tls-port".to_owned(),
+                    (port + 1).to_string(),
+                    "--tls-cert-file".to_owned(),
+                    file("server.pem"),
+                    "--tls-key-file".to_owned(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".to_owned(),
+                    file("ca.pem"),
+                ])
+                .collect();
+                RedisServer::start_with(port, extra)
+            })
+            .collect();
+        Self::create(nodes)
+    }
+
+    /// `rediss://` seeds of a Cluster started by [`RedisCluster::start_tls`].
+    pub fn tls_seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("rediss://127.0.0.1:{}", n.port + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn create(nodes: Vec<RedisServer>) -> Self {
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))

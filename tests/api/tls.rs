@@ -2,6 +2,7 @@
 //! listener, the device port serving only the device API, and certificates replaced without a restart.
 
 use crate::helpers::*;
+use crate::pki::{Issued, Pki};
 use approval_relay::app::App;
 use approval_relay::config::Config;
 use approval_relay::device_sim::{Phone, PhoneKey};
@@ -9,52 +10,12 @@ use approval_relay::pb;
 use approval_relay::pb::challenge_service_client::ChallengeServiceClient;
 use approval_relay::pb::device_registry_client::DeviceRegistryClient;
 use approval_relay::pb::device_service_client::DeviceServiceClient;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-/// A throwaway certificate authority writing PEM files into a test's own directory.
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, as PEM.
-struct Issued {
-    cert: String,
-    key: String,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("ca key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("ca certificate");
-        Self {
-            ca_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn issue(&self, names: &[&str]) -> Issued {
-        let key = KeyPair::generate().expect("leaf key");
-        let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
-        let params = CertificateParams::new(names).expect("leaf params");
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("leaf certificate");
-        Issued {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
 
 fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("approval-relay-tls-{}", account()));
