@@ -14,6 +14,7 @@ mod redis_server;
 mod redis_tls;
 
 mod cluster;
+mod container;
 mod devices;
 mod flow;
 mod push;
