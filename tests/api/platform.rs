@@ -422,3 +422,51 @@ fn text_logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
         "{logs}"
     );
 }
+
+/// `rust-version` in Cargo.toml says what the locked dependencies truly need: the highest
+/// `rust-version` among them, no lower (a false claim) and no higher (needlessly holding users back).
+#[test]
+fn rust_version_is_the_highest_the_locked_dependencies_declare() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let mut needed: Option<(Vec<u64>, String)> = None;
+    let mut ours = None;
+    for p in meta["packages"].as_array().expect("packages") {
+        let Some(rv) = p["rust_version"].as_str() else { continue };
+        let id = p["id"].as_str().unwrap_or_default();
+        if members.contains(&id) {
+            if p["name"] == "approval-relay" {
+                ours = Some(parse(rv));
+            }
+            continue;
+        }
+        let v = parse(rv);
+        if needed.as_ref().is_none_or(|(n, _)| v > *n) {
+            needed = Some((v, format!("{} {}", p["name"], p["version"])));
+        }
+    }
+    let (needed, by) = needed.expect("dependencies declare rust-version");
+    let ours = ours.expect("approval-relay declares rust-version");
+    let pad = |mut v: Vec<u64>| {
+        v.resize(3, 0);
+        v
+    };
+    assert_eq!(
+        pad(ours),
+        pad(needed.clone()),
+        "Cargo.toml's rust-version must be {needed:?}, what {by} needs"
+    );
+}
