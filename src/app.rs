@@ -14,6 +14,7 @@ use crate::push::router::PlatformRouter;
 use crate::push::{Dispatcher, PushProvider, SinkProvider};
 use crate::relay::Relay;
 use crate::store::{MemoryStore, RedisStore, Store};
+use crate::telemetry::trace::RpcSpans;
 use crate::tls::{self, ReloadingConfig};
 use crate::watch::Hub;
 use std::future::Future;
@@ -327,8 +328,14 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
 /// A gRPC server future, whichever transport it serves.
 type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
+/// The layers every gRPC listener has: decode failures as INVALID_ARGUMENT, a span per call.
+type Layers = tower::layer::util::Stack<
+    RpcSpans,
+    tower::layer::util::Stack<StatusLayer, tower::layer::util::Identity>,
+>;
+
 fn serve(
-    router: Router<tower::layer::util::Stack<StatusLayer, tower::layer::util::Identity>>,
+    router: Router<Layers>,
     listener: TcpListener,
     tls: Option<Arc<ReloadingConfig>>,
     shutdown: CancellationToken,
@@ -347,14 +354,13 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-fn grpc_server(
-    config: &Config,
-) -> Server<tower::layer::util::Stack<StatusLayer, tower::layer::util::Identity>> {
+fn grpc_server(config: &Config) -> Server<Layers> {
     Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(Some(KEEPALIVE))
         .layer(crate::grpc::codec::status_layer())
+        .layer(RpcSpans)
 }
 
 /// Reflection for one listener, in both protocol versions: `grpc.reflection.v1` and the older

@@ -111,7 +111,14 @@ async fn serve(args: &ServeArgs, shutdown: impl Future<Output = ()> + Send + 'st
         Err(e) => return invalid(&e),
     };
     let config = loaded.config;
-    telemetry::init_logs(&config.log_format);
+    let _traces = match telemetry::trace::init(&config.log_format, config.otlp_endpoint.as_deref())
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("approval-relay: invalid configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     for variable in &loaded.ignored_env {
         tracing::debug!(%variable, "ignoring an APPROVAL_RELAY_ variable that names no setting");
     }

@@ -22,10 +22,10 @@ impl From<Error> for Status {
             other => other.to_string(),
         };
         let mut status = Status::new(code, message);
-        if let Error::Limited(_, after) = &error {
-            if let Ok(v) = retry_after_secs(*after).to_string().parse() {
-                status.metadata_mut().insert("retry-after", v);
-            }
+        if let Error::Limited(_, after) = &error
+            && let Ok(v) = retry_after_secs(*after).to_string().parse()
+        {
+            status.metadata_mut().insert("retry-after", v);
         }
         status
     }

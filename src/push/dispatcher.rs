@@ -154,7 +154,9 @@ impl Dispatcher {
                 let Ok(_permit) = self.in_flight.acquire().await else {
                     return Some("shutting_down".into());
                 };
-                self.provider.send(message).await
+                use tracing::Instrument;
+                let span = crate::telemetry::trace::span!(format!("push {platform}"), attempt);
+                self.provider.send(message).instrument(span).await
             };
             let label = match &outcome {
                 PushOutcome::Delivered => "delivered",

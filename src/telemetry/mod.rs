@@ -5,6 +5,7 @@
 //! describes every series).
 
 pub mod catalog;
+pub mod trace;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::io::IsTerminal;
@@ -23,23 +24,33 @@ pub const VERSION_LINE: &str = concat!(
     ")"
 );
 
-/// Installs the log subscriber once; later calls (tests starting several apps) are no-ops.
+/// Installs the log subscriber once (without trace export); later calls are no-ops.
 pub fn init_logs(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder
+    let _ = trace::init(format, None);
+}
+
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The log lines on stderr, as `format` says.
+fn fmt_layer<S>(format: &str) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if format == "json" {
+        layer
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .try_init()
+            .boxed()
     } else {
         let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        builder.with_ansi(colour).try_init()
-    };
+        layer.with_ansi(colour).boxed()
+    }
 }
 
 /// Histogram buckets in seconds: from Redis round trips (sub-millisecond) to a challenge's whole life.

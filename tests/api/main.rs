@@ -25,6 +25,7 @@ mod shutdown;
 mod streams;
 mod tls;
 mod tools;
+mod traces;
 mod validation;
 mod walkthrough;
 mod wire;

@@ -433,7 +433,11 @@ fn rust_version_is_the_highest_the_locked_dependencies_declare() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let members: Vec<&str> = meta["workspace_members"]
         .as_array()
@@ -445,7 +449,9 @@ fn rust_version_is_the_highest_the_locked_dependencies_declare() {
     let mut needed: Option<(Vec<u64>, String)> = None;
     let mut ours = None;
     for p in meta["packages"].as_array().expect("packages") {
-        let Some(rv) = p["rust_version"].as_str() else { continue };
+        let Some(rv) = p["rust_version"].as_str() else {
+            continue;
+        };
         let id = p["id"].as_str().unwrap_or_default();
         if members.contains(&id) {
             if p["name"] == "approval-relay" {

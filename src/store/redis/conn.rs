@@ -245,12 +245,17 @@ impl ConnectionLike for Conn {
 
 /// Records every round trip's latency and outcome (`relay_redis_seconds{kind,outcome}`).
 fn timed<'a, T: Send + 'a>(kind: &'static str, call: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
-    Box::pin(async move {
-        let start = std::time::Instant::now();
-        let result = call.await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::histogram!("relay_redis_seconds", "kind" => kind, "outcome" => outcome)
-            .record(start.elapsed().as_secs_f64());
-        result
-    })
+    use tracing::Instrument;
+    let span = crate::telemetry::trace::span!(format!("redis {kind}"), db.system = "redis");
+    Box::pin(
+        async move {
+            let start = std::time::Instant::now();
+            let result = call.await;
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            metrics::histogram!("relay_redis_seconds", "kind" => kind, "outcome" => outcome)
+                .record(start.elapsed().as_secs_f64());
+            result
+        }
+        .instrument(span),
+    )
 }

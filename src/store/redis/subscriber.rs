@@ -140,10 +140,10 @@ impl Task {
                 let _ = ack.send(result.clone().map_err(StoreError::Unavailable));
             }
         }
-        if !unsubscribe.is_empty() {
-            if let Err(error) = self.conn.unsubscribe(&unsubscribe).await {
-                tracing::debug!(%error, "unsubscribe failed; the channels go with the connection");
-            }
+        if !unsubscribe.is_empty()
+            && let Err(error) = self.conn.unsubscribe(&unsubscribe).await
+        {
+            tracing::debug!(%error, "unsubscribe failed; the channels go with the connection");
         }
     }
 
