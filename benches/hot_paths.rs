@@ -97,6 +97,8 @@ fn challenge_creation(c: &mut Criterion) {
         idempotency_key: None,
         wrong_answers: 0,
         deliveries: Vec::new(),
+        pusher: String::new(),
+        push_claims: 0,
     };
     c.bench_function("challenge_approve_transition", |b| {
         b.iter(|| {

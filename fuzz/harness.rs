@@ -31,7 +31,7 @@ pub fn harness() -> &'static Harness {
             .build()
             .expect("runtime");
         let hub = Hub::new();
-        let store = Arc::new(MemoryStore::new(Arc::clone(&hub), Default::default()));
+        let store = Arc::new(MemoryStore::new(Arc::clone(&hub), Default::default(), "r.fuzz".into()));
         let dispatcher = Dispatcher::new(
             Arc::new(SinkProvider::default()),
             store.clone(),

@@ -70,12 +70,21 @@ impl App {
             .map_err(|e| anyhow::anyhow!("device TLS: {e}"))?;
         let hub = Hub::new();
         let shutdown = CancellationToken::new();
+        // Who owes the pushes this process starts: new on every start, so a restarted replica's old
+        // work is seen as abandoned and taken over.
+        let replica = format!("r.{:016x}", rand::random::<u64>());
         let store: Arc<dyn Store> = match config.redis_target() {
-            None => Arc::new(MemoryStore::new(Arc::clone(&hub), config.limits())),
+            None => Arc::new(MemoryStore::new(Arc::clone(&hub), config.limits(), replica)),
             Some(target) => Arc::new(
-                RedisStore::connect(&target, Arc::clone(&hub), shutdown.clone(), config.limits())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot use the redis store: {e}"))?,
+                RedisStore::connect(
+                    &target,
+                    Arc::clone(&hub),
+                    shutdown.clone(),
+                    config.limits(),
+                    replica,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot use the redis store: {e}"))?,
             ),
         };
         let sink = Arc::new(SinkProvider::default());

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod backend_cli;
 pub mod challenge;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod device;
 pub mod device_sim;

@@ -108,6 +108,7 @@ async fn push_probe(options: &Options) -> anyhow::Result<f64> {
                     kind: PushKind::Challenge,
                     id: ChallengeId::generate(&account).to_string(),
                     expires_at_ms: i64::MAX / 2,
+                    give_up_at: Instant::now() + Duration::from_secs(60),
                     platform: Platform::Apns,
                     token: format!("{:064x}", worker),
                     app_id: "com.example.authenticator".into(),

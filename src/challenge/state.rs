@@ -165,6 +165,10 @@ pub struct Challenge {
     pub wrong_answers: u32,
     /// Push outcomes recorded while the challenge was pending; a target absent here is pending.
     pub deliveries: Vec<(DeviceId, DeliveryState)>,
+    /// The replica that owes the pushes (see `pushes.rs`).
+    pub pusher: String,
+    /// Times another sending of the pushes was claimed after the first.
+    pub push_claims: u32,
 }
 
 /// Why an answer was refused. Nothing changes on refusal but the count of wrong numbers (see
@@ -363,6 +367,8 @@ mod tests {
             idempotency_key: None,
             wrong_answers: 0,
             deliveries: Vec::new(),
+            pusher: "r.test".into(),
+            push_claims: 0,
         };
         (c, devices)
     }
@@ -563,6 +569,8 @@ mod properties {
                 idempotency_key: None,
                 wrong_answers: 0,
                 deliveries: Vec::new(),
+                pusher: "r.test".into(),
+                push_claims: 0,
             };
             let mut terminal_events = 0;
             let mut ended: Option<State> = None;

@@ -9,7 +9,6 @@ use ed25519_dalek::Signer as _;
 use prost::Message;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A device key with its private half.
 #[derive(Clone)]
@@ -64,11 +63,7 @@ impl PhoneKey {
 }
 
 /// The phone's clock in Unix ms.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::now_ms;
 
 /// A phone: key, device id once enrolled, and the last counter it used.
 #[derive(Clone)]

@@ -59,11 +59,7 @@ fn watch_item_to_pb(item: &WatchItem, now_ms: i64) -> pb::ChallengeEvent {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::clock::now_ms;
 
 #[tonic::async_trait]
 impl pb::challenge_service_server::ChallengeService for BackendApi {

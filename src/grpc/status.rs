@@ -19,6 +19,11 @@ impl From<Error> for Status {
             Error::Auth(AuthError::MalformedSignature) => "signature: is malformed".to_owned(),
             Error::Auth(AuthError::MalformedKey) => "public_key: is malformed".to_owned(),
             Error::Store(StoreError::Corrupt(_)) => "internal error".to_owned(),
+            // The cause (a node's address, a Cluster redirect mid-failover) is logged above; the client
+            // only needs to know to retry.
+            Error::Store(StoreError::Unavailable(_)) => {
+                "store unavailable; retry (with the same idempotency key for a create)".to_owned()
+            }
             other => other.to_string(),
         };
         let mut status = Status::new(code, message);

@@ -171,7 +171,7 @@ impl ApnsProvider {
             Ok(r) => r,
             Err(e) => return (PushOutcome::Rejected(format!("bad request: {e}")), false),
         };
-        let answer = match exchange(&self.client, request, message.expires_at_ms).await {
+        let answer = match exchange(&self.client, request, message.give_up_at).await {
             Ok(answer) => answer,
             Err(outcome) => return (outcome, false),
         };

@@ -1,33 +1,44 @@
-//! The dispatcher: pushes a challenge to all its devices at once, acts on each classified answer (retry
-//! with backoff and jitter inside the challenge's lifetime, prune dead tokens), and reports each
-//! device's outcome to the store, which turns it into a DELIVERED / DELIVERY_FAILED event.
+//! The dispatcher: pushes a challenge to all its devices at once (`delivery.rs` sends each one and acts
+//! on the answer), withdraws ended challenges and sends notices, and keeps the set of challenges whose
+//! pushes this replica owes and is sending, so that the takeover sweep never claims work this replica
+//! is still doing (challenge::pushes).
 
-use super::{PushKind, PushMessage, PushOutcome, PushProvider};
-use crate::challenge::{Challenge, ChallengeId, DeviceId};
+use super::budget::Budgets;
+use super::reports::Reports;
+use super::{PushKind, PushMessage, PushProvider};
+use crate::challenge::{Challenge, ChallengeId, GIVE_UP_BEFORE_MS};
 use crate::device::Device;
 use crate::notice::Notice;
 use crate::store::Store;
-use rand::Rng;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// First retry delay; doubles per attempt up to [`MAX_BACKOFF`].
-const BASE_BACKOFF: Duration = Duration::from_millis(200);
-/// Longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a notice's alert is worth delivering: a day.
 const NOTICE_ALERT_MS: i64 = 24 * 3600 * 1000;
 
 /// Sends pushes for challenges and records their outcomes.
 #[derive(Clone)]
 pub struct Dispatcher {
-    provider: Arc<dyn PushProvider>,
-    store: Arc<dyn Store>,
+    pub(super) provider: Arc<dyn PushProvider>,
+    pub(super) store: Arc<dyn Store>,
     tracker: TaskTracker,
-    in_flight: Arc<Semaphore>,
+    pub(super) in_flight: Arc<Semaphore>,
+    pub(super) budgets: Arc<Budgets>,
+    owned: Arc<Mutex<HashSet<ChallengeId>>>,
+}
+
+/// The local instant `ms_before` the deadline `deadline_ms`, both measured by a clock that reads
+/// `clock_now_ms` now (the store's time a challenge carries, or this replica's): no clock is read again
+/// while the push retries.
+pub fn instant_before(deadline_ms: i64, ms_before: i64, clock_now_ms: i64) -> Instant {
+    let left = deadline_ms
+        .saturating_sub(ms_before)
+        .saturating_sub(clock_now_ms);
+    Instant::now() + Duration::from_millis(left.max(0).unsigned_abs())
 }
 
 impl Dispatcher {
@@ -43,12 +54,44 @@ impl Dispatcher {
             store,
             tracker,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            budgets: Arc::new(Budgets::default()),
+            owned: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
-    /// Pushes a new challenge to each device, in the background.
-    pub fn push_challenge(&self, challenge: &Challenge, devices: Vec<Device>) {
-        let reports = Arc::new(Reports::default());
+    fn owned(&self) -> std::sync::MutexGuard<'_, HashSet<ChallengeId>> {
+        self.owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks a challenge's pushes as this replica's to send (before its creation is even asked for, so a
+    /// sweep never takes them for abandoned); false when they already are.
+    pub fn own(&self, id: &ChallengeId) -> bool {
+        self.owned().insert(id.clone())
+    }
+
+    /// Gives up a challenge's pushes (nothing to send after all, or all sent).
+    pub fn disown(&self, id: &ChallengeId) {
+        self.owned().remove(id);
+    }
+
+    /// Whether this replica is sending a challenge's pushes.
+    pub fn owns(&self, id: &ChallengeId) -> bool {
+        self.owned().contains(id)
+    }
+
+    /// Pushes a challenge to each device in the background; the store's clock read `store_now_ms` a
+    /// moment ago. The challenge is owned until every outcome is recorded.
+    pub fn push_challenge(&self, challenge: &Challenge, devices: Vec<Device>, store_now_ms: i64) {
+        self.own(&challenge.id);
+        if devices.is_empty() {
+            self.disown(&challenge.id);
+            return;
+        }
+        let reports = Arc::new(Reports::new(devices.len()));
+        // DELIVERY_FAILED must reach watchers while the challenge is pending: give up a second early.
+        let give_up_at = instant_before(challenge.expires_at_ms, GIVE_UP_BEFORE_MS, store_now_ms);
         for device in devices {
             let this = self.clone();
             let reports = Arc::clone(&reports);
@@ -58,25 +101,27 @@ impl Dispatcher {
                 tracing::info_span!("push", challenge_id = %challenge_id, device_id = %device.id);
             self.tracker.spawn(
                 async move {
-                    let Some(token) = device.push_token.clone() else {
-                        let failure = Some("no_push_token".to_owned());
-                        reports
-                            .report(&this.store, &challenge_id, device.id, failure)
-                            .await;
-                        return;
+                    let failure = match device.push_token.clone() {
+                        None => Some("no_push_token".to_owned()),
+                        Some(token) => {
+                            let message = PushMessage {
+                                kind: PushKind::Challenge,
+                                id: challenge_id.to_string(),
+                                expires_at_ms,
+                                give_up_at,
+                                platform: device.platform,
+                                token,
+                                app_id: device.app_id.clone(),
+                            };
+                            this.deliver(&message, &device.id).await
+                        }
                     };
-                    let message = PushMessage {
-                        kind: PushKind::Challenge,
-                        id: challenge_id.to_string(),
-                        expires_at_ms,
-                        platform: device.platform,
-                        token,
-                        app_id: device.app_id.clone(),
-                    };
-                    let failure = this.deliver(&message, &device.id).await;
-                    reports
+                    if reports
                         .report(&this.store, &challenge_id, device.id, failure)
-                        .await;
+                        .await
+                    {
+                        this.disown(&challenge_id);
+                    }
                 }
                 .instrument(span),
             );
@@ -86,6 +131,8 @@ impl Dispatcher {
     /// Tells `devices` (those a challenge was pushed to, bar the one that answered) to remove its prompt,
     /// in the background.
     pub fn withdraw(&self, challenge: &Challenge, devices: Vec<Device>) {
+        // A withdrawal is worth delivering a little after the deadline too: the alert may still show.
+        let expires_at_ms = challenge.expires_at_ms.max(challenge.ended_at_ms) + 60_000;
         for device in devices {
             if !challenge.is_targeted(&device.id) {
                 continue;
@@ -96,8 +143,8 @@ impl Dispatcher {
             let message = PushMessage {
                 kind: PushKind::Withdraw,
                 id: challenge.id.to_string(),
-                // A withdrawal is worth delivering a little after the deadline too: the alert may still show.
-                expires_at_ms: challenge.expires_at_ms.max(challenge.ended_at_ms) + 60_000,
+                expires_at_ms,
+                give_up_at: instant_before(expires_at_ms, 0, crate::clock::now_ms()),
                 platform: device.platform,
                 token,
                 app_id: device.app_id.clone(),
@@ -116,6 +163,9 @@ impl Dispatcher {
     /// Pushes a notice to each of its devices that has a push token, in the background. A notice's
     /// alert is worth showing for a day at most; the notice itself stays fetchable longer.
     pub fn push_notice(&self, notice: &Notice, devices: Vec<Device>) {
+        let expires_at_ms = notice
+            .expires_at_ms
+            .min(notice.created_at_ms.saturating_add(NOTICE_ALERT_MS));
         for device in devices {
             let Some(token) = device.push_token.clone() else {
                 continue;
@@ -123,9 +173,8 @@ impl Dispatcher {
             let message = PushMessage {
                 kind: PushKind::Notice,
                 id: notice.id.to_string(),
-                expires_at_ms: notice
-                    .expires_at_ms
-                    .min(notice.created_at_ms.saturating_add(NOTICE_ALERT_MS)),
+                expires_at_ms,
+                give_up_at: instant_before(expires_at_ms, 0, crate::clock::now_ms()),
                 platform: device.platform,
                 token,
                 app_id: device.app_id.clone(),
@@ -142,143 +191,5 @@ impl Dispatcher {
                 .instrument(span),
             );
         }
-    }
-
-    /// Sends until delivered, dead, refused, or out of time; returns the failure reason if any.
-    async fn deliver(&self, message: &PushMessage, device: &DeviceId) -> Option<String> {
-        let platform = self.provider.name(message.platform);
-        let mut attempt: u32 = 0;
-        loop {
-            let started = Instant::now();
-            let outcome = {
-                let Ok(_permit) = self.in_flight.acquire().await else {
-                    return Some("shutting_down".into());
-                };
-                use tracing::Instrument;
-                let span = crate::telemetry::trace::span!(format!("push {platform}"), attempt);
-                self.provider.send(message).instrument(span).await
-            };
-            let label = match &outcome {
-                PushOutcome::Delivered => "delivered",
-                PushOutcome::TokenDead(_) => "token_dead",
-                PushOutcome::Retry(..) => "retry",
-                PushOutcome::AuthFailed(_) => "auth_failed",
-                PushOutcome::Rejected(_) => "rejected",
-            };
-            metrics::counter!("relay_pushes_total", "provider" => platform, "outcome" => label)
-                .increment(1);
-            metrics::histogram!("relay_push_seconds", "provider" => platform, "outcome" => label)
-                .record(started.elapsed().as_secs_f64());
-            match outcome {
-                PushOutcome::Delivered => return None,
-                PushOutcome::TokenDead(reason) => {
-                    metrics::counter!("relay_push_tokens_pruned_total", "provider" => platform)
-                        .increment(1);
-                    tracing::info!(provider = platform, %reason, "push token dead; removing it from the device");
-                    if let Err(error) = self
-                        .store
-                        .prune_token(device, &message.token, &reason)
-                        .await
-                    {
-                        tracing::warn!(%error, "could not prune a dead token");
-                    }
-                    return Some(format!("token_dead: {reason}"));
-                }
-                PushOutcome::Rejected(reason) => return Some(format!("rejected: {reason}")),
-                PushOutcome::AuthFailed(reason) => {
-                    tracing::error!(provider = platform, %reason, "push provider refused our credentials");
-                    return Some(format!("provider_auth_failed: {reason}"));
-                }
-                PushOutcome::Retry(after, reason) => {
-                    attempt += 1;
-                    let wait = after.unwrap_or_else(|| backoff(attempt));
-                    let now_ms = self.store.now_ms().await.unwrap_or(i64::MAX);
-                    let left = message.expires_at_ms.saturating_sub(now_ms);
-                    if i64::try_from(wait.as_millis()).unwrap_or(i64::MAX) >= left {
-                        return Some(format!("retries_exhausted: {reason}"));
-                    }
-                    metrics::counter!("relay_push_retries_total", "provider" => platform)
-                        .increment(1);
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-}
-
-/// The push outcomes of one challenge on their way to the store. The first outcome is recorded at once;
-/// outcomes that arrive while a record is in flight wait for it and then go together in one store call,
-/// so a challenge's devices answering at about the same time cost one round trip, not one each, and no
-/// outcome waits longer than one round trip.
-#[derive(Default)]
-struct Reports {
-    queue: std::sync::Mutex<Queue>,
-}
-
-/// Outcomes not yet sent, and whether a task is sending.
-#[derive(Default)]
-struct Queue {
-    outcomes: Vec<(DeviceId, Option<String>)>,
-    sending: bool,
-}
-
-impl Reports {
-    async fn report(
-        &self,
-        store: &Arc<dyn Store>,
-        challenge: &ChallengeId,
-        device: DeviceId,
-        failure: Option<String>,
-    ) {
-        {
-            let mut queue = self.lock();
-            queue.outcomes.push((device, failure));
-            if queue.sending {
-                return; // The sending task takes it on its next turn.
-            }
-            queue.sending = true;
-        }
-        loop {
-            let batch = {
-                let mut queue = self.lock();
-                if queue.outcomes.is_empty() {
-                    queue.sending = false;
-                    return;
-                }
-                std::mem::take(&mut queue.outcomes)
-            };
-            if let Err(error) = store.record_deliveries(challenge, &batch).await {
-                tracing::warn!(%error, outcomes = batch.len(), "could not record push outcomes");
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // A panic while holding this lock cannot leave the queue half-written: take it as it is.
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Exponential backoff with full jitter.
-fn backoff(attempt: u32) -> Duration {
-    let cap = BASE_BACKOFF
-        .saturating_mul(1 << attempt.min(16))
-        .min(MAX_BACKOFF);
-    let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= Duration::from_millis(400));
-        assert!(backoff(1) >= Duration::from_millis(200));
-        assert!(backoff(30) <= MAX_BACKOFF);
-        assert!(backoff(30) >= MAX_BACKOFF / 2);
     }
 }

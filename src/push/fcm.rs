@@ -115,9 +115,7 @@ pub fn classify(
 #[async_trait]
 impl PushProvider for FcmProvider {
     async fn send(&self, message: &PushMessage) -> PushOutcome {
-        let left_ms = message
-            .expires_at_ms
-            .saturating_sub(crate::device_sim::phone::now_ms());
+        let left_ms = message.expires_at_ms.saturating_sub(crate::clock::now_ms());
         let token = match self.auth.token(&[SCOPE]).await {
             Ok(t) => t,
             Err(e) => return PushOutcome::Retry(None, format!("oauth token: {e}")),
@@ -133,7 +131,7 @@ impl PushProvider for FcmProvider {
         let Ok(request) = request else {
             return PushOutcome::Rejected("bad request".into());
         };
-        match exchange(&self.client, request, message.expires_at_ms).await {
+        match exchange(&self.client, request, message.give_up_at).await {
             Ok(answer) => classify(answer.status, &answer.body, answer.retry_after),
             Err(outcome) => outcome,
         }

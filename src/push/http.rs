@@ -65,27 +65,20 @@ pub struct Answer {
     pub body: serde_json::Value,
 }
 
-/// Sends `request` and reads the answer, giving up a second before `expires_at_ms`: an answer that
-/// could only come after the deadline is useless, and the watcher should still hear DELIVERY_FAILED
-/// while the challenge is pending.
+/// Sends `request` and reads the answer, giving up at `give_up_at`: an answer that could only come
+/// after it is useless, and the watcher should still hear DELIVERY_FAILED while the challenge is pending.
 ///
 /// # Errors
 /// `Retry` for a timeout, a connection error, or no time left.
 pub async fn exchange(
     client: &HttpClient,
     request: hyper::Request<Full<Bytes>>,
-    expires_at_ms: i64,
+    give_up_at: std::time::Instant,
 ) -> Result<Answer, PushOutcome> {
-    let left_ms = expires_at_ms
-        .saturating_sub(crate::device_sim::phone::now_ms())
-        .saturating_sub(1_000);
-    let Some(limit) = u64::try_from(left_ms)
-        .ok()
-        .filter(|ms| *ms > 0)
-        .map(Duration::from_millis)
-    else {
+    let limit = give_up_at.saturating_duration_since(std::time::Instant::now());
+    if limit.is_zero() {
         return Err(PushOutcome::Retry(None, "deadline".into()));
-    };
+    }
     let response =
         match tokio::time::timeout(REQUEST_TIMEOUT.min(limit), client.request(request)).await {
             Err(_) => return Err(PushOutcome::Retry(None, "timeout".into())),

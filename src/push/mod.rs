@@ -5,10 +5,13 @@
 //! IP, place or account. The phone fetches details over the signed device API.
 
 pub mod apns;
+pub mod budget;
+mod delivery;
 pub mod dispatcher;
 pub mod fcm;
 pub mod http;
 pub mod jwt;
+mod reports;
 pub mod router;
 pub mod sink;
 
@@ -49,6 +52,9 @@ pub struct PushMessage {
     pub id: String,
     /// The push is useless after this instant (APNs `apns-expiration`, FCM `ttl`).
     pub expires_at_ms: i64,
+    /// No request is sent, and none is waited for, at or after this local instant (a second before a
+    /// challenge's deadline, so DELIVERY_FAILED still reaches its watchers).
+    pub give_up_at: std::time::Instant,
     /// Which provider.
     pub platform: Platform,
     /// The provider's device token.

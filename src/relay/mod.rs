@@ -10,9 +10,7 @@ use crate::device::{Device, Enrollment, Ticket};
 use crate::error::Error;
 use crate::expiry::ExpiryHandle;
 use crate::push::Dispatcher;
-use crate::store::{
-    AuditPage, CreateOutcome, DeviceCall, Ended, ExpireOutcome, NewChallenge, Store,
-};
+use crate::store::{AuditPage, CreateOutcome, DeviceCall, Ended, NewChallenge, Store};
 use crate::watch::{Hub, Registration, Sink};
 use futures::Stream;
 use std::pin::Pin;
@@ -22,6 +20,7 @@ use tokio::sync::mpsc;
 
 mod device;
 mod notice;
+mod sweep;
 
 pub use device::rotate_key_message;
 pub use notice::Revoked;
@@ -179,6 +178,26 @@ impl Relay {
             Some(ttl) => ttl,
         };
         let id = ChallengeId::generate(&req.account);
+        // Owned before the store can hold it, so this replica's own sweep never takes its pushes for
+        // abandoned while they are about to start (challenge::pushes).
+        self.dispatcher.own(&id);
+        let result = self.create_owned(&id, req, ttl, sink).await;
+        if !matches!(result, Ok((_, true, _))) {
+            // Nothing to push after all. If the create did commit and only its answer was lost, the
+            // pushes are owed to no running task: the sweep (or a retry) claims them.
+            self.dispatcher.disown(&id);
+        }
+        result
+    }
+
+    async fn create_owned(
+        &self,
+        id: &ChallengeId,
+        req: CreateRequest,
+        ttl: Duration,
+        sink: Option<Sink>,
+    ) -> Result<(Challenge, bool, Option<Registration>), Error> {
+        let id = id.clone();
         let mut registration = match sink {
             Some(sink) => {
                 let registration = self.hub.register(&id, sink);
@@ -214,7 +233,8 @@ impl Relay {
                     challenge.id.clone(),
                     Duration::from_millis(left.unsigned_abs()),
                 );
-                self.dispatcher.push_challenge(&challenge, devices);
+                self.dispatcher
+                    .push_challenge(&challenge, devices, challenge.created_at_ms);
                 tracing::info!(challenge_id = %challenge.id, devices = challenge.targets.len(), "challenge created");
                 Ok((challenge, true, registration))
             }
@@ -224,6 +244,8 @@ impl Relay {
                     self.store.subscribe(&challenge.id).await?;
                 }
                 let challenge = self.get_challenge(&challenge.id).await?;
+                // A retry of a create whose answer was lost: its pushes may be owed to nobody.
+                self.resume_pushes(&challenge).await;
                 Ok((challenge, false, registration))
             }
             CreateOutcome::NoDevices => Err(Error::NoDevices),
@@ -293,39 +315,9 @@ impl Relay {
         Ok((registration, snapshot))
     }
 
-    /// Expires a challenge whose timer fired; returns the time still left when it fired early.
-    pub async fn expire(&self, id: &ChallengeId) -> Option<Duration> {
-        match self.store.expire(id).await {
-            Ok(ExpireOutcome::Expired(ended)) => {
-                self.ended(*ended);
-                None
-            }
-            Ok(ExpireOutcome::NotDue(left)) => Some(left),
-            Ok(ExpireOutcome::Ended) => None,
-            Err(error) => {
-                tracing::warn!(%error, challenge_id = %id, "expiry failed; retrying");
-                Some(Duration::from_millis(250))
-            }
-        }
-    }
-
-    /// Expires every overdue challenge the store knows of (whichever replica created it).
-    pub async fn sweep(&self) {
-        match self.store.overdue(256).await {
-            Ok(ids) => {
-                for id in ids {
-                    if let Some(left) = self.expire(&id).await {
-                        self.expiry.schedule(id, left);
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "expiry sweep failed"),
-        }
-    }
-
     /// After a challenge ended: metrics, and withdrawing the prompt from the other devices in the
     /// background (the caller's answer does not wait for it). Gives the challenge back.
-    fn ended(&self, ended: Ended) -> Challenge {
+    pub(super) fn ended(&self, ended: Ended) -> Challenge {
         let challenge = ended.challenge;
         metrics::counter!("relay_challenges_ended_total", "outcome" => challenge.state.name())
             .increment(1);
@@ -344,7 +336,7 @@ impl Relay {
         if !c.state.is_terminal() {
             let left = c
                 .expires_at_ms
-                .saturating_sub(crate::device_sim::phone::now_ms())
+                .saturating_sub(crate::clock::now_ms())
                 .max(0);
             self.expiry
                 .schedule(c.id.clone(), Duration::from_millis(left.unsigned_abs()));

@@ -172,6 +172,38 @@ pub enum FailureOutcome {
     },
 }
 
+/// The pushes of a challenge owed by `owner`, whose check came due (see `challenge::pushes`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PushWork {
+    /// The challenge.
+    pub challenge: ChallengeId,
+    /// The replica that owes them.
+    pub owner: String,
+}
+
+/// What the periodic sweep found due.
+#[derive(Debug, Clone, Default)]
+pub struct Due {
+    /// Pending challenges whose deadline passed (each handed out once).
+    pub overdue: Vec<ChallengeId>,
+    /// Pushes whose owner should have finished by now.
+    pub pushes: Vec<PushWork>,
+    /// Parts of the index that could not be read (a Cluster node down); the rest was swept.
+    pub unreachable: usize,
+}
+
+/// What claiming a challenge's unfinished pushes did.
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    /// Nothing to send (the challenge ended or is gone, every device has its outcome, or another replica
+    /// owns the pushes now); the work is forgotten.
+    Nothing,
+    /// Claimed by this replica: send the challenge to these devices.
+    Send(Challenge, Vec<Device>),
+    /// Too late or claimed once already: this many devices were recorded DELIVERY_FAILED `relay_lost`.
+    GaveUp(usize),
+}
+
 /// A page of an account's audit trail.
 #[derive(Debug, Clone)]
 pub struct AuditPage {
@@ -255,16 +287,28 @@ pub trait Store: Send + Sync + 'static {
         id: &ChallengeId,
     ) -> Result<Option<Result<Ended, Challenge>>, StoreError>;
     /// Records push outcomes, in order, as events (while the challenge is pending) and audit records, in
-    /// one atomic step. Each outcome is a device and its failure reason (`None`: delivered).
+    /// one atomic step. Each outcome is a device and its failure reason (`None`: delivered). With
+    /// `finished`, these are the last outcomes this replica owes: its push work is done.
     async fn record_deliveries(
         &self,
         id: &ChallengeId,
         outcomes: &[(DeviceId, Option<String>)],
+        finished: bool,
     ) -> Result<(), StoreError>;
     /// Pending challenges pushed to a device, oldest first.
     async fn list_pending(&self, device: &DeviceId) -> Result<Vec<Challenge>, StoreError>;
-    /// Pending challenges whose deadline has passed, at most `limit`: for the expiry sweep.
-    async fn overdue(&self, limit: usize) -> Result<Vec<ChallengeId>, StoreError>;
+    /// Overdue challenges and due push work, at most `limit` of each: for the periodic sweep.
+    async fn due(&self, limit: usize) -> Result<Due, StoreError>;
+    /// Looks at these pushes again after another lease (their owner is alive and still sending).
+    async fn defer_pushes(&self, work: &[PushWork]) -> Result<(), StoreError>;
+    /// Claims unfinished pushes for this replica if `work.owner` still owes them (one atomic step).
+    async fn claim_pushes(&self, work: &PushWork) -> Result<ClaimOutcome, StoreError>;
+    /// The id this replica owes pushes under.
+    fn replica(&self) -> &str;
+    /// Says this replica is alive (for a few seconds).
+    async fn heartbeat(&self) -> Result<(), StoreError>;
+    /// Whether `replica` said it is alive lately.
+    async fn replica_alive(&self, replica: &str) -> Result<bool, StoreError>;
 
     /// Appends an audit record on its own (for refusals decided outside a store step).
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError>;

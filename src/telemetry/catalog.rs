@@ -151,6 +151,28 @@ pub fn register() {
         zero("relay_notices_total", &[("kind", kind)]);
     }
 
+    describe_counter!(
+        "relay_push_retry_budget_exhausted_total",
+        "Pushes failed fast because their provider's retry budget was spent."
+    );
+    describe_counter!(
+        "relay_push_takeovers_total",
+        "Challenges whose unfinished pushes this replica claimed from a replica that was gone or whose create's answer was lost."
+    );
+    zero("relay_push_takeovers_total", &[]);
+    for provider in PROVIDERS {
+        zero(
+            "relay_push_retry_budget_exhausted_total",
+            &[("provider", provider)],
+        );
+    }
+    describe_counter!(
+        "relay_store_helper_failures_total",
+        "Calls to Redis keys outside an account's slot (overdue index, rate buckets, sweep) that failed and were skipped."
+    );
+    for helper in ["overdue_index", "source_bucket", "sweep", "failure_budget"] {
+        zero("relay_store_helper_failures_total", &[("helper", helper)]);
+    }
     describe_counter!("relay_redis_errors_total", "Redis calls that failed.");
     zero("relay_redis_errors_total", &[]);
     describe_counter!(

@@ -4,13 +4,14 @@
 use super::state::State;
 use crate::audit::{Actor, AuditKind, AuditRecord, SecurityKind};
 use crate::challenge::{
-    AccountId, Challenge, ChallengeId, Decision, DeviceId, ExpireRefusal, RespondError,
-    State as Phase,
+    AccountId, Challenge, ChallengeId, Claim, Decision, DeviceId, ExpireRefusal, LEASE_MS,
+    RELAY_LOST, RespondError, State as Phase,
 };
 use crate::device::Device;
 use crate::limits::{Bucket, LimitRefusal};
 use crate::store::{
-    CreateOutcome, DeviceCall, DeviceRefusal, Ended, ExpireOutcome, NewChallenge, RespondOutcome,
+    ClaimOutcome, CreateOutcome, DeviceCall, DeviceRefusal, Due, Ended, ExpireOutcome,
+    NewChallenge, PushWork, RespondOutcome,
 };
 use std::time::Duration;
 
@@ -153,6 +154,8 @@ impl State {
             idempotency_key: new.idempotency_key,
             wrong_answers: 0,
             deliveries: Vec::new(),
+            pusher: self.replica.clone(),
+            push_claims: 0,
         };
         if let Some(key) = &challenge.idempotency_key {
             self.idempotency.insert(
@@ -166,6 +169,10 @@ impl State {
             .push(challenge.id.clone());
         self.challenges
             .insert(challenge.id.clone(), challenge.clone());
+        self.push_work.insert(
+            challenge.id.clone(),
+            (self.replica.clone(), now.saturating_add(LEASE_MS)),
+        );
         let record = AuditRecord::new(
             &challenge.account,
             AuditKind::ChallengeCreated,
@@ -260,8 +267,17 @@ impl State {
         &mut self,
         id: &ChallengeId,
         outcomes: &[(DeviceId, Option<String>)],
+        finished: bool,
         now: i64,
     ) {
+        if finished
+            && self
+                .push_work
+                .get(id)
+                .is_some_and(|(o, _)| *o == self.replica)
+        {
+            self.push_work.remove(id);
+        }
         for (device, failure) in outcomes {
             let Some(c) = self.challenges.get_mut(id) else {
                 return;
@@ -291,14 +307,80 @@ impl State {
             .collect()
     }
 
-    pub fn overdue(&mut self, limit: usize, now: i64) -> Vec<ChallengeId> {
+    pub fn due(&mut self, limit: usize, now: i64) -> Due {
         self.purge(now);
-        self.challenges
+        let overdue = self
+            .challenges
             .values()
             .filter(|c| c.state == Phase::Pending && c.expires_at_ms <= now)
             .take(limit)
             .map(|c| c.id.clone())
-            .collect()
+            .collect();
+        let pushes = self
+            .push_work
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .take(limit)
+            .map(|(id, (owner, _))| PushWork {
+                challenge: id.clone(),
+                owner: owner.clone(),
+            })
+            .collect();
+        Due {
+            overdue,
+            pushes,
+            unreachable: 0,
+        }
+    }
+
+    pub fn defer_pushes(&mut self, work: &[PushWork], now: i64) {
+        for w in work {
+            if let Some((owner, at)) = self.push_work.get_mut(&w.challenge)
+                && *owner == w.owner
+            {
+                *at = now.saturating_add(LEASE_MS);
+            }
+        }
+    }
+
+    pub fn claim_pushes(&mut self, work: &PushWork, now: i64) -> ClaimOutcome {
+        let me = self.replica.clone();
+        let Some(c) = self.challenges.get_mut(&work.challenge) else {
+            self.push_work.remove(&work.challenge);
+            return ClaimOutcome::Nothing;
+        };
+        match c.claim_pushes(&work.owner, &me, now) {
+            Claim::Send(devices) => {
+                let challenge = c.clone();
+                self.push_work
+                    .insert(work.challenge.clone(), (me, now.saturating_add(LEASE_MS)));
+                let devices = devices
+                    .iter()
+                    .filter_map(|d| self.devices.get(d))
+                    .cloned()
+                    .collect();
+                ClaimOutcome::Send(challenge, devices)
+            }
+            Claim::GiveUp(devices) => {
+                self.push_work.remove(&work.challenge);
+                let lost: Vec<_> = devices
+                    .into_iter()
+                    .map(|d| (d, Some(RELAY_LOST.to_owned())))
+                    .collect();
+                self.record_deliveries(&work.challenge, &lost, false, now);
+                ClaimOutcome::GaveUp(lost.len())
+            }
+            Claim::Ended | Claim::Done | Claim::Moved(_) => {
+                if self
+                    .push_work
+                    .get(&work.challenge)
+                    .is_some_and(|(o, _)| *o == work.owner)
+                {
+                    self.push_work.remove(&work.challenge);
+                }
+                ClaimOutcome::Nothing
+            }
+        }
     }
 }
 

@@ -15,7 +15,6 @@ use crate::limits::LimitPolicy;
 use crate::watch::Hub;
 use state::State;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 pub use super::trail::AUDIT_CAP;
@@ -30,21 +29,19 @@ pub const MAX_DEVICES: usize = 16;
 /// Everything in one process's memory.
 pub struct MemoryStore {
     state: Mutex<State>,
+    replica: String,
     hub: Arc<Hub>,
     security_added: Notify,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::clock::now_ms;
 
 impl MemoryStore {
-    /// An empty store publishing into `hub`, applying `limits`.
-    pub fn new(hub: Arc<Hub>, limits: LimitPolicy) -> Self {
+    /// An empty store publishing into `hub`, applying `limits`, owing pushes as `replica`.
+    pub fn new(hub: Arc<Hub>, limits: LimitPolicy, replica: String) -> Self {
         Self {
-            state: Mutex::new(State::new(limits)),
+            state: Mutex::new(State::new(limits, replica.clone())),
+            replica,
             hub,
             security_added: Notify::new(),
         }
@@ -176,16 +173,38 @@ impl Store for MemoryStore {
         &self,
         id: &ChallengeId,
         outcomes: &[(DeviceId, Option<String>)],
+        finished: bool,
     ) -> Result<(), StoreError> {
-        self.step(|s, now| s.record_deliveries(id, outcomes, now))
+        self.step(|s, now| s.record_deliveries(id, outcomes, finished, now))
     }
 
     async fn list_pending(&self, device: &DeviceId) -> Result<Vec<Challenge>, StoreError> {
         Ok(self.lock().list_pending(device, now_ms()))
     }
 
-    async fn overdue(&self, limit: usize) -> Result<Vec<ChallengeId>, StoreError> {
-        self.step(|s, now| s.overdue(limit, now))
+    async fn due(&self, limit: usize) -> Result<Due, StoreError> {
+        self.step(|s, now| s.due(limit, now))
+    }
+
+    async fn defer_pushes(&self, work: &[PushWork]) -> Result<(), StoreError> {
+        self.step(|s, now| s.defer_pushes(work, now))
+    }
+
+    async fn claim_pushes(&self, work: &PushWork) -> Result<ClaimOutcome, StoreError> {
+        self.step(|s, now| s.claim_pushes(work, now))
+    }
+
+    fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        // One process, one replica: it is alive while it answers.
+        Ok(())
+    }
+
+    async fn replica_alive(&self, replica: &str) -> Result<bool, StoreError> {
+        Ok(replica == self.replica)
     }
 
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {

@@ -34,6 +34,10 @@ pub(super) struct Trails {
 /// The whole store.
 pub(super) struct State {
     pub limits: LimitPolicy,
+    /// The id of the one replica this store serves.
+    pub replica: String,
+    /// Pushes owed, by challenge: the owner and when to look at them again.
+    pub push_work: HashMap<ChallengeId, (String, i64)>,
     pub after: After,
     pub devices: HashMap<DeviceId, Device>,
     pub by_account: HashMap<AccountId, Vec<DeviceId>>,
@@ -57,9 +61,11 @@ pub(super) struct State {
 }
 
 impl State {
-    pub fn new(limits: LimitPolicy) -> Self {
+    pub fn new(limits: LimitPolicy, replica: String) -> Self {
         Self {
             limits,
+            replica,
+            push_work: HashMap::new(),
             after: After::default(),
             devices: HashMap::new(),
             by_account: HashMap::new(),

@@ -49,11 +49,16 @@ impl RedisStore {
         let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
         // The overdue index first: an entry for a challenge that then is not created is harmless (the sweep
         // finds nothing to expire and drops it); the other order could leave a challenge no sweep finds.
-        let due_at = crate::device_sim::phone::now_ms().saturating_add(ttl_ms);
+        let due_at = crate::clock::now_ms().saturating_add(ttl_ms);
         let due = keys::due(&new.id);
         let keep = ttl_ms.saturating_add(RETENTION_MS);
         let mut pipe = ::redis::pipe();
         pipe.zadd(&due, new.id.as_str(), due_at).ignore();
+        // The pushes this replica owes, looked at again after a lease if not finished by then
+        // (challenge::pushes): same shard, so the same command's slot.
+        let lease_at = crate::clock::now_ms().saturating_add(crate::challenge::LEASE_MS);
+        pipe.zadd(&due, keys::push_member(&self.replica, &new.id), lease_at)
+            .ignore();
         // NX gives a new shard a TTL; GT extends it: the index never outlives its newest entry by long.
         pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("NX").ignore();
         pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("GT").ignore();
@@ -70,8 +75,11 @@ impl RedisStore {
                 .map_err(unavailable)
         };
         let (indexed, source_wait) = tokio::join!(index, self.take_source_token(source.as_deref()));
-        indexed?;
-        if let Some(wait) = source_wait? {
+        // Both live in slots other than the account's. They are helpers, so when their node is down the
+        // sign-in is not refused for it: the challenge is created without them (warned once).
+        self.helpers.overdue_index.observe(indexed);
+        let source_wait = self.helpers.source_bucket.observe(source_wait).flatten();
+        if let Some(wait) = source_wait {
             return self
                 .refused(&new.account, LimitRefusal::SourceRate, wait)
                 .await;
@@ -108,6 +116,7 @@ impl RedisStore {
         for (name, value) in codec::new_challenge_fields(&new) {
             inv.arg(name).arg(value);
         }
+        inv.arg("pusher").arg(&self.replica);
         let reply: Value = self.run(&inv).await?;
         let items = array(&reply)?;
         match text(at(items, 0)?)?.as_str() {
@@ -169,6 +178,8 @@ impl RedisStore {
                     idempotency_key: new.idempotency_key,
                     wrong_answers: 0,
                     deliveries: Vec::new(),
+                    pusher: String::new(),
+                    push_claims: 0,
                 };
                 Ok(CreateOutcome::Created(challenge, devices, superseded))
             }

@@ -364,6 +364,8 @@ pub fn challenge(id: &ChallengeId, h: &Hash) -> Result<Challenge, StoreError> {
         },
         wrong_answers: opt_field(h, "wrong").parse().unwrap_or(0),
         deliveries,
+        pusher: opt_field(h, "pusher").to_owned(),
+        push_claims: opt_field(h, "claims").parse().unwrap_or(0),
     })
 }
 

@@ -12,14 +12,7 @@ for i = 4, #ARGV - 1, 2 do
   if failure ~= '' then kind = 'push_failed' end
   audit(c[1], now, kind, 'relay', id, device_id, failure)
   if c[2] == 'pending' and string.find(c[3], ',' .. device_id .. ',', 1, true) then
-    seq = seq + 1
-    if failure == '' then
-      redis.call('HSET', KEYS[1], 'dl:' .. device_id, 'delivered')
-      publish(id, seq, now, 'delivered', device_id, '')
-    else
-      redis.call('HSET', KEYS[1], 'dl:' .. device_id, 'failed:' .. failure)
-      publish(id, seq, now, 'failed', device_id, failure)
-    end
+    seq = record_push(KEYS[1], id, seq, now, device_id, failure)
     published = published + 1
   end
 end

@@ -97,6 +97,16 @@ pub fn due_shard(shard: u32) -> String {
     format!("ar:due:{{{shard}}}")
 }
 
+/// The member of a challenge's overdue-index shard that says `owner` owes its pushes.
+pub fn push_member(owner: &str, id: &ChallengeId) -> String {
+    format!("p:{owner}:{id}")
+}
+
+/// A replica's heartbeat: present while it is alive.
+pub fn alive(replica: &str) -> String {
+    format!("ar:alive:{{{replica}}}")
+}
+
 /// A sign-in source's creation-rate bucket, in the source's own slot.
 pub fn source_bucket(source: &str) -> String {
     format!("ar:src:{{{source}}}")

@@ -9,7 +9,9 @@
 mod challenges;
 mod codec;
 mod conn;
+mod helpers;
 mod keys;
+mod pushes;
 mod records;
 mod scripts;
 mod streams;
@@ -35,6 +37,8 @@ const RETENTION_MS: i64 = memory::RETENTION_MS;
 /// The relay's state in Redis.
 pub struct RedisStore {
     limits: LimitPolicy,
+    replica: String,
+    helpers: helpers::Helpers,
     conn: Conn,
     publish: &'static str,
     scripts: Scripts,
@@ -61,6 +65,7 @@ impl RedisStore {
         hub: Arc<Hub>,
         shutdown: CancellationToken,
         limits: LimitPolicy,
+        replica: String,
     ) -> Result<Self, StoreError> {
         // Name the servers (never the password) so an operator knows which one is wrong.
         let at = |e: ::redis::RedisError| {
@@ -78,6 +83,8 @@ impl RedisStore {
             scripts: Scripts::new(),
             subscriber,
             limits,
+            replica,
+            helpers: helpers::Helpers::default(),
         })
     }
 
@@ -419,6 +426,7 @@ impl Store for RedisStore {
         &self,
         id: &ChallengeId,
         outcomes: &[(DeviceId, Option<String>)],
+        finished: bool,
     ) -> Result<(), StoreError> {
         let mut inv = self.script(&self.scripts.delivery, keys::prefix(id.tag()));
         inv.key(keys::challenge(id)).arg(id.as_str());
@@ -427,6 +435,17 @@ impl Store for RedisStore {
                 .arg(failure.as_deref().unwrap_or_default().replace('\t', " "));
         }
         let _: i64 = self.run(&inv).await?;
+        if finished {
+            // The push work is done: its member leaves the index (another slot; a helper, so a failure
+            // only means the sweep finds the work done later and drops it then).
+            let mut pipe = ::redis::pipe();
+            self.finish(&mut pipe, id);
+            let dropped = pipe
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(unavailable);
+            self.helpers.overdue_index.observe(dropped);
+        }
         Ok(())
     }
 
@@ -453,26 +472,28 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn overdue(&self, limit: usize) -> Result<Vec<ChallengeId>, StoreError> {
-        let now = self.now_ms().await?;
-        let mut out = Vec::new();
-        // Shard by shard: each shard is its own Cluster slot, so no command spans two.
-        for shard in 0..keys::DUE_SHARDS {
-            let key = keys::due_shard(shard);
-            let ids: Vec<String> = self
-                .conn()
-                .zrangebyscore_limit(&key, "-inf", now, 0, limit as isize)
-                .await
-                .map_err(unavailable)?;
-            if ids.is_empty() {
-                continue;
-            }
-            // Each entry is handed out once; the caller expires it or, if its deadline is in fact still
-            // ahead (the score is the creating replica's estimate), sets a timer for it.
-            let _: i64 = self.conn().zrem(&key, &ids).await.map_err(unavailable)?;
-            out.extend(ids.iter().filter_map(|id| ChallengeId::parse(id).ok()));
-        }
-        Ok(out)
+    async fn due(&self, limit: usize) -> Result<Due, StoreError> {
+        self.sweep_due(limit).await
+    }
+
+    async fn defer_pushes(&self, work: &[PushWork]) -> Result<(), StoreError> {
+        self.defer(work).await
+    }
+
+    async fn claim_pushes(&self, work: &PushWork) -> Result<ClaimOutcome, StoreError> {
+        self.claim(work).await
+    }
+
+    fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        self.beat().await
+    }
+
+    async fn replica_alive(&self, replica: &str) -> Result<bool, StoreError> {
+        self.alive(replica).await
     }
 
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {

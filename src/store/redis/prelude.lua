@@ -32,6 +32,20 @@ local function publish(challenge_id, seq, now, kind, device, extra)
     seq .. '\t' .. now .. '\t' .. kind .. '\t' .. (device or '') .. '\t' .. (extra or ''))
 end
 
+-- One push outcome of a pending challenge (challenge::Challenge::record_delivery): recorded in its
+-- hash, published with the next sequence number, which is returned. `failure` '' means delivered.
+local function record_push(key, challenge_id, seq, now, device_id, failure)
+  seq = seq + 1
+  if failure == '' then
+    redis.call('HSET', key, 'dl:' .. device_id, 'delivered')
+    publish(challenge_id, seq, now, 'delivered', device_id, '')
+  else
+    redis.call('HSET', key, 'dl:' .. device_id, 'failed:' .. failure)
+    publish(challenge_id, seq, now, 'failed', device_id, failure)
+  end
+  return seq
+end
+
 -- The counter rule (auth::counter_is_fresh, device::Device::accept_counter). Returns nil when the call is
 -- accepted, or the refusal reason.
 local function accept_counter(dev_key, device_id, counter, now)

@@ -62,11 +62,8 @@ impl RedisStore {
                     "",
                 )
                 .await;
-            match reply {
-                Ok(reply) => outcome = codec::failure_outcome(&reply, limit)?,
-                Err(error) => {
-                    tracing::warn!(%error, "peer address budget unavailable; counting the failure as within it")
-                }
+            if let Some(reply) = self.helpers.failure_budget.observe(reply) {
+                outcome = codec::failure_outcome(&reply, limit)?;
             }
         }
         let Some((device_id, account_id)) = &failure.device else {

@@ -37,6 +37,8 @@ pub struct Scripts {
     pub notice: Script,
     /// A budget of authentication failures, and the record of one.
     pub failure: Script,
+    /// Claiming a challenge's unfinished pushes.
+    pub claim: Script,
 }
 
 impl Scripts {
@@ -56,6 +58,7 @@ impl Scripts {
             bucket: script(include_str!("bucket.lua")),
             notice: script(include_str!("notice.lua")),
             failure: script(include_str!("failure.lua")),
+            claim: script(include_str!("claim.lua")),
         }
     }
 }

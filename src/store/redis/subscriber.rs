@@ -204,6 +204,11 @@ impl Task {
         for id in self.hub.watched() {
             let hash: ::redis::RedisResult<codec::Hash> =
                 self.commands.hgetall(keys::challenge(&id)).await;
+            // An empty hash is a challenge that does not exist (a StreamChallenges create registered its
+            // watcher before a create that then never happened, or retention ended): nothing to tell.
+            if hash.as_ref().is_ok_and(std::collections::HashMap::is_empty) {
+                continue;
+            }
             match hash
                 .map_err(unavailable)
                 .and_then(|h| codec::challenge(&id, &h))
