@@ -199,7 +199,7 @@ pub enum ClaimOutcome {
     /// owns the pushes now); the work is forgotten.
     Nothing,
     /// Claimed by this replica: send the challenge to these devices.
-    Send(Challenge, Vec<Device>),
+    Send(Box<Challenge>, Vec<Device>),
     /// Too late or claimed once already: this many devices were recorded DELIVERY_FAILED `relay_lost`.
     GaveUp(usize),
 }

@@ -359,7 +359,7 @@ impl State {
                     .filter_map(|d| self.devices.get(d))
                     .cloned()
                     .collect();
-                ClaimOutcome::Send(challenge, devices)
+                ClaimOutcome::Send(Box::new(challenge), devices)
             }
             Claim::GiveUp(devices) => {
                 self.push_work.remove(&work.challenge);

@@ -92,7 +92,7 @@ impl RedisStore {
                 let at = crate::clock::now_ms().saturating_add(crate::challenge::LEASE_MS);
                 pipe.zadd(&shard, keys::push_member(&self.replica, id), at)
                     .ignore();
-                ClaimOutcome::Send(challenge, devices)
+                ClaimOutcome::Send(Box::new(challenge), devices)
             }
             "gaveup" => ClaimOutcome::GaveUp(usize::try_from(int(at(items, 1)?)?).unwrap_or(0)),
             // Moved: the new owner's member is its own; this stale one goes.
