@@ -20,6 +20,7 @@ mod flow;
 mod push;
 mod races;
 mod refusals;
+mod reliability;
 mod replicas;
 mod shutdown;
 mod streams;

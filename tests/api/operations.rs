@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 /// An h2c APNs mock trusting a fresh provider key, and the relay flags that point at it.
-struct ApnsMock {
-    mock: MockPush,
+pub(crate) struct ApnsMock {
+    pub mock: MockPush,
     dir: PathBuf,
-    flags: Vec<String>,
+    pub flags: Vec<String>,
 }
 
 impl ApnsMock {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let key = SigningKey::random(&mut OsRng);
         let mock = MockPush::start("127.0.0.1:0".parse().expect("addr"), false, trusting(&key))
             .await
@@ -49,7 +49,7 @@ impl ApnsMock {
         Self { mock, dir, flags }
     }
 
-    fn tune(&self, c: &mut approval_relay::config::Config) {
+    pub fn tune(&self, c: &mut approval_relay::config::Config) {
         c.apns_url = self.mock.base_url();
         c.apns_key_file = Some(self.dir.join("AuthKey.p8"));
         c.apns_key_id = Some("KEYID12345".into());
@@ -63,7 +63,7 @@ impl Drop for ApnsMock {
     }
 }
 
-fn relaxed_limits() -> [&'static str; 10] {
+pub(crate) fn relaxed_limits() -> [&'static str; 10] {
     [
         "--max-pending-per-account",
         "1000",
