@@ -4,6 +4,8 @@
 //! - `POST /mock/tokens/<token>` with `{"behavior": "dead" | "normal" | "silent"}`,
 //!   `{"behavior": "throttle", "retry_after_secs": 5, "times": 2}`, `{"behavior": "unavailable",
 //!   "times": 2}` or `{"behavior": "slow", "delay_ms": 500}` → 204.
+//! - `POST /mock/outage` with `{"secs": 20}` → 204: every push of every token is answered 503
+//!   ServiceUnavailable for that long (a provider outage, for the fault-injection runs).
 //! - `GET /mock/pushes[?token=<token>]` → `application/x-ndjson`, one accepted push per line, until the
 //!   client leaves.
 
@@ -70,6 +72,23 @@ pub(super) async fn set_behavior(
         Some(b) => map.insert(token, b),
         None => map.remove(&token),
     };
+    text(204, "")
+}
+
+pub(super) async fn outage(
+    state: &State,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return text(400, "unreadable body\n");
+    };
+    let Some(secs) = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["secs"].as_u64())
+    else {
+        return text(400, "body must be {\"secs\": N}\n");
+    };
+    state.start_outage(Duration::from_secs(secs));
     text(204, "")
 }
 

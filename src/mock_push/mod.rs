@@ -105,6 +105,8 @@ pub(crate) struct State {
     requests: Mutex<HashMap<String, u32>>,
     verified_jwts: Mutex<std::collections::HashSet<String>>,
     access_tokens: Mutex<HashMap<String, std::time::Instant>>,
+    /// Until then every push is answered 503 ServiceUnavailable, whatever its token.
+    outage_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl State {
@@ -134,8 +136,23 @@ impl State {
             .or_default() += 1;
     }
 
-    /// The behavior for a token, consuming one of its counted failures.
+    fn start_outage(&self, duration: Duration) {
+        *self
+            .outage_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(std::time::Instant::now() + duration);
+    }
+
+    /// The behavior for a token, consuming one of its counted failures; during an outage, 503 for all.
     fn take_behavior(&self, token: &str) -> Option<Behavior> {
+        let outage = *self
+            .outage_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if outage.is_some_and(|until| std::time::Instant::now() < until) {
+            return Some(Behavior::Unavailable { times: 1 });
+        }
         let mut map = self
             .behaviors
             .lock()
@@ -229,6 +246,7 @@ impl MockPush {
             requests: Mutex::new(HashMap::new()),
             verified_jwts: Mutex::new(std::collections::HashSet::new()),
             access_tokens: Mutex::new(HashMap::new()),
+            outage_until: Mutex::new(None),
         });
         let stop = CancellationToken::new();
         tokio::spawn(serve(listener, acceptor, Arc::clone(&state), stop.clone()));
@@ -262,6 +280,11 @@ impl MockPush {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(token.to_owned(), behavior);
+    }
+
+    /// Answers every push 503 for `duration` from now.
+    pub fn outage(&self, duration: Duration) {
+        self.state.start_outage(duration);
     }
 
     /// Every push accepted from now on.
@@ -356,6 +379,8 @@ async fn route(
         fcm::send(state, req).await
     } else if path.starts_with("/mock/tokens/") && post {
         return control::set_behavior(state, req).await;
+    } else if path == "/mock/outage" && post {
+        return control::outage(state, req).await;
     } else if path == "/mock/pushes" {
         return control::pushes(state, &req);
     } else {
