@@ -98,13 +98,21 @@ impl App {
         );
         let (expiry_handle, expiry) = expiry::channel();
         let policy = config.policy(device.local_addr()?);
-        let relay = Arc::new(Relay::new(
-            store,
-            Arc::clone(&hub),
-            dispatcher,
-            expiry_handle,
-            policy,
-        ));
+        let sealer = match (config.sealer()?, config.redis_target().is_some()) {
+            (Some(sealer), _) => Some(sealer),
+            // One process's memory: a key made now dies with the secrets it seals.
+            (None, false) => Some(crate::sealing::Sealer::ephemeral()),
+            (None, true) => {
+                tracing::warn!(
+                    "offline codes are off: set totp_key_file to seal their secrets in Redis"
+                );
+                None
+            }
+        };
+        let relay = Arc::new(
+            Relay::new(store, Arc::clone(&hub), dispatcher, expiry_handle, policy)
+                .with_sealer(sealer),
+        );
         Ok(Self {
             config,
             backend,

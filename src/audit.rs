@@ -26,6 +26,10 @@ pub enum AuditKind {
     CloneSuspected,
     NoticeSent,
     SignInRevoked,
+    CodeVerified,
+    CodeRefused,
+    AuthenticatorCreated,
+    KnownSignInsForgotten,
 }
 
 /// Who caused a record.

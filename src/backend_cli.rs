@@ -62,6 +62,38 @@ pub enum BackendCommand {
         /// User agent of the sign-in.
         #[arg(long, default_value = "Firefox on Linux")]
         user_agent: String,
+        /// Your stable id of the device signing in (a cookie id); an approval makes it known.
+        #[arg(long, default_value = "")]
+        sign_in_device: String,
+    },
+    /// Compare a sign-in with the account's known ones; prints
+    /// `device=KNOWN|NEW|UNSPECIFIED place=KNOWN|NEW|UNSPECIFIED recommend=ALLOW|CHALLENGE|CODE|NO_FACTOR`.
+    Evaluate {
+        /// The account.
+        account: String,
+        /// The sign-in.
+        #[command(flatten)]
+        sign_in: SignIn,
+    },
+    /// Check an offline code; exit status 0 when accepted, 1 when refused.
+    VerifyCode {
+        /// The account.
+        account: String,
+        /// The 6-digit code.
+        code: String,
+        /// The sign-in.
+        #[command(flatten)]
+        sign_in: SignIn,
+    },
+    /// List an account's known sign-in devices, networks and locations.
+    Known {
+        /// The account.
+        account: String,
+    },
+    /// Make a standalone authenticator; prints its otpauth:// URI (for an authenticator app).
+    Authenticator {
+        /// The account.
+        account: String,
     },
     /// Print a challenge's events until it ends.
     Watch {
@@ -83,6 +115,45 @@ pub enum BackendCommand {
         /// The account.
         account: String,
     },
+}
+
+/// The sign-in a command is about.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignIn {
+    /// Your stable id of the device signing in (a cookie id).
+    #[arg(long, default_value = "")]
+    sign_in_device: String,
+    /// IP address of the sign-in.
+    #[arg(long, default_value = "203.0.113.7")]
+    ip: String,
+    /// Approximate place of the sign-in.
+    #[arg(long, default_value = "Lyon, France")]
+    location: String,
+}
+
+impl SignIn {
+    fn context(self) -> pb::LoginContext {
+        pb::LoginContext {
+            ip: self.ip,
+            location: self.location,
+            sign_in_device_key: self.sign_in_device,
+            ..Default::default()
+        }
+    }
+}
+
+fn familiarity(s: Option<&pb::SignInSignal>) -> &'static str {
+    match s.map(pb::SignInSignal::familiarity) {
+        Some(pb::Familiarity::Known) => "KNOWN",
+        Some(pb::Familiarity::New) => "NEW",
+        _ => "UNSPECIFIED",
+    }
+}
+
+fn recommendation(e: &pb::SignInEvaluation) -> &'static str {
+    e.recommendation()
+        .as_str_name()
+        .trim_start_matches("SIGN_IN_RECOMMENDATION_")
 }
 
 /// Runs one backend command.
@@ -188,6 +259,7 @@ async fn run(args: BackendArgs) -> Result<(), String> {
             ip,
             location,
             user_agent,
+            sign_in_device,
         } => {
             let mode = match mode.as_str() {
                 "type" => pb::NumberMatchMode::Type,
@@ -207,6 +279,7 @@ async fn run(args: BackendArgs) -> Result<(), String> {
                     user_agent,
                     signing_in_device_name: "approval-relay backend CLI".into(),
                     signing_in_device_id: String::new(),
+                    sign_in_device_key: sign_in_device,
                 }),
                 idempotency_key: String::new(),
                 ttl_seconds: ttl,
@@ -219,10 +292,96 @@ async fn run(args: BackendArgs) -> Result<(), String> {
                 .into_inner();
             let c = r.challenge.unwrap_or_default();
             println!("{}", c.challenge_id);
+            let e = r.evaluation.unwrap_or_default();
             eprintln!(
-                "number to show on the sign-in screen: {}; pushed to {} device(s)",
+                "number to show on the sign-in screen: {}; pushed to {} device(s); device={} place={}",
                 c.number,
-                c.targeted_device_ids.len()
+                c.targeted_device_ids.len(),
+                familiarity(e.device.as_ref()),
+                familiarity(e.place.as_ref()),
+            );
+        }
+        BackendCommand::Evaluate { account, sign_in } => {
+            let req = pb::EvaluateSignInRequest {
+                account_id: account,
+                login_context: Some(sign_in.context()),
+            };
+            let e = challenges
+                .evaluate_sign_in(req)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .evaluation
+                .unwrap_or_default();
+            println!(
+                "device={} place={} recommend={}",
+                familiarity(e.device.as_ref()),
+                familiarity(e.place.as_ref()),
+                recommendation(&e)
+            );
+        }
+        BackendCommand::VerifyCode {
+            account,
+            code,
+            sign_in,
+        } => {
+            let req = pb::VerifyCodeRequest {
+                account_id: account,
+                code,
+                login_context: Some(sign_in.context()),
+            };
+            let r = challenges
+                .verify_code(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            match r.result() {
+                pb::CodeResult::Accepted => println!(
+                    "ACCEPTED by {}",
+                    if r.device_id.is_empty() {
+                        &r.authenticator_id
+                    } else {
+                        &r.device_id
+                    }
+                ),
+                other => return Err(format!("refused: {}", other.as_str_name())),
+            }
+        }
+        BackendCommand::Known { account } => {
+            let req = pb::ListKnownSignInsRequest {
+                account_id: account,
+            };
+            let list = challenges
+                .list_known_sign_ins(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            for k in list.known {
+                println!(
+                    "{} {:?} first={} last={}",
+                    k.kind()
+                        .as_str_name()
+                        .trim_start_matches("KNOWN_SIGN_IN_KIND_"),
+                    k.value,
+                    k.first_seen_unix_ms,
+                    k.last_seen_unix_ms
+                );
+            }
+        }
+        BackendCommand::Authenticator { account } => {
+            let req = pb::CreateAuthenticatorRequest {
+                account_id: account,
+                label: String::new(),
+            };
+            let r = DeviceRegistryClient::new(channel)
+                .create_authenticator(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{}", r.otpauth_uri);
+            eprintln!(
+                "authenticator {}: activate it with its first code (verify-code) before {}",
+                r.authenticator_id, r.activate_by_unix_ms
             );
         }
         BackendCommand::Watch { challenge_id } => {

@@ -21,6 +21,21 @@ pub enum Error {
     /// The account has no device to push to.
     #[error("account has no active device to push to")]
     NoDevices,
+    /// The account has no device to push to, but an offline code.
+    #[error("account has no active device to push to; an offline code is available (VerifyCode)")]
+    NoDevicesCodeAvailable,
+    /// VerifyCode for an account without a usable offline code.
+    #[error("account has no usable offline code")]
+    NoOfflineCode,
+    /// Offline codes need a sealing key this relay was not given.
+    #[error("offline codes are not enabled on this relay (totp_key_file)")]
+    OfflineCodesOff,
+    /// The account has as many standalone authenticators as allowed.
+    #[error(
+        "account has the maximum number of standalone authenticators ({})",
+        crate::factor::MAX_STANDALONE
+    )]
+    TooManyAuthenticators,
     /// The request is not from a known device with a valid signature.
     #[error(transparent)]
     Auth(#[from] AuthError),

@@ -11,6 +11,9 @@
 //! - [`auth`]: device keys, signatures, counter and timestamp rules. Pure.
 //! - [`device`], [`audit`], [`notice`]: device records, tickets, audit and security records, notices to
 //!   the owner's devices and what a one-tap revoke on them does. Pure.
+//! - [`known`]: known sign-in devices and places, and what the relay recommends for a sign-in. Pure.
+//! - [`factor`], [`totp`], [`sealing`]: offline-code authenticators, RFC 6238 codes, their secrets
+//!   sealed at rest. Pure.
 //! - [`limits`]: push-bombing limits (pending cap, cool-down, fraud mute, rate buckets). Pure.
 //! - [`store`]: the `Store` trait, the in-memory store and the Redis store.
 //! - [`tls`]: mTLS and TLS for the listeners, reloaded on SIGHUP or file change.
@@ -39,16 +42,20 @@ pub mod device;
 pub mod device_sim;
 pub mod error;
 pub mod expiry;
+pub mod factor;
 pub mod grpc;
 pub mod health_cli;
+pub mod known;
 pub mod limits;
 pub mod mock_push;
 pub mod notice;
 pub mod push;
 pub mod relay;
+pub mod sealing;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod totp;
 pub mod watch;
 
 /// Generated protobuf and gRPC code for `approval.v1`.

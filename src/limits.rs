@@ -28,6 +28,8 @@ pub struct LimitPolicy {
     pub device_auth_failures: RateLimit,
     /// Device requests that fail authentication and are recorded, per peer address (an IPv6 /64).
     pub source_auth_failures: RateLimit,
+    /// Wrong or replayed offline codes per account, before codes are refused unseen.
+    pub code_failures: RateLimit,
 }
 
 /// A token bucket's settings: `per_minute` tokens refill continuously up to `burst`; 0 turns it off.
@@ -109,6 +111,10 @@ impl Default for LimitPolicy {
             source_auth_failures: RateLimit {
                 per_minute: 60,
                 burst: 60,
+            },
+            code_failures: RateLimit {
+                per_minute: 1,
+                burst: 5,
             },
         }
     }
@@ -221,6 +227,8 @@ pub enum LimitRefusal {
     DeviceAuthFailures,
     /// Too many device requests from one peer address failed authentication.
     SourceAuthFailures,
+    /// Too many wrong offline codes for the account.
+    CodeFailures,
 }
 
 impl LimitRefusal {
@@ -234,6 +242,7 @@ impl LimitRefusal {
             Self::SourceRate => "source_rate",
             Self::DeviceAuthFailures => "device_auth_failures",
             Self::SourceAuthFailures => "source_auth_failures",
+            Self::CodeFailures => "code_failures",
         }
     }
 }

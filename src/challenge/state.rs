@@ -92,6 +92,10 @@ pub struct LoginContext {
     pub signing_in_device_name: String,
     /// A registered device that is signing in: never pushed.
     pub signing_in_device_id: Option<DeviceId>,
+    /// The backend's stable id of the device signing in (a cookie or device-bound id), for `known`.
+    pub sign_in_device_key: String,
+    /// What the relay knew of this sign-in's device and place when the challenge was created.
+    pub familiar: crate::known::Familiar,
 }
 
 /// Where a targeted device's push stands.

@@ -93,6 +93,10 @@ impl Config {
                 per_minute: self.auth_failures_per_source_per_minute,
                 burst: self.auth_failures_per_source_per_minute,
             },
+            code_failures: crate::limits::RateLimit {
+                per_minute: self.code_failures_per_minute,
+                burst: self.code_failures_burst,
+            },
         }
     }
 
@@ -109,6 +113,8 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| device_addr.to_string()),
             type_number_attempts: self.type_number_attempts,
+            remember_window: Duration::from_secs(self.remember_sign_ins_secs),
+            totp_issuer: self.totp_issuer.clone(),
         }
     }
 

@@ -110,6 +110,16 @@ settings! {
         auth_failures_per_device_per_minute: u32 = 10;
         /// The same per peer address (IPv6: its /64), across devices; 0: no limit [default: 60].
         auth_failures_per_source_per_minute: u32 = 60;
+        /// Wrong or replayed offline codes an account may send per minute (token bucket refill) before
+        /// VerifyCode refuses every code RESOURCE_EXHAUSTED; 0 turns the limit off [default: 1].
+        code_failures_per_minute: u32 = 1;
+        /// That bucket's burst [default: 5].
+        code_failures_burst: u32 = 5;
+        /// How long an approved sign-in's device and place stay known after it, seconds, 1 to 34560000
+        /// (400 days) [default: 2592000, 30 days].
+        remember_sign_ins_secs: u64 = 2_592_000;
+        /// Issuer shown by authenticator apps in otpauth:// URIs [default: approval-relay].
+        totp_issuer: String = "approval-relay".into();
         /// Challenge TTL when the backend gives none, seconds [default: 60].
         default_ttl_secs: u64 = 60;
         /// Shortest challenge TTL accepted, seconds [default: 10].
@@ -181,6 +191,12 @@ settings! {
         /// OTLP/gRPC endpoint to export traces to, e.g. http://127.0.0.1:4317 (needs the `otel` build
         /// feature, on by default) [default: none, no export].
         otlp_endpoint: String;
+        /// File with the 32-byte AES-256-GCM key that seals offline-code secrets at rest (64 hex digits or
+        /// base64); without it the in-memory store seals with a key made at start and the Redis store
+        /// offers no offline codes.
+        totp_key_file: PathBuf;
+        /// Older sealing keys, comma-separated files, still accepted for opening secrets (key rotation).
+        totp_previous_key_files: String;
     }
     flags {
         /// At the pending cap, cancel the oldest pending challenge instead of refusing the new one

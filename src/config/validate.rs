@@ -82,6 +82,12 @@ impl Config {
                 "source_rate_per_minute",
                 "source_rate_burst",
             ),
+            (
+                self.code_failures_per_minute,
+                self.code_failures_burst,
+                "code_failures_per_minute",
+                "code_failures_burst",
+            ),
         ] {
             if rate > 0 && burst == 0 {
                 return bad(format!(
@@ -89,6 +95,15 @@ impl Config {
                      or set {rate_name} to 0 to turn the limit off"
                 ));
             }
+        }
+        if !(1..=400 * 86_400).contains(&self.remember_sign_ins_secs) {
+            return bad(format!(
+                "remember_sign_ins_secs ({}) must be between 1 and 34560000 (400 days)",
+                self.remember_sign_ins_secs
+            ));
+        }
+        if self.totp_previous_key_files.is_some() && self.totp_key_file.is_none() {
+            return bad("totp_previous_key_files needs totp_key_file (the current key)".into());
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams must be at least 1".into());
@@ -210,6 +225,7 @@ impl Config {
             crate::push::apns::ApnsSettings::read_key(path)
                 .map_err(|e| ConfigError::new(format!("apns_key_file: {e}")))?;
         }
+        self.sealer()?;
         if let Some(path) = &self.fcm_service_account_file {
             let text = read("fcm_service_account_file", path)?;
             let key: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
@@ -228,6 +244,38 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The offline-code sealing keys from `totp_key_file` (sealing) and `totp_previous_key_files`
+    /// (opening only); `None` without `totp_key_file`.
+    ///
+    /// # Errors
+    /// A file that cannot be read or does not hold a 32-byte key, named.
+    pub fn sealer(&self) -> Result<Option<crate::sealing::Sealer>, ConfigError> {
+        let Some(current) = &self.totp_key_file else {
+            return Ok(None);
+        };
+        let previous = self.totp_previous_key_files.as_deref().unwrap_or("");
+        let mut keys = Vec::new();
+        let files = std::iter::once(("totp_key_file", current.clone())).chain(
+            previous
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| ("totp_previous_key_files", std::path::PathBuf::from(p))),
+        );
+        for (setting, path) in files {
+            let text = read(setting, &path)?;
+            keys.push(
+                crate::sealing::parse_key(&text)
+                    .map_err(|e| ConfigError::new(format!("{setting} {}: {e}", path.display())))?,
+            );
+        }
+        crate::sealing::Sealer::new(&keys)
+            .map(Some)
+            .map_err(|e| ConfigError::new(format!("totp_key_file: {e}")))
     }
 }
 

@@ -53,7 +53,12 @@ pub enum DeviceCommand {
         /// `p256` or `ed25519`.
         #[arg(long, default_value = "p256")]
         algorithm: String,
+        /// Also provision an offline code (then `device code` prints it).
+        #[arg(long)]
+        offline_code: bool,
     },
+    /// Print this phone's current offline code (computed here, no connection needed).
+    Code,
     /// List challenges waiting for this phone.
     Pending,
     /// Show who is signing in for one challenge.
@@ -170,6 +175,28 @@ fn describe_notice(n: &pb::DeviceNotice) -> String {
     format!("{} {kind}{about}{context}{revoke}", n.notice_id)
 }
 
+/// Prints the current offline code and how long it stays valid.
+fn print_code(file: &KeyFile) -> Result<(), String> {
+    if file.offline_code_secret.is_empty() {
+        return Err("this phone has no offline code: enroll with --offline-code".into());
+    }
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(file.offline_code_secret.as_bytes())
+        .map_err(|e| format!("offline_code_secret: {e}"))?;
+    let now = crate::clock::now_ms() / 1000;
+    let step = crate::totp::step(now);
+    let code = crate::totp::code(
+        &secret,
+        crate::totp::Algorithm::Sha1,
+        step,
+        crate::totp::DIGITS,
+    );
+    let left = crate::totp::STEP_SECS - now.rem_euclid(crate::totp::STEP_SECS);
+    println!("{code}");
+    eprintln!("valid for {left} s more (and 30 s after, for clock drift)");
+    Ok(())
+}
+
 pub(crate) fn describe(c: &pb::DeviceChallenge) -> String {
     let ctx = c.login_context.clone().unwrap_or_default();
     let mode =
@@ -179,6 +206,12 @@ pub(crate) fn describe(c: &pb::DeviceChallenge) -> String {
         "{}\n  state: {state}\n  from: {} ({})\n  using: {} on {}\n  number match: {mode}",
         c.challenge_id, ctx.ip, ctx.location, ctx.user_agent, ctx.signing_in_device_name
     );
+    if c.sign_in_device == pb::Familiarity::New as i32 {
+        out.push_str("\n  warning: first sign-in from this device");
+    }
+    if c.sign_in_place == pb::Familiarity::New as i32 {
+        out.push_str("\n  warning: sign-in from a new place");
+    }
     if !c.number_choices.is_empty() {
         out.push_str(&format!(
             "\n  choose the number on the sign-in screen: {:?}",
@@ -197,6 +230,7 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         app_id,
         name,
         algorithm,
+        offline_code,
     } = &args.command
     {
         let (ticket, relay) = enroll_parts(ticket, relay.clone());
@@ -216,11 +250,14 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         };
         let mut phone = Phone::new(key);
         let mut client = connect(&relay).await?;
-        let request = phone.enroll_request(&ticket, platform, push_token, app_id, name);
+        let request =
+            phone.enroll_request_with(&ticket, platform, push_token, app_id, name, *offline_code);
         let response = client.enroll(request).await.map_err(status)?.into_inner();
         phone.device_id = response.device_id;
         phone.counter = response.counter;
-        save(&args.keys, &KeyFile::from_phone(&phone, &relay, push_token))?;
+        let mut file = KeyFile::from_phone(&phone, &relay, push_token);
+        file.offline_code_secret = response.offline_code_secret;
+        save(&args.keys, &file)?;
         println!(
             "enrolled as {} (keys saved in {})",
             phone.device_id,
@@ -229,6 +266,9 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         return Ok(());
     }
     let file = load(&args.keys)?;
+    if let DeviceCommand::Code = &args.command {
+        return print_code(&file);
+    }
     let mut phone = file.to_phone()?;
     let mut client = connect(&file.relay).await?;
     if let DeviceCommand::Listen {
@@ -249,7 +289,7 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         return listen::run(listen, &args.keys, file, phone, client).await;
     }
     let result = match &args.command {
-        DeviceCommand::Enroll { .. } | DeviceCommand::Listen { .. } => Ok(()),
+        DeviceCommand::Enroll { .. } | DeviceCommand::Listen { .. } | DeviceCommand::Code => Ok(()),
         DeviceCommand::Pending => {
             let request = phone.signed(Body::ListPending(pb::ListPendingBody {}));
             client.list_pending(request).await.map(|r| {

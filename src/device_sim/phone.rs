@@ -95,7 +95,21 @@ impl Phone {
         app_id: &str,
         name: &str,
     ) -> pb::EnrollRequest {
+        self.enroll_request_with(ticket, platform, push_token, app_id, name, false)
+    }
+
+    /// As [`Phone::enroll_request`], asking for an offline code when `offline_code`.
+    pub fn enroll_request_with(
+        &self,
+        ticket: &str,
+        platform: pb::Platform,
+        push_token: &str,
+        app_id: &str,
+        name: &str,
+        offline_code: bool,
+    ) -> pb::EnrollRequest {
         let payload = pb::EnrollPayload {
+            offline_code,
             ticket: ticket.to_owned(),
             key_algorithm: self.key.algorithm().into(),
             public_key: self.key.public_key(),
@@ -156,6 +170,10 @@ pub struct KeyFile {
     /// The push token registered at enrollment (how `device listen` finds this phone's pushes).
     #[serde(default)]
     pub push_token: String,
+    /// The offline-code secret (base32) given at enrollment, if asked for. A real app keeps it in its
+    /// keystore; the simulator's key file is as secret as its private key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub offline_code_secret: String,
 }
 
 impl KeyFile {
@@ -172,6 +190,7 @@ impl KeyFile {
             private_key,
             counter: phone.counter,
             push_token: push_token.to_owned(),
+            offline_code_secret: String::new(),
         }
     }
 

@@ -68,10 +68,11 @@ impl pb::challenge_service_server::ChallengeService for BackendApi {
         request: Request<pb::CreateChallengeRequest>,
     ) -> Result<Response<pb::CreateChallengeResponse>, Status> {
         let req = parse_create(request.into_inner())?;
-        let (challenge, created) = self.relay.create_challenge(req).await?;
+        let (challenge, created, verdict) = self.relay.create_challenge(req).await?;
         Ok(Response::new(pb::CreateChallengeResponse {
             challenge: Some(challenge_to_pb(&challenge)),
             created,
+            evaluation: Some(super::signin::verdict_to_pb(&verdict)),
         }))
     }
 
@@ -147,6 +148,42 @@ impl pb::challenge_service_server::ChallengeService for BackendApi {
             self.shutdown.clone(),
         ))))
     }
+
+    async fn evaluate_sign_in(
+        &self,
+        request: Request<pb::EvaluateSignInRequest>,
+    ) -> Result<Response<pb::EvaluateSignInResponse>, Status> {
+        Ok(Response::new(
+            super::signin::evaluate(&self.relay, request.into_inner()).await?,
+        ))
+    }
+
+    async fn verify_code(
+        &self,
+        request: Request<pb::VerifyCodeRequest>,
+    ) -> Result<Response<pb::VerifyCodeResponse>, Status> {
+        Ok(Response::new(
+            super::signin::verify_code(&self.relay, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_known_sign_ins(
+        &self,
+        request: Request<pb::ListKnownSignInsRequest>,
+    ) -> Result<Response<pb::ListKnownSignInsResponse>, Status> {
+        Ok(Response::new(
+            super::signin::list_known(&self.relay, request.get_ref()).await?,
+        ))
+    }
+
+    async fn forget_known_sign_in(
+        &self,
+        request: Request<pb::ForgetKnownSignInRequest>,
+    ) -> Result<Response<pb::ForgetKnownSignInResponse>, Status> {
+        Ok(Response::new(
+            super::signin::forget_known(&self.relay, request.get_ref()).await?,
+        ))
+    }
 }
 
 /// Decrements a gauge when dropped (the stream ended or the client left).
@@ -181,9 +218,18 @@ impl pb::device_registry_server::DeviceRegistry for BackendApi {
         request: Request<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
         let account = convert::account("account_id", &request.get_ref().account_id)?;
-        let devices = self.relay.list_devices(&account).await?;
+        let (devices, with_code) = tokio::try_join!(
+            self.relay.list_devices(&account),
+            self.relay.devices_with_code(&account)
+        )?;
         Ok(Response::new(pb::ListDevicesResponse {
-            devices: devices.iter().map(convert::device_to_pb).collect(),
+            devices: devices
+                .iter()
+                .map(|d| pb::DeviceInfo {
+                    has_offline_code: with_code.contains(&d.id),
+                    ..convert::device_to_pb(d)
+                })
+                .collect(),
         }))
     }
 
@@ -198,6 +244,15 @@ impl pb::device_registry_server::DeviceRegistry for BackendApi {
         Ok(Response::new(pb::RevokeDeviceResponse {
             device: Some(convert::device_to_pb(&device)),
         }))
+    }
+
+    async fn create_authenticator(
+        &self,
+        request: Request<pb::CreateAuthenticatorRequest>,
+    ) -> Result<Response<pb::CreateAuthenticatorResponse>, Status> {
+        Ok(Response::new(
+            super::signin::create_authenticator(&self.relay, request.get_ref()).await?,
+        ))
     }
 }
 

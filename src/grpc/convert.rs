@@ -57,7 +57,7 @@ pub fn notice_to_pb(n: &Notice, subject: Option<&Device>, viewer: &DeviceId) -> 
         .into(),
         created_at_unix_ms: n.created_at_ms,
         expires_at_unix_ms: n.expires_at_ms,
-        login_context: (n.kind == NoticeKind::SignIn).then(|| context_to_pb(&n.context)),
+        login_context: (n.kind == NoticeKind::SignIn).then(|| phone_context_to_pb(&n.context)),
         device: subject.map(|d| {
             let info = device_to_pb(d);
             pb::NoticeDevice {
@@ -123,6 +123,12 @@ pub fn login_context(ctx: Option<pb::LoginContext>) -> Result<LoginContext, Erro
             DEVICE_NAME_MAX,
         )?,
         signing_in_device_id,
+        sign_in_device_key: text(
+            "login_context.sign_in_device_key",
+            &ctx.sign_in_device_key,
+            crate::known::DEVICE_KEY_MAX,
+        )?,
+        familiar: crate::known::Familiar::default(),
     })
 }
 
@@ -228,6 +234,23 @@ pub fn state_to_pb(state: &State) -> pb::ChallengeState {
     }
 }
 
+/// A login context as a phone may see it: without the backend's sign-in device key (a cookie id).
+pub fn phone_context_to_pb(ctx: &LoginContext) -> pb::LoginContext {
+    pb::LoginContext {
+        sign_in_device_key: String::new(),
+        ..context_to_pb(ctx)
+    }
+}
+
+/// Known, new or unspecified on the wire.
+pub fn familiarity_to_pb(f: crate::known::Familiarity) -> pb::Familiarity {
+    match f {
+        crate::known::Familiarity::Unspecified => pb::Familiarity::Unspecified,
+        crate::known::Familiarity::Known => pb::Familiarity::Known,
+        crate::known::Familiarity::New => pb::Familiarity::New,
+    }
+}
+
 fn context_to_pb(ctx: &LoginContext) -> pb::LoginContext {
     pb::LoginContext {
         ip: ctx.ip.map(|ip| ip.to_string()).unwrap_or_default(),
@@ -239,6 +262,7 @@ fn context_to_pb(ctx: &LoginContext) -> pb::LoginContext {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        sign_in_device_key: ctx.sign_in_device_key.clone(),
     }
 }
 
@@ -289,11 +313,13 @@ pub fn device_challenge_to_pb(c: &Challenge) -> pb::DeviceChallenge {
     pb::DeviceChallenge {
         challenge_id: c.id.to_string(),
         state: state_to_pb(&c.state).into(),
-        login_context: Some(context_to_pb(&c.context)),
+        login_context: Some(phone_context_to_pb(&c.context)),
         number_match_mode: mode_to_pb(c.number.mode).into(),
         number_choices: c.number.choices.clone(),
         created_at_unix_ms: c.created_at_ms,
         expires_at_unix_ms: c.expires_at_ms,
+        sign_in_device: familiarity_to_pb(c.context.familiar.device).into(),
+        sign_in_place: familiarity_to_pb(c.context.familiar.place).into(),
     }
 }
 
@@ -366,6 +392,8 @@ pub fn device_to_pb(d: &Device) -> pb::DeviceInfo {
         last_seen_at_unix_ms: d.last_seen_ms,
         counter: d.counter,
         has_push_token: d.push_token.is_some(),
+        // Set by ListDevices, which reads the account's authenticators.
+        has_offline_code: false,
     }
 }
 
@@ -392,6 +420,10 @@ pub fn audit_to_pb(a: &StoredAudit) -> pb::AuditEvent {
         AuditKind::CloneSuspected => K::CloneSuspected,
         AuditKind::NoticeSent => K::NoticeSent,
         AuditKind::SignInRevoked => K::SignInRevoked,
+        AuditKind::CodeVerified => K::CodeVerified,
+        AuditKind::CodeRefused => K::CodeRefused,
+        AuditKind::AuthenticatorCreated => K::AuthenticatorCreated,
+        AuditKind::KnownSignInsForgotten => K::KnownSignInsForgotten,
     };
     pb::AuditEvent {
         position: a.position.clone(),

@@ -57,7 +57,7 @@ impl pb::device_service_server::DeviceService for DeviceApi {
     ) -> Result<Response<pb::EnrollResponse>, Status> {
         let req = request.into_inner();
         let enrollment = envelope::open_enrollment(&req)?;
-        let device = self
+        let (device, secret) = self
             .relay
             .enroll(
                 &enrollment.ticket,
@@ -65,11 +65,13 @@ impl pb::device_service_server::DeviceService for DeviceApi {
                 &req.payload,
                 &req.signature,
                 enrollment.timestamp_ms,
+                enrollment.offline_code,
             )
             .await?;
         Ok(Response::new(pb::EnrollResponse {
             device_id: device.id.to_string(),
             counter: device.counter,
+            offline_code_secret: secret.map(|s| crate::totp::base32(&s)).unwrap_or_default(),
         }))
     }
 

@@ -82,6 +82,8 @@ pub struct Enrollment {
     pub device: NewDevice,
     /// The signed timestamp.
     pub timestamp_ms: i64,
+    /// Also provision an offline code.
+    pub offline_code: bool,
 }
 
 /// Checks an enrollment request's shape and decodes its payload.
@@ -118,6 +120,7 @@ pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
         ticket,
         device,
         timestamp_ms: p.timestamp_unix_ms,
+        offline_code: p.offline_code,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod convert;
 pub mod device;
 pub mod envelope;
+pub mod signin;
 pub mod status;
 pub mod stream;
 

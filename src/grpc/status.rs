@@ -26,7 +26,22 @@ impl From<Error> for Status {
             }
             other => other.to_string(),
         };
-        let mut status = Status::new(code, message);
+        let mut status = match &error {
+            Error::NoDevices | Error::NoDevicesCodeAvailable => {
+                let (reason, factor) = if matches!(error, Error::NoDevicesCodeAvailable) {
+                    ("OFFLINE_CODE_AVAILABLE", "offline_code")
+                } else {
+                    ("NO_FACTOR", "none")
+                };
+                let details = tonic_types::ErrorDetails::with_error_info(
+                    reason,
+                    "approval-relay",
+                    [("factor".to_owned(), factor.to_owned())],
+                );
+                <Status as tonic_types::StatusExt>::with_error_details(code, message, details)
+            }
+            _ => Status::new(code, message),
+        };
         if let Error::Limited(_, after) = &error
             && let Ok(v) = retry_after_secs(*after).to_string().parse()
         {
@@ -43,7 +58,11 @@ pub fn code(error: &Error) -> Code {
     match error {
         Error::InvalidArgument { .. } => Code::InvalidArgument,
         Error::NotFound(_) => Code::NotFound,
-        Error::NoDevices => Code::FailedPrecondition,
+        Error::NoDevices
+        | Error::NoDevicesCodeAvailable
+        | Error::NoOfflineCode
+        | Error::OfflineCodesOff
+        | Error::TooManyAuthenticators => Code::FailedPrecondition,
         Error::Auth(e) | Error::Device(DeviceRefusal::Auth(e)) => auth_code(e),
         Error::Device(
             DeviceRefusal::ChallengeNotFound | DeviceRefusal::Respond(RespondError::NotTargeted),

@@ -196,12 +196,13 @@ impl StreamSession {
                 };
                 match result {
                     Err(e) => self.send(stream_error(&request_id, &e)).await,
-                    Ok((challenge, created, registration)) => {
+                    Ok((challenge, created, registration, verdict)) => {
                         let response = pb::StreamChallengesResponse {
                             request_id: request_id.clone(),
                             response: Some(A::Created(pb::CreateChallengeResponse {
                                 challenge: Some(challenge_to_pb(&challenge)),
                                 created,
+                                evaluation: Some(super::signin::verdict_to_pb(&verdict)),
                             })),
                         };
                         if !self.send(response).await {

@@ -23,15 +23,24 @@ impl Relay {
         signed: &[u8],
         signature: &[u8],
         timestamp_ms: i64,
-    ) -> Result<Device, Error> {
+        offline_code: bool,
+    ) -> Result<(Device, Option<Vec<u8>>), Error> {
         device.key.verify(signed, signature)?;
+        if offline_code && !self.offline_codes_enabled() {
+            return Err(Error::OfflineCodesOff);
+        }
         let now = self.store.now_ms().await?;
         auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
         let device = self.store.enroll(ticket, device).await??;
         tracing::info!(device_id = %device.id, platform = device.platform.name(), "device enrolled");
+        let secret = if offline_code {
+            Some(self.provision_device_code(&device).await?)
+        } else {
+            None
+        };
         let draft = NoticeDraft::about(&device.account, NoticeKind::NewDevice, &device.id);
         self.notify_quietly(draft).await;
-        Ok(device)
+        Ok((device, secret))
     }
 
     fn window_ms(&self) -> i64 {
@@ -163,7 +172,13 @@ impl Relay {
             Ok(ended) => {
                 let challenge = self.ended(ended);
                 tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
+                if matches!(challenge.state, State::Approved(_)) {
+                    self.remember_quietly(&challenge.account, &challenge.context)
+                        .await;
+                }
                 if matches!(challenge.state, State::FraudReported(_)) {
+                    self.forget_after_fraud(&challenge.account, &auth.device.id)
+                        .await;
                     let mut draft = NoticeDraft::about(
                         &challenge.account,
                         NoticeKind::FraudReported,

@@ -19,8 +19,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 mod device;
+mod factors;
 mod notice;
 mod sweep;
+
+pub use factors::{NewStandalone, SignInVerdict};
 
 pub use device::rotate_key_message;
 pub use notice::Revoked;
@@ -42,6 +45,10 @@ pub struct Policy {
     pub public_device_address: String,
     /// Numbers the owner may type in mode TYPE before a wrong one ends the challenge DENIED.
     pub type_number_attempts: u32,
+    /// How long an approved sign-in's device and place stay known after it.
+    pub remember_window: Duration,
+    /// Issuer in otpauth:// URIs.
+    pub totp_issuer: String,
 }
 
 impl Default for Policy {
@@ -54,6 +61,8 @@ impl Default for Policy {
             default_enrollment_ttl: Duration::from_secs(600),
             public_device_address: "127.0.0.1:50052".into(),
             type_number_attempts: 1,
+            remember_window: Duration::from_secs(30 * 86_400),
+            totp_issuer: "approval-relay".into(),
         }
     }
 }
@@ -108,6 +117,7 @@ pub struct Relay {
     dispatcher: Dispatcher,
     expiry: ExpiryHandle,
     policy: Policy,
+    sealer: Option<Arc<crate::sealing::Sealer>>,
 }
 
 impl Relay {
@@ -125,7 +135,16 @@ impl Relay {
             dispatcher,
             expiry,
             policy,
+            sealer: None,
         }
+    }
+
+    /// Seals offline-code secrets with `sealer`; without one, offline codes are refused
+    /// (FAILED_PRECONDITION).
+    #[must_use]
+    pub fn with_sealer(mut self, sealer: Option<crate::sealing::Sealer>) -> Self {
+        self.sealer = sealer.map(Arc::new);
+        self
     }
 
     /// The limits in force.
@@ -137,9 +156,14 @@ impl Relay {
     ///
     /// # Errors
     /// `InvalidArgument` for a TTL out of bounds, `NoDevices`, or a store failure.
-    pub async fn create_challenge(&self, req: CreateRequest) -> Result<(Challenge, bool), Error> {
-        let (challenge, created, _) = self.create(req, None).await?;
-        Ok((challenge, created))
+    /// The sign-in is evaluated first (EvaluateSignIn's answer is returned with it, and its device and
+    /// place familiarity is stored with the challenge for the phone's prompt).
+    pub async fn create_challenge(
+        &self,
+        req: CreateRequest,
+    ) -> Result<(Challenge, bool, SignInVerdict), Error> {
+        let (challenge, created, _, verdict) = self.create(req, None).await?;
+        Ok((challenge, created, verdict))
     }
 
     /// As [`Relay::create_challenge`], with `sink` registered for the challenge's events before it
@@ -151,18 +175,19 @@ impl Relay {
         &self,
         req: CreateRequest,
         sink: impl Into<Sink>,
-    ) -> Result<(Challenge, bool, Registration), Error> {
-        let (challenge, created, registration) = self.create(req, Some(sink.into())).await?;
+    ) -> Result<(Challenge, bool, Registration, SignInVerdict), Error> {
+        let (challenge, created, registration, verdict) =
+            self.create(req, Some(sink.into())).await?;
         registration
-            .map(|r| (challenge, created, r))
+            .map(|r| (challenge, created, r, verdict))
             .ok_or(Error::NotFound("challenge"))
     }
 
     async fn create(
         &self,
-        req: CreateRequest,
+        mut req: CreateRequest,
         sink: Option<Sink>,
-    ) -> Result<(Challenge, bool, Option<Registration>), Error> {
+    ) -> Result<(Challenge, bool, Option<Registration>, SignInVerdict), Error> {
         let ttl = match req.ttl {
             None => self.policy.default_ttl,
             Some(ttl) if ttl < self.policy.min_ttl || ttl > self.policy.max_ttl => {
@@ -177,17 +202,22 @@ impl Relay {
             }
             Some(ttl) => ttl,
         };
+        let verdict = self.evaluate_sign_in(&req.account, &req.context).await?;
+        req.context.familiar = verdict.evaluation.familiar();
         let id = ChallengeId::generate(&req.account);
         // Owned before the store can hold it, so this replica's own sweep never takes its pushes for
         // abandoned while they are about to start (challenge::pushes).
         self.dispatcher.own(&id);
-        let result = self.create_owned(&id, req, ttl, sink).await;
+        let result = self
+            .create_owned(&id, req, ttl, sink, verdict.offline_code)
+            .await;
         if !matches!(result, Ok((_, true, _))) {
             // Nothing to push after all. If the create did commit and only its answer was lost, the
             // pushes are owed to no running task: the sweep (or a retry) claims them.
             self.dispatcher.disown(&id);
         }
-        result
+        let (challenge, created, registration) = result?;
+        Ok((challenge, created, registration, verdict))
     }
 
     async fn create_owned(
@@ -196,6 +226,7 @@ impl Relay {
         req: CreateRequest,
         ttl: Duration,
         sink: Option<Sink>,
+        verdict_code: bool,
     ) -> Result<(Challenge, bool, Option<Registration>), Error> {
         let id = id.clone();
         let mut registration = match sink {
@@ -248,7 +279,11 @@ impl Relay {
                 self.resume_pushes(&challenge).await;
                 Ok((challenge, false, registration))
             }
-            CreateOutcome::NoDevices => Err(Error::NoDevices),
+            CreateOutcome::NoDevices => Err(if verdict_code {
+                Error::NoDevicesCodeAvailable
+            } else {
+                Error::NoDevices
+            }),
             CreateOutcome::Limited(reason, after) => {
                 metrics::counter!("relay_limit_refusals_total", "limit" => reason.name())
                     .increment(1);
@@ -396,10 +431,13 @@ impl Relay {
     /// # Errors
     /// `NotFound` or a store failure.
     pub async fn revoke_device(&self, account: &AccountId, id: &DeviceId) -> Result<Device, Error> {
-        self.store
+        let device = self
+            .store
             .revoke_device(account, id, &crate::audit::Actor::Backend)
             .await?
-            .ok_or(Error::NotFound("device"))
+            .ok_or(Error::NotFound("device"))?;
+        self.drop_device_code(&device).await;
+        Ok(device)
     }
 
     /// Pages an account's audit trail.

@@ -15,6 +15,8 @@ use crate::challenge::{
     RespondError,
 };
 use crate::device::{Device, Enrollment, Platform, Ticket};
+use crate::factor::{Authenticator, CodeCheck, CodeMatch};
+use crate::known::{KnownKey, Remembered};
 use crate::notice::{Notice, NoticeDraft};
 use async_trait::async_trait;
 use std::time::Duration;
@@ -72,6 +74,19 @@ pub struct NewDevice {
     pub key: PublicKey,
     /// What the owner calls it.
     pub display_name: String,
+}
+
+/// An authenticator to save; the store sets its clock fields.
+#[derive(Debug, Clone)]
+pub struct NewAuthenticator {
+    /// The device's id, or a standalone id (`factor::standalone_id`).
+    pub id: String,
+    /// The device it lives on.
+    pub device: Option<DeviceId>,
+    /// The sealed secret.
+    pub sealed: String,
+    /// Pending (standalone) until its first correct code, at most this long.
+    pub pending: Option<Duration>,
 }
 
 /// Why an enrollment was refused.
@@ -350,4 +365,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// Starts receiving a challenge's events into the watch hub. Call before reading its state.
     async fn subscribe(&self, id: &ChallengeId) -> Result<(), StoreError>;
+
+    /// An account's remembered sign-in devices and places (`known`), expired ones included.
+    async fn known_sign_ins(&self, account: &AccountId) -> Result<Remembered, StoreError>;
+    /// Remembers the keys of an approved sign-in: applies `known::remember` (window and caps) in one
+    /// atomic step, and keeps the set for `window` after this approval.
+    async fn remember_sign_in(
+        &self,
+        account: &AccountId,
+        keys: &[KnownKey],
+        window: Duration,
+    ) -> Result<(), StoreError>;
+    /// Forgets one remembered key (`Some(field)`) or all of them, audited KNOWN_SIGN_INS_FORGOTTEN with
+    /// `why` when anything was forgotten; returns how many.
+    async fn forget_sign_ins(
+        &self,
+        account: &AccountId,
+        field: Option<&str>,
+        actor: &Actor,
+        why: &str,
+    ) -> Result<usize, StoreError>;
+
+    /// Saves a new authenticator (audited AUTHENTICATOR_CREATED), pending for `pending` when given;
+    /// `false` when it is standalone and the account has `factor::MAX_STANDALONE` usable ones already.
+    async fn save_authenticator(
+        &self,
+        account: &AccountId,
+        new: &NewAuthenticator,
+    ) -> Result<bool, StoreError>;
+    /// An account's authenticators, unusable ones included.
+    async fn authenticators(&self, account: &AccountId) -> Result<Vec<Authenticator>, StoreError>;
+    /// Deletes an authenticator (with its device, or a pending one that expired); whether it existed.
+    async fn remove_authenticator(&self, account: &AccountId, id: &str)
+    -> Result<bool, StoreError>;
+    /// One code check as one atomic step: refused while the account's budget of wrong codes is spent
+    /// (LIMIT_TRIPPED on its first trip); else accepts `matched` if its step is fresh (marking it used,
+    /// activating a pending authenticator, auditing CODE_VERIFIED), or counts a wrong or replayed code
+    /// (CODE_REFUSED in the refusal trail).
+    async fn check_code(
+        &self,
+        account: &AccountId,
+        matched: Option<&CodeMatch>,
+    ) -> Result<CodeCheck, StoreError>;
 }

@@ -32,6 +32,7 @@ pub const LIMITS: &[&str] = &[
     "source_rate",
     "device_auth_failures",
     "source_auth_failures",
+    "code_failures",
 ];
 /// Label values of `relay_device_requests_refused_total{reason}` that alerts use.
 pub const REFUSALS: &[&str] = &[

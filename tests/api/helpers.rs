@@ -112,7 +112,7 @@ pub fn account() -> String {
     format!("user-{}@example.com", rand_suffix())
 }
 
-fn rand_suffix() -> u64 {
+pub fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let t = std::time::SystemTime::now()
@@ -190,6 +190,7 @@ impl TestApp {
                 user_agent: "Firefox 140 on Linux".into(),
                 signing_in_device_name: "Work laptop".into(),
                 signing_in_device_id: String::new(),
+                ..Default::default()
             }),
             number_match_mode: mode.into(),
             ..Default::default()

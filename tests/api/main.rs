@@ -14,6 +14,7 @@ mod redis_server;
 mod redis_tls;
 
 mod cluster;
+mod codes;
 mod container;
 mod devices;
 mod flow;
@@ -23,6 +24,7 @@ mod refusals;
 mod reliability;
 mod replicas;
 mod shutdown;
+mod signins;
 mod streams;
 mod tls;
 mod tools;

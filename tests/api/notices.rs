@@ -238,6 +238,7 @@ async fn a_sign_in_notice_is_private_in_the_push_and_revocable_by_the_owner(app:
         user_agent: "Firefox 140 on Linux".into(),
         signing_in_device_name: "Work laptop".into(),
         signing_in_device_id: laptop.device_id.clone(),
+        ..Default::default()
     };
     let sent = app
         .challenges

@@ -7,6 +7,7 @@
 
 mod challenges;
 mod devices;
+mod factors;
 mod records;
 mod state;
 
@@ -273,5 +274,56 @@ impl Store for MemoryStore {
     async fn subscribe(&self, _id: &ChallengeId) -> Result<(), StoreError> {
         // Events are handed to the hub in the same step that changes the state: nothing to subscribe to.
         Ok(())
+    }
+
+    async fn known_sign_ins(&self, account: &AccountId) -> Result<Remembered, StoreError> {
+        self.step(|s, now| s.known_sign_ins(account, now))
+    }
+
+    async fn remember_sign_in(
+        &self,
+        account: &AccountId,
+        keys: &[KnownKey],
+        window: Duration,
+    ) -> Result<(), StoreError> {
+        self.step(|s, now| s.remember_sign_in(account, keys, window, now))
+    }
+
+    async fn forget_sign_ins(
+        &self,
+        account: &AccountId,
+        field: Option<&str>,
+        actor: &Actor,
+        why: &str,
+    ) -> Result<usize, StoreError> {
+        self.step(|s, now| s.forget_sign_ins(account, field, actor, why, now))
+    }
+
+    async fn save_authenticator(
+        &self,
+        account: &AccountId,
+        new: &NewAuthenticator,
+    ) -> Result<bool, StoreError> {
+        self.step(|s, now| s.save_authenticator(account, new, now))
+    }
+
+    async fn authenticators(&self, account: &AccountId) -> Result<Vec<Authenticator>, StoreError> {
+        self.step(|s, _| s.authenticators(account))
+    }
+
+    async fn remove_authenticator(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        self.step(|s, _| s.remove_authenticator(account, id))
+    }
+
+    async fn check_code(
+        &self,
+        account: &AccountId,
+        matched: Option<&CodeMatch>,
+    ) -> Result<CodeCheck, StoreError> {
+        self.step(|s, now| s.check_code(account, matched, now))
     }
 }

@@ -96,7 +96,7 @@ impl State {
     }
 
     /// Takes one failure from a budget: `None` when within it, else the wait and whether it tripped.
-    fn take_failure(
+    pub(super) fn take_failure(
         &mut self,
         key: String,
         now: i64,

@@ -58,6 +58,11 @@ pub(super) struct State {
     pub notices: HashMap<NoticeId, Notice>,
     /// Each account's notice ids, oldest first, capped at `NOTICES_PER_ACCOUNT`.
     pub notices_by_account: HashMap<AccountId, VecDeque<NoticeId>>,
+    /// Each account's remembered sign-ins, and when the set expires (Unix ms).
+    pub known: HashMap<AccountId, (crate::known::Remembered, i64)>,
+    /// Each account's offline-code authenticators by id.
+    pub authenticators:
+        HashMap<AccountId, std::collections::BTreeMap<String, crate::factor::Authenticator>>,
 }
 
 impl State {
@@ -82,6 +87,8 @@ impl State {
             failures: HashMap::new(),
             notices: HashMap::new(),
             notices_by_account: HashMap::new(),
+            known: HashMap::new(),
+            authenticators: HashMap::new(),
         }
     }
 

@@ -214,6 +214,9 @@ fn context_fields(ctx: &LoginContext) -> Vec<(&'static str, String)> {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
         ),
+        ("skey", ctx.sign_in_device_key.clone()),
+        ("fdev", ctx.familiar.device.name().to_owned()),
+        ("fplace", ctx.familiar.place.name().to_owned()),
     ]
 }
 
@@ -233,6 +236,11 @@ fn context(h: &Hash) -> Result<LoginContext, StoreError> {
             None
         } else {
             Some(DeviceId::parse(sdev).map_err(corrupt)?)
+        },
+        sign_in_device_key: opt_field(h, "skey").to_owned(),
+        familiar: crate::known::Familiar {
+            device: crate::known::Familiarity::parse(opt_field(h, "fdev")),
+            place: crate::known::Familiarity::parse(opt_field(h, "fplace")),
         },
     })
 }
@@ -405,5 +413,36 @@ pub fn failure_outcome(
             first_trip: int(at(items, 2)?)? == 1,
         },
         _ => crate::store::FailureOutcome::Counted,
+    })
+}
+
+/// An authenticator from its field in the account's set (authenticator.lua) and its `:p`/`:u` fields.
+pub fn authenticator(
+    id: &str,
+    record: &[u8],
+    h: &Hash,
+) -> Result<crate::factor::Authenticator, StoreError> {
+    let record = std::str::from_utf8(record).map_err(corrupt)?;
+    let mut parts = record.splitn(3, '\t');
+    let (Some(device), Some(created), Some(sealed)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(corrupt(format!("authenticator {id} is malformed")));
+    };
+    let number = |name: String| -> Result<Option<i64>, StoreError> {
+        match opt_field(h, &name) {
+            "" => Ok(None),
+            v => v.parse().map(Some).map_err(corrupt),
+        }
+    };
+    Ok(crate::factor::Authenticator {
+        id: id.to_owned(),
+        device: match device {
+            "" => None,
+            d => Some(DeviceId::parse(d).map_err(corrupt)?),
+        },
+        sealed: sealed.to_owned(),
+        created_ms: created.parse().map_err(corrupt)?,
+        pending_until_ms: number(format!("{id}:p"))?,
+        used_step: number(format!("{id}:u"))?.unwrap_or(-1),
     })
 }

@@ -114,3 +114,18 @@ pub fn source_bucket(source: &str) -> String {
 
 /// The global security-event stream.
 pub const SECURITY: &str = "ar:security";
+
+/// An account's remembered sign-in devices and places (`known`): field → "first:last".
+pub fn known(account: &AccountId) -> String {
+    format!("{}known:{account}", prefix(account.tag()))
+}
+
+/// An account's offline-code authenticators (see authenticator.lua for the fields).
+pub fn authenticators(account: &AccountId) -> String {
+    format!("{}otp:{account}", prefix(account.tag()))
+}
+
+/// An account's budget of wrong offline codes.
+pub fn code_failures(account: &AccountId) -> String {
+    format!("{}codefail:{account}", prefix(account.tag()))
+}

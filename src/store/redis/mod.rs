@@ -9,6 +9,7 @@
 mod challenges;
 mod codec;
 mod conn;
+mod factors;
 mod helpers;
 mod keys;
 mod pushes;
@@ -590,5 +591,56 @@ impl Store for RedisStore {
 
     async fn subscribe(&self, id: &ChallengeId) -> Result<(), StoreError> {
         self.subscriber.subscribe(id).await
+    }
+
+    async fn known_sign_ins(&self, account: &AccountId) -> Result<Remembered, StoreError> {
+        self.read_known(account).await
+    }
+
+    async fn remember_sign_in(
+        &self,
+        account: &AccountId,
+        keys: &[KnownKey],
+        window: Duration,
+    ) -> Result<(), StoreError> {
+        self.remember(account, keys, window).await
+    }
+
+    async fn forget_sign_ins(
+        &self,
+        account: &AccountId,
+        field: Option<&str>,
+        actor: &Actor,
+        why: &str,
+    ) -> Result<usize, StoreError> {
+        self.forget(account, field, actor, why).await
+    }
+
+    async fn save_authenticator(
+        &self,
+        account: &AccountId,
+        new: &NewAuthenticator,
+    ) -> Result<bool, StoreError> {
+        self.save_authenticator_step(account, new).await
+    }
+
+    async fn authenticators(&self, account: &AccountId) -> Result<Vec<Authenticator>, StoreError> {
+        self.read_authenticators(account).await
+    }
+
+    async fn remove_authenticator(
+        &self,
+        account: &AccountId,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        self.delete_authenticator(account, id).await
+    }
+
+    async fn check_code(
+        &self,
+        account: &AccountId,
+        matched: Option<&CodeMatch>,
+    ) -> Result<CodeCheck, StoreError> {
+        self.code_step(account, matched).await
     }
 }

@@ -39,6 +39,14 @@ pub struct Scripts {
     pub failure: Script,
     /// Claiming a challenge's unfinished pushes.
     pub claim: Script,
+    /// Remembering an approved sign-in's device and place.
+    pub remember: Script,
+    /// Forgetting remembered sign-ins.
+    pub forget: Script,
+    /// Saving an offline-code authenticator.
+    pub authenticator: Script,
+    /// One offline-code check.
+    pub code: Script,
 }
 
 impl Scripts {
@@ -59,6 +67,10 @@ impl Scripts {
             notice: script(include_str!("notice.lua")),
             failure: script(include_str!("failure.lua")),
             claim: script(include_str!("claim.lua")),
+            remember: script(include_str!("remember.lua")),
+            forget: script(include_str!("forget.lua")),
+            authenticator: script(include_str!("authenticator.lua")),
+            code: script(include_str!("code.lua")),
         }
     }
 }

@@ -216,7 +216,7 @@ fn security_entries(
     Ok(out)
 }
 
-const AUDIT_KINDS: [(AuditKind, &str); 19] = [
+const AUDIT_KINDS: [(AuditKind, &str); 23] = [
     (AuditKind::EnrollmentCreated, "enrollment_created"),
     (AuditKind::DeviceEnrolled, "device_enrolled"),
     (AuditKind::DeviceRevoked, "device_revoked"),
@@ -236,6 +236,10 @@ const AUDIT_KINDS: [(AuditKind, &str); 19] = [
     (AuditKind::CloneSuspected, "clone_suspected"),
     (AuditKind::NoticeSent, "notice_sent"),
     (AuditKind::SignInRevoked, "sign_in_revoked"),
+    (AuditKind::CodeVerified, "code_verified"),
+    (AuditKind::CodeRefused, "code_refused"),
+    (AuditKind::AuthenticatorCreated, "authenticator_created"),
+    (AuditKind::KnownSignInsForgotten, "known_sign_ins_forgotten"),
 ];
 
 fn audit_kind_name(kind: AuditKind) -> &'static str {
