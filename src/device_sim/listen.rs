@@ -82,10 +82,7 @@ pub(super) async fn run(
                 continue;
             }
             let result = handle(&listen, &mut phone, &mut client, &id).await;
-            save(
-                keys,
-                &KeyFile::from_phone(&phone, &file.relay, &file.push_token),
-            )?;
+            save(keys, &file.with_counter(&phone))?;
             if let Err(e) = result {
                 eprintln!("{id}: {e}");
             }

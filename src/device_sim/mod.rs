@@ -368,9 +368,6 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         }
     };
     // The counter was used whether or not the relay accepted the request: keep it.
-    save(
-        &args.keys,
-        &KeyFile::from_phone(&phone, &file.relay, &file.push_token),
-    )?;
+    save(&args.keys, &file.with_counter(&phone))?;
     result.map_err(status)
 }

@@ -194,6 +194,19 @@ impl KeyFile {
         }
     }
 
+    /// This file with the phone's latest counter (everything else kept).
+    pub fn with_counter(&self, phone: &Phone) -> Self {
+        Self {
+            counter: phone.counter,
+            relay: self.relay.clone(),
+            device_id: self.device_id.clone(),
+            algorithm: self.algorithm.clone(),
+            private_key: self.private_key.clone(),
+            push_token: self.push_token.clone(),
+            offline_code_secret: self.offline_code_secret.clone(),
+        }
+    }
+
     /// Restores a phone.
     ///
     /// # Errors

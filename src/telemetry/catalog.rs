@@ -145,6 +145,18 @@ pub fn register() {
         zero("relay_limit_refusals_total", &[("limit", limit)]);
     }
     describe_counter!(
+        "relay_codes_total",
+        "Offline codes checked by VerifyCode, by outcome (accepted, wrong, replayed, limited)."
+    );
+    for outcome in ["accepted", "wrong", "replayed", "limited"] {
+        zero("relay_codes_total", &[("outcome", outcome)]);
+    }
+    describe_counter!(
+        "relay_authenticators_created_total",
+        "Standalone offline-code authenticators made by CreateAuthenticator."
+    );
+    zero("relay_authenticators_created_total", &[]);
+    describe_counter!(
         "relay_notices_total",
         "Notices sent to an account's devices, by kind."
     );

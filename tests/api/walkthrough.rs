@@ -87,9 +87,12 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
         format!("127.0.0.1:{}", port()),
         format!("127.0.0.1:{}", port()),
     );
+    // Every log line at trace level goes to a file: no offline-code secret or code may be in it.
+    let log = std::fs::File::create(dir.join("relay.log")).expect("log file");
     let _relay = Killed(
         Command::new(BIN)
             .current_dir(&dir)
+            .env("RUST_LOG", "trace")
             .arg("serve")
             .args(&flags)
             .args([
@@ -101,7 +104,7 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
                 &admin,
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("relay starts"),
     );
@@ -200,5 +203,115 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
         .output()
         .expect("runs");
     assert!(!refused.status.success(), "a revoked phone is refused");
+
+    offline_code_and_known_sign_ins(&dir, &backend);
+    let log = std::fs::read_to_string(dir.join("relay.log")).expect("log");
+    let keys = std::fs::read_to_string(dir.join("carol.json")).expect("carol's keys");
+    let secret = keys
+        .split('"')
+        .skip_while(|s| *s != "offline_code_secret")
+        .nth(2)
+        .expect("the phone kept its secret");
+    assert!(
+        log.len() > 10_000,
+        "trace logging was on: {} bytes",
+        log.len()
+    );
+    assert!(
+        !log.contains(secret),
+        "the offline-code secret is in the relay's trace log"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's offline-code and known-sign-in walkthrough: a phone with an offline code approves a
+/// sign-in from a laptop, which then evaluates KNOWN; the phone's code is accepted once, then refused.
+fn offline_code_and_known_sign_ins(dir: &std::path::Path, backend: &str) {
+    let b = |args: &[&str]| -> Vec<String> {
+        ["backend", "--relay", backend]
+            .iter()
+            .chain(args)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let call = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout(dir, &args)
+    };
+    let uri = call(b(&["enroll", "carol@example.com"]));
+    run(
+        dir,
+        &[
+            "device",
+            "--keys",
+            "carol.json",
+            "enroll",
+            uri.trim(),
+            "--offline-code",
+        ],
+    );
+    let evaluate = b(&[
+        "evaluate",
+        "carol@example.com",
+        "--sign-in-device",
+        "laptop-1",
+        "--ip",
+        "198.51.100.20",
+        "--location",
+        "Lyon, France",
+    ]);
+    assert_eq!(
+        call(evaluate.clone()).trim(),
+        "device=NEW place=NEW recommend=CHALLENGE"
+    );
+    let id = call(b(&[
+        "create",
+        "carol@example.com",
+        "--mode",
+        "none",
+        "--sign-in-device",
+        "laptop-1",
+        "--ip",
+        "198.51.100.20",
+    ]));
+    let shown = stdout(dir, &["device", "--keys", "carol.json", "show", id.trim()]);
+    assert!(shown.contains("first sign-in from this device"), "{shown}");
+    let answer = stdout(
+        dir,
+        &[
+            "device",
+            "--keys",
+            "carol.json",
+            "respond",
+            id.trim(),
+            "approve",
+        ],
+    );
+    assert!(answer.contains("CHALLENGE_STATE_APPROVED"), "{answer}");
+    assert_eq!(
+        call(evaluate).trim(),
+        "device=KNOWN place=KNOWN recommend=ALLOW"
+    );
+
+    let code = stdout(dir, &["device", "--keys", "carol.json", "code"]);
+    let code = code.trim();
+    assert!(
+        code.len() == 6 && code.bytes().all(|c| c.is_ascii_digit()),
+        "{code:?}"
+    );
+    let verify = b(&["verify-code", "carol@example.com", code]);
+    let accepted = call(verify.clone());
+    assert!(accepted.starts_with("ACCEPTED by d."), "{accepted}");
+    let args: Vec<&str> = verify.iter().map(String::as_str).collect();
+    let again = Command::new(BIN)
+        .current_dir(dir)
+        .args(&args)
+        .output()
+        .expect("runs");
+    assert_eq!(again.status.code(), Some(1), "a code works once");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("CODE_RESULT_REPLAYED"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
