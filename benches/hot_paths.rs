@@ -67,6 +67,7 @@ fn challenge_creation(c: &mut Criterion) {
             user_agent: "Firefox on Linux".into(),
             signing_in_device_name: "laptop".into(),
             signing_in_device_id: String::new(),
+            sign_in_device_key: "laptop-cookie-1".into(),
         }),
         idempotency_key: "signin-1".into(),
         ttl_seconds: 60,

@@ -88,6 +88,7 @@ fn main() {
             user_agent: "Firefox on Linux".into(),
             signing_in_device_name: "laptop".into(),
             signing_in_device_id: "dev-1".into(),
+            sign_in_device_key: "laptop-cookie-1".into(),
         }),
         idempotency_key: "signin-1".into(),
         ttl_seconds: 60,

@@ -391,7 +391,7 @@ mod tests {
     fn ctx(device: &str, ip: &str, location: &str) -> LoginContext {
         LoginContext {
             sign_in_device_key: device.into(),
-            ip: (!ip.is_empty()).then(|| ip.parse().unwrap()),
+            ip: (!ip.is_empty()).then(|| ip.parse().expect("test value")),
             location: location.into(),
             ..LoginContext::default()
         }
@@ -407,13 +407,16 @@ mod tests {
 
     #[test]
     fn networks_are_slash_24_and_slash_48() {
-        assert_eq!(network("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
         assert_eq!(
-            network("2001:db8:1:2::5".parse().unwrap()),
+            network("203.0.113.77".parse().expect("test value")),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            network("2001:db8:1:2::5".parse().expect("test value")),
             "2001:db8:1::/48"
         );
         assert_eq!(
-            network("::ffff:198.51.100.9".parse().unwrap()),
+            network("::ffff:198.51.100.9".parse().expect("test value")),
             "198.51.100.0/24"
         );
         assert_eq!(normalise_location("  Lyon,\t FRANCE "), "lyon, france");
@@ -432,7 +435,7 @@ mod tests {
         let e = Evaluation::of(&again, &set, 2_000, DAY);
         assert_eq!(e.familiar().device, Familiarity::Known);
         assert_eq!(e.familiar().place, Familiarity::Known);
-        assert_eq!(e.device.seen.unwrap().first_ms, 1_000);
+        assert_eq!(e.device.seen.expect("test value").first_ms, 1_000);
         assert_eq!(e.recommend(true, true), Recommendation::Allow);
     }
 
@@ -455,7 +458,7 @@ mod tests {
     fn the_window_forgets_and_caps_drop_the_least_recent() {
         let mut set = Remembered::new();
         approve(&mut set, &ctx("old", "", ""), 0);
-        let late = i64::try_from((DAY * 31).as_millis()).unwrap();
+        let late = i64::try_from((DAY * 31).as_millis()).expect("test value");
         let e = Evaluation::of(&ctx("old", "", ""), &set, late, DAY * 30);
         assert_eq!(e.device.familiarity, Familiarity::New);
         for i in 0..=MAX_DEVICES {
