@@ -30,6 +30,7 @@ pub enum AuditKind {
     CodeRefused,
     AuthenticatorCreated,
     KnownSignInsForgotten,
+    AuthenticatorDeleted,
 }
 
 /// Who caused a record.

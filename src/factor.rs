@@ -10,6 +10,12 @@ use std::time::Duration;
 pub const MAX_STANDALONE: usize = 4;
 /// How long a standalone authenticator waits for its first correct code.
 pub const ACTIVATION_TTL: Duration = Duration::from_secs(600);
+/// Every this many wrong or replayed codes in a row (no accepted code between them) raise a
+/// LIMIT_TRIPPED security event `code_failures_consecutive`: slow guessing that stays within the budget's
+/// refill is still reported.
+pub const STREAK_ALERT: u32 = 10;
+/// Detail of that security event.
+pub const STREAK_DETAIL: &str = "code_failures_consecutive";
 /// Prefix of a standalone authenticator's id.
 pub const STANDALONE_PREFIX: &str = "au_";
 

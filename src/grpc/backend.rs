@@ -254,6 +254,15 @@ impl pb::device_registry_server::DeviceRegistry for BackendApi {
             super::signin::create_authenticator(&self.relay, request.get_ref()).await?,
         ))
     }
+
+    async fn delete_authenticator(
+        &self,
+        request: Request<pb::DeleteAuthenticatorRequest>,
+    ) -> Result<Response<pb::DeleteAuthenticatorResponse>, Status> {
+        Ok(Response::new(
+            super::signin::delete_authenticator(&self.relay, request.get_ref()).await?,
+        ))
+    }
 }
 
 fn position_field(field: &'static str) -> impl Fn(Error) -> Error {

@@ -424,6 +424,7 @@ pub fn audit_to_pb(a: &StoredAudit) -> pb::AuditEvent {
         AuditKind::CodeRefused => K::CodeRefused,
         AuditKind::AuthenticatorCreated => K::AuthenticatorCreated,
         AuditKind::KnownSignInsForgotten => K::KnownSignInsForgotten,
+        AuditKind::AuthenticatorDeleted => K::AuthenticatorDeleted,
     };
     pb::AuditEvent {
         position: a.position.clone(),

@@ -179,6 +179,41 @@ pub async fn forget_known(
     })
 }
 
+/// An authenticator id as the relay issues them: `au_` and 16 base32 characters, or a device id.
+///
+/// # Errors
+/// `InvalidArgument` naming `authenticator_id`.
+pub fn authenticator_id(id: &str) -> Result<String, Error> {
+    let standalone = id
+        .strip_prefix(crate::factor::STANDALONE_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() == 16
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        });
+    if standalone {
+        return Ok(id.to_owned());
+    }
+    convert::device_id("authenticator_id", id)
+        .map(|d| d.to_string())
+        .map_err(|_| Error::invalid("authenticator_id", "is not an authenticator id"))
+}
+
+/// DeleteAuthenticator.
+///
+/// # Errors
+/// `InvalidArgument` naming the field, `NotFound`, or a store failure.
+pub async fn delete_authenticator(
+    relay: &Relay,
+    req: &pb::DeleteAuthenticatorRequest,
+) -> Result<pb::DeleteAuthenticatorResponse, Error> {
+    let account = convert::account("account_id", &req.account_id)?;
+    let id = authenticator_id(&req.authenticator_id)?;
+    relay.delete_authenticator(&account, &id).await?;
+    Ok(pb::DeleteAuthenticatorResponse {})
+}
+
 /// CreateAuthenticator.
 ///
 /// # Errors

@@ -3,7 +3,7 @@
 //! `sealing` before they reach the store and opened only to compute a code.
 
 use super::Relay;
-use crate::audit::Actor;
+use crate::audit::{Actor, AuditKind, AuditRecord};
 use crate::challenge::{AccountId, DeviceId, LoginContext};
 use crate::device::{Device, DeviceState};
 use crate::error::Error;
@@ -25,7 +25,7 @@ pub struct SignInVerdict {
 }
 
 /// A standalone authenticator just made: its secret, given once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewStandalone {
     /// Its id.
     pub id: String,
@@ -35,6 +35,16 @@ pub struct NewStandalone {
     pub secret_base32: String,
     /// Deadline for its first code, store clock.
     pub activate_by_ms: i64,
+}
+
+impl std::fmt::Debug for NewStandalone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret and the URI that carries it are never printed.
+        f.debug_struct("NewStandalone")
+            .field("id", &self.id)
+            .field("activate_by_ms", &self.activate_by_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 fn pushable(devices: &[Device], ctx: &LoginContext) -> usize {
@@ -91,12 +101,19 @@ impl Relay {
     /// Forgets every known sign-in after a fraud report, logged if it fails.
     pub(super) async fn forget_after_fraud(&self, account: &AccountId, by: &DeviceId) {
         let actor = Actor::Device(by.clone());
-        if let Err(e) = self
-            .store
-            .forget_sign_ins(account, None, &actor, "fraud_reported")
-            .await
-        {
-            tracing::warn!(error = %e, "could not forget known sign-ins after a fraud report");
+        self.forget_sign_ins_quietly(account, &actor, "fraud_reported")
+            .await;
+    }
+
+    /// Forgets every known sign-in of the account on `actor`'s word, logged if it fails.
+    pub(super) async fn forget_sign_ins_quietly(
+        &self,
+        account: &AccountId,
+        actor: &Actor,
+        why: &str,
+    ) {
+        if let Err(e) = self.store.forget_sign_ins(account, None, actor, why).await {
+            tracing::warn!(error = %e, why, "could not forget known sign-ins");
         }
     }
 
@@ -128,13 +145,16 @@ impl Relay {
         key: Option<&KnownKey>,
     ) -> Result<usize, Error> {
         let field = key.map(KnownKey::field);
-        let why = match &field {
-            Some(f) => format!("backend:{f}"),
-            None => "backend".to_owned(),
+        // The value (a cookie id, a network) stays out of the audit trail: the kind is enough.
+        let why = match key.map(|k| k.kind) {
+            Some(crate::known::KeyKind::Device) => "backend:device",
+            Some(crate::known::KeyKind::Network) => "backend:network",
+            Some(crate::known::KeyKind::Location) => "backend:location",
+            None => "backend",
         };
         Ok(self
             .store
-            .forget_sign_ins(account, field.as_deref(), &Actor::Backend, &why)
+            .forget_sign_ins(account, field.as_deref(), &Actor::Backend, why)
             .await?)
     }
 
@@ -271,18 +291,47 @@ impl Relay {
     /// Drops a revoked device's offline code, logged if it fails (its codes are refused anyway: only
     /// active devices' count).
     pub(super) async fn drop_device_code(&self, device: &Device) {
+        let actor = Actor::Relay;
         if let Err(e) = self
-            .store
-            .remove_authenticator(&device.account, device.id.as_str())
+            .remove_code(&device.account, device.id.as_str(), actor)
             .await
         {
             tracing::warn!(error = %e, "could not delete a revoked device's offline code");
         }
     }
+
+    /// Deletes an authenticator on the backend's word.
+    ///
+    /// # Errors
+    /// `NotFound` or a store failure.
+    pub async fn delete_authenticator(&self, account: &AccountId, id: &str) -> Result<(), Error> {
+        if self.remove_code(account, id, Actor::Backend).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound("authenticator"))
+        }
+    }
+
+    async fn remove_code(
+        &self,
+        account: &AccountId,
+        id: &str,
+        actor: Actor,
+    ) -> Result<bool, Error> {
+        if !self.store.remove_authenticator(account, id).await? {
+            return Ok(false);
+        }
+        let record = AuditRecord::new(account, AuditKind::AuthenticatorDeleted, actor).detail(id);
+        self.store.audit(record).await?;
+        Ok(true)
+    }
 }
 
 /// The authenticators whose codes count now: standalone ones not past activation, and those of active
-/// devices (a revoked or clone-suspected device's code is refused).
+/// devices (a revoked or clone-suspected device's code is refused). The signing-in device's own code
+/// counts: that is the single-device owner's factor (the code proves possession of the phone, as an
+/// authenticator app on the same phone does), while a push to it would let it approve itself. The store
+/// step checks the device's state and the activation deadline again, atomically.
 fn usable<'a>(
     authenticators: &'a [Authenticator],
     devices: &[Device],

@@ -142,16 +142,21 @@ impl Relay {
                     .revoke_device(&notice.account, &subject, &actor)
                     .await?
                     .ok_or(Error::NotFound("device"))?;
+                self.drop_device_code(&device).await;
                 tracing::info!(notice_id = %id, device_id = %subject, "device revoked from a notice");
                 Ok(Revoked::Device(Box::new(device)))
             }
             Revocation::SignIn(sign_in_id) => {
-                let record = AuditRecord::new(&notice.account, AuditKind::SignInRevoked, actor)
-                    .device(&auth.device.id)
-                    .detail(sign_in_id.clone());
+                let record =
+                    AuditRecord::new(&notice.account, AuditKind::SignInRevoked, actor.clone())
+                        .device(&auth.device.id)
+                        .detail(sign_in_id.clone());
                 self.store
                     .report(record, SecurityKind::SignInRevoked)
                     .await?;
+                // "This was not me": whatever that sign-in made known must not pass as known again.
+                self.forget_sign_ins_quietly(&notice.account, &actor, "sign_in_revoked")
+                    .await;
                 tracing::info!(notice_id = %id, "sign-in revoked from a notice");
                 Ok(Revoked::SignIn(sign_in_id))
             }

@@ -221,7 +221,10 @@ async fn wrong_codes_past_the_budget_are_refused_with_retry_after_and_a_security
     let account = account();
     let (_, secret) = enroll_with_code(&app, &account).await;
     let right = code_at(&secret, 0);
-    let wrong = other_than(&right);
+    let mut wrong = other_than(&right);
+    while (-1..=1).any(|d| code_at(&secret, d) == wrong) {
+        wrong = other_than(&wrong);
+    }
     for _ in 0..3 {
         let r = verify(&app, &account, &wrong, pb::LoginContext::default())
             .await
@@ -299,7 +302,45 @@ async fn a_standalone_authenticator_is_activated_by_its_first_code(store: &str) 
         )),
         "{audit:?}"
     );
-    for _ in 0..3 {
+    let delete = |id: &str| {
+        let mut registry = app.registry.clone();
+        let req = pb::DeleteAuthenticatorRequest {
+            account_id: account.clone(),
+            authenticator_id: id.to_owned(),
+        };
+        async move { registry.delete_authenticator(req).await }
+    };
+    assert_code(
+        delete("au_x:p").await,
+        Code::InvalidArgument,
+        "authenticator_id:",
+    );
+    delete(&made.authenticator_id).await.expect("delete");
+    assert_code(
+        delete(&made.authenticator_id).await,
+        Code::NotFound,
+        "authenticator",
+    );
+    assert_code(
+        verify(
+            &app,
+            &account,
+            &code_at(&secret, 1),
+            pb::LoginContext::default(),
+        )
+        .await,
+        Code::FailedPrecondition,
+        "no usable offline code",
+    );
+    let audit = app.audit_details(&account).await;
+    assert!(
+        audit.contains(&(
+            pb::AuditKind::AuthenticatorDeleted,
+            made.authenticator_id.clone()
+        )),
+        "{audit:?}"
+    );
+    for _ in 0..4 {
         app.registry
             .clone()
             .create_authenticator(pb::CreateAuthenticatorRequest {
@@ -419,7 +460,31 @@ async fn without_a_sealing_key_redis_refuses_offline_codes_and_keeps_the_ticket(
     );
 }
 
+/// Slow guessing within the budget's refill is still reported: every 10 refusals in a row.
+async fn a_streak_of_wrong_codes_raises_a_security_event(store: &str) {
+    let app = spawn_app_on(store, |c| {
+        c.totp_key_file = Some(key_file());
+        c.code_failures_burst = 50;
+    })
+    .await;
+    let account = account();
+    let (_, secret) = enroll_with_code(&app, &account).await;
+    let mut wrong = other_than(&code_at(&secret, 0));
+    while (-1..=1).any(|d| code_at(&secret, d) == wrong) {
+        wrong = other_than(&wrong);
+    }
+    for _ in 0..approval_relay::factor::STREAK_ALERT {
+        let r = verify(&app, &account, &wrong, pb::LoginContext::default())
+            .await
+            .expect("within budget");
+        assert_eq!(r.result(), pb::CodeResult::Wrong);
+    }
+    let event = security_event(&app, &account, pb::SecurityEventKind::LimitTripped).await;
+    assert_eq!(event.detail, "code_failures_consecutive");
+}
+
 per_store!(
+    a_streak_of_wrong_codes_raises_a_security_event,
     a_device_code_is_accepted_once_and_makes_the_sign_in_known,
     wrong_codes_past_the_budget_are_refused_with_retry_after_and_a_security_event,
     a_standalone_authenticator_is_activated_by_its_first_code,

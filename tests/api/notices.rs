@@ -240,6 +240,26 @@ async fn a_sign_in_notice_is_private_in_the_push_and_revocable_by_the_owner(app:
         signing_in_device_id: laptop.device_id.clone(),
         ..Default::default()
     };
+    // A sign-in approved earlier made this laptop known.
+    let known_sign_in = crate::signins::context("laptop-cookie-9", "203.0.113.9", "Lyon, France");
+    let earlier = app
+        .create_with(pb::CreateChallengeRequest {
+            account_id: account.clone(),
+            login_context: Some(known_sign_in.clone()),
+            number_match_mode: pb::NumberMatchMode::None.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .challenge
+        .expect("challenge");
+    app.approve(&mut phone, &earlier).await.expect("approve");
+    assert_eq!(
+        crate::signins::evaluate(&app, &account, known_sign_in.clone())
+            .await
+            .recommendation(),
+        pb::SignInRecommendation::Allow
+    );
     let sent = app
         .challenges
         .clone()
@@ -281,6 +301,13 @@ async fn a_sign_in_notice_is_private_in_the_push_and_revocable_by_the_owner(app:
         .await
         .expect("this was not me");
     assert_eq!(revoked.revoked_sign_in_id, "session-42");
+    // Whatever the revoked sign-in made known is forgotten.
+    let known = crate::signins::evaluate(&app, &account, known_sign_in.clone()).await;
+    assert_eq!(
+        known.device.expect("device").familiarity(),
+        pb::Familiarity::New,
+        "\"this was not me\" forgets the known sign-ins"
+    );
     let event = security_event(&app, &account, pb::SecurityEventKind::SignInRevoked).await;
     assert_eq!(event.detail, "session-42");
     assert_eq!(event.device_id, phone.device_id);

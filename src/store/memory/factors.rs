@@ -4,7 +4,9 @@
 use super::state::State;
 use crate::audit::{Actor, AuditKind, AuditRecord, SecurityKind};
 use crate::challenge::AccountId;
-use crate::factor::{Authenticator, CodeCheck, CodeMatch, MAX_STANDALONE, fresh};
+use crate::factor::{
+    Authenticator, CodeCheck, CodeMatch, MAX_STANDALONE, STREAK_ALERT, STREAK_DETAIL, fresh,
+};
 use crate::known::{self, KnownKey, Remembered};
 use crate::limits::{Bucket, LimitRefusal};
 use crate::store::NewAuthenticator;
@@ -137,10 +139,20 @@ impl State {
             }
             return CodeCheck::Limited { wait, first_trip };
         }
-        let stored = matched.and_then(|m| {
+        // Read again here, atomically: still there, not past activation, its device still active.
+        let device_active = |d: &Option<crate::challenge::DeviceId>| {
+            d.as_ref().is_none_or(|d| {
+                self.devices
+                    .get(d)
+                    .is_some_and(|x| x.state == crate::device::DeviceState::Active)
+            })
+        };
+        let counts = matched.is_some_and(|m| device_active(&m.device));
+        let stored = matched.filter(|_| counts).and_then(|m| {
             self.authenticators
                 .get_mut(account)
                 .and_then(|held| held.get_mut(&m.id))
+                .filter(|a| a.usable(now))
                 .map(|a| (m, a))
         });
         let outcome = match stored {
@@ -158,6 +170,7 @@ impl State {
                     record = record.device(device);
                 }
                 self.audit(record, now);
+                self.code_streaks.remove(account);
                 return CodeCheck::Accepted(m.clone());
             }
             Some(_) => CodeCheck::Replayed,
@@ -169,6 +182,18 @@ impl State {
         let record = AuditRecord::new(account, AuditKind::CodeRefused, Actor::Backend)
             .detail(outcome.name());
         self.audit_refused(record, now);
+        let streak = self.code_streaks.entry(account.clone()).or_default();
+        *streak += 1;
+        if (*streak).is_multiple_of(STREAK_ALERT) {
+            self.security(
+                account,
+                SecurityKind::LimitTripped,
+                None,
+                None,
+                STREAK_DETAIL,
+                now,
+            );
+        }
         outcome
     }
 }

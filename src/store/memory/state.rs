@@ -63,6 +63,8 @@ pub(super) struct State {
     /// Each account's offline-code authenticators by id.
     pub authenticators:
         HashMap<AccountId, std::collections::BTreeMap<String, crate::factor::Authenticator>>,
+    /// Wrong or replayed codes in a row per account (reset by an accepted one).
+    pub code_streaks: HashMap<AccountId, u32>,
 }
 
 impl State {
@@ -89,6 +91,7 @@ impl State {
             notices_by_account: HashMap::new(),
             known: HashMap::new(),
             authenticators: HashMap::new(),
+            code_streaks: HashMap::new(),
         }
     }
 

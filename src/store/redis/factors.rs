@@ -145,7 +145,8 @@ impl RedisStore {
                             .and_then(|m| m.device.as_ref())
                             .map(ToString::to_string)
                             .unwrap_or_default(),
-                    ),
+                    )
+                    .arg(crate::factor::STREAK_ALERT),
             )
             .await?;
         let items = array(&reply)?;
@@ -163,17 +164,23 @@ impl RedisStore {
             },
             other => return Err(StoreError::Corrupt(format!("code step answered {other}"))),
         };
-        if let CodeCheck::Limited {
-            first_trip: true, ..
-        } = check
-        {
+        let alert = match check {
+            CodeCheck::Limited {
+                first_trip: true, ..
+            } => Some(LimitRefusal::CodeFailures.name()),
+            CodeCheck::Wrong | CodeCheck::Replayed if int(at(items, 1)?)? == 1 => {
+                Some(crate::factor::STREAK_DETAIL)
+            }
+            _ => None,
+        };
+        if let Some(detail) = alert {
             streams::append_security(
                 &mut self.conn(),
                 account,
                 SecurityKind::LimitTripped,
                 None,
                 None,
-                LimitRefusal::CodeFailures.name(),
+                detail,
             )
             .await;
         }

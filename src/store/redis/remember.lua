@@ -22,6 +22,14 @@ for i = 6, #ARGV do
   set[f] = {first, now}
   redis.call('HSET', KEYS[1], f, string.format('%d:%d', first, now))
 end
+-- Byte order, as Rust compares strings (Lua's < follows the server's collation locale).
+local function bytes_less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 local function trim(is_kind, cap)
   local of_kind = {}
   for f, seen in pairs(set) do
@@ -29,7 +37,7 @@ local function trim(is_kind, cap)
   end
   table.sort(of_kind, function(a, b)
     if a[2] ~= b[2] then return a[2] < b[2] end
-    return a[1] < b[1]
+    return bytes_less(a[1], b[1])
   end)
   for i = 1, #of_kind - cap do redis.call('HDEL', KEYS[1], of_kind[i][1]) end
 end

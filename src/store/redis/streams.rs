@@ -216,7 +216,7 @@ fn security_entries(
     Ok(out)
 }
 
-const AUDIT_KINDS: [(AuditKind, &str); 23] = [
+const AUDIT_KINDS: [(AuditKind, &str); 24] = [
     (AuditKind::EnrollmentCreated, "enrollment_created"),
     (AuditKind::DeviceEnrolled, "device_enrolled"),
     (AuditKind::DeviceRevoked, "device_revoked"),
@@ -240,6 +240,7 @@ const AUDIT_KINDS: [(AuditKind, &str); 23] = [
     (AuditKind::CodeRefused, "code_refused"),
     (AuditKind::AuthenticatorCreated, "authenticator_created"),
     (AuditKind::KnownSignInsForgotten, "known_sign_ins_forgotten"),
+    (AuditKind::AuthenticatorDeleted, "authenticator_deleted"),
 ];
 
 fn audit_kind_name(kind: AuditKind) -> &'static str {
