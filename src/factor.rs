@@ -54,10 +54,24 @@ pub fn standalone_id() -> String {
     )
 }
 
-/// What a secret is sealed to: the account and the authenticator, so that a sealed value copied onto
-/// another record does not open.
+/// What a standalone authenticator's secret is sealed to: the account and the authenticator, so that a
+/// sealed value copied onto another record does not open.
 pub fn seal_context(account: &AccountId, id: &str) -> String {
     format!("totp|{account}|{id}")
+}
+
+/// What a device's secret is sealed to: the device id, which is issued before the enrollment step and
+/// belongs to one account (a device's code counts only among its own account's active devices).
+pub fn device_seal_context(device: &DeviceId) -> String {
+    format!("totp|device|{device}")
+}
+
+/// The sealing context of a stored authenticator.
+pub fn context_of(account: &AccountId, a: &Authenticator) -> String {
+    match &a.device {
+        Some(device) => device_seal_context(device),
+        None => seal_context(account, &a.id),
+    }
 }
 
 /// A code the relay found to match, handed to the store's step.

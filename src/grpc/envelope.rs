@@ -102,6 +102,8 @@ pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
         return Err(Error::invalid("payload.timestamp_unix_ms", "must be set"));
     }
     let device = NewDevice {
+        id: crate::challenge::DeviceId::generate_in(ticket.tag()),
+        offline_code: None,
         platform: convert::platform("payload.platform", p.platform)?,
         push_token: convert::required_text(
             "payload.push_token",

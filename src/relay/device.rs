@@ -19,25 +19,26 @@ impl Relay {
     pub async fn enroll(
         &self,
         ticket: &Ticket,
-        device: NewDevice,
+        mut device: NewDevice,
         signed: &[u8],
         signature: &[u8],
         timestamp_ms: i64,
         offline_code: bool,
     ) -> Result<(Device, Option<Vec<u8>>), Error> {
         device.key.verify(signed, signature)?;
-        if offline_code && !self.offline_codes_enabled() {
-            return Err(Error::OfflineCodesOff);
-        }
+        // Sealed before the step and saved in it: the device never exists without the code it asked
+        // for, and a relay that cannot seal refuses before the ticket is used.
+        let secret = if offline_code {
+            let (secret, sealed) = self.device_code(&device.id)?;
+            device.offline_code = Some(sealed);
+            Some(secret)
+        } else {
+            None
+        };
         let now = self.store.now_ms().await?;
         auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
         let device = self.store.enroll(ticket, device).await??;
         tracing::info!(device_id = %device.id, platform = device.platform.name(), "device enrolled");
-        let secret = if offline_code {
-            Some(self.provision_device_code(&device).await?)
-        } else {
-            None
-        };
         let draft = NoticeDraft::about(&device.account, NoticeKind::NewDevice, &device.id);
         self.notify_quietly(draft).await;
         Ok((device, secret))

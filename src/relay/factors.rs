@@ -163,22 +163,15 @@ impl Relay {
         self.sealer.is_some()
     }
 
-    /// Provisions an offline code on a just-enrolled device: its secret, to hand to the phone once.
+    /// A fresh offline-code secret for a device about to enroll, and its sealed form for the store.
     ///
     /// # Errors
-    /// `OfflineCodesOff` without a sealing key, or a store failure.
-    pub(super) async fn provision_device_code(&self, device: &Device) -> Result<Vec<u8>, Error> {
+    /// `OfflineCodesOff` without a sealing key.
+    pub(super) fn device_code(&self, device: &DeviceId) -> Result<(Vec<u8>, String), Error> {
         let sealer = self.sealer.as_ref().ok_or(Error::OfflineCodesOff)?;
         let secret = crate::totp::generate_secret();
-        let id = device.id.to_string();
-        let new = NewAuthenticator {
-            sealed: sealer.seal(&secret, &factor::seal_context(&device.account, &id)),
-            id,
-            device: Some(device.id.clone()),
-            pending: None,
-        };
-        self.store.save_authenticator(&device.account, &new).await?;
-        Ok(secret)
+        let sealed = sealer.seal(&secret, &factor::device_seal_context(device));
+        Ok((secret, sealed))
     }
 
     /// Makes a standalone authenticator, pending until its first correct code.
@@ -271,7 +264,7 @@ impl Relay {
     ) -> Option<CodeMatch> {
         let sealer = self.sealer.as_ref()?;
         candidates.iter().find_map(|a| {
-            let secret = match sealer.open(&a.sealed, &factor::seal_context(account, &a.id)) {
+            let secret = match sealer.open(&a.sealed, &factor::context_of(account, a)) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(authenticator = %a.id, error = %e, "offline-code secret does not open");

@@ -64,6 +64,11 @@ pub enum DeviceRefusal {
 /// A device to register, as the phone described it.
 #[derive(Debug, Clone)]
 pub struct NewDevice {
+    /// Its id, issued in the slot of the ticket's tag before the enrollment step (so that its
+    /// offline-code secret can be sealed to it beforehand).
+    pub id: DeviceId,
+    /// Its offline-code secret, sealed (`factor::device_seal_context`), saved in the same step.
+    pub offline_code: Option<String>,
     /// Push service.
     pub platform: Platform,
     /// Provider token.

@@ -50,7 +50,7 @@ impl State {
         }
         self.enrollments.remove(&digest);
         let device = Device {
-            id: DeviceId::generate(&account),
+            id: new.id.clone(),
             account: account.clone(),
             platform: new.platform,
             push_token: Some(new.push_token),
@@ -74,6 +74,15 @@ impl State {
         )
         .device(&device.id);
         self.report(record, SecurityKind::DeviceEnrolled, now);
+        if let Some(sealed) = new.offline_code {
+            let code = crate::store::NewAuthenticator {
+                id: device.id.to_string(),
+                device: Some(device.id.clone()),
+                sealed,
+                pending: None,
+            };
+            self.save_authenticator(&account, &code, now);
+        }
         Ok(device)
     }
 

@@ -227,11 +227,12 @@ impl Store for RedisStore {
         device: NewDevice,
     ) -> Result<Result<Device, EnrollRefusal>, StoreError> {
         // The ticket carries the account's tag, so the new id lands in the account's slot.
-        let id = DeviceId::generate_in(ticket.tag());
+        let id = device.id.clone();
         let mut inv = self.script(&self.scripts.enroll, keys::ticket_prefix(ticket));
         inv.key(keys::enrollment(ticket))
             .arg(id.as_str())
-            .arg(memory::MAX_DEVICES);
+            .arg(memory::MAX_DEVICES)
+            .arg(device.offline_code.as_deref().unwrap_or(""));
         for (name, value) in codec::new_device_fields(&device) {
             inv.arg(name).arg(value);
         }
