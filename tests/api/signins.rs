@@ -85,6 +85,24 @@ async fn decide(
         .expect("decision")
 }
 
+/// Creates a challenge for this sign-in and approves it from `phone`: the sign-in becomes known.
+pub async fn approve_sign_in(
+    app: &TestApp,
+    phone: &mut approval_relay::device_sim::Phone,
+    account: &str,
+    ctx: pb::LoginContext,
+) {
+    let (created, _) = create_seen(app, phone, account, ctx).await;
+    let state = decide(
+        app,
+        phone,
+        &created.challenge.expect("challenge"),
+        pb::Decision::Approve,
+    )
+    .await;
+    assert_eq!(state, pb::ChallengeState::Approved);
+}
+
 async fn a_first_sign_in_is_new_and_an_approval_makes_its_device_and_place_known(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
@@ -176,14 +194,7 @@ async fn denials_never_make_a_sign_in_known_and_a_fraud_report_forgets_them_all(
     let account = account();
     let mut phone = app.enroll(&account).await;
     let home = context("tablet-7", "2001:db8:1:2::9", "Paris");
-    let (created, _) = create_seen(&app, &mut phone, &account, home.clone()).await;
-    decide(
-        &app,
-        &mut phone,
-        &created.challenge.expect("c"),
-        pb::Decision::Approve,
-    )
-    .await;
+    approve_sign_in(&app, &mut phone, &account, home.clone()).await;
     assert_eq!(
         evaluate(
             &app,
@@ -253,18 +264,11 @@ async fn the_backend_forgets_one_known_sign_in_or_all_and_bad_requests_change_no
 ) {
     let account = account();
     let mut phone = app.enroll(&account).await;
-    let (created, _) = create_seen(
+    approve_sign_in(
         &app,
         &mut phone,
         &account,
         context("pc-1", "203.0.113.7", "Lyon"),
-    )
-    .await;
-    decide(
-        &app,
-        &mut phone,
-        &created.challenge.expect("c"),
-        pb::Decision::Approve,
     )
     .await;
     let forget = |req: pb::ForgetKnownSignInRequest| {
@@ -365,14 +369,7 @@ async fn a_known_sign_in_is_new_again_after_the_window(store: &str) {
     let account = account();
     let mut phone = app.enroll(&account).await;
     let ctx = context("short-1", "203.0.113.7", "Lyon");
-    let (created, _) = create_seen(&app, &mut phone, &account, ctx.clone()).await;
-    decide(
-        &app,
-        &mut phone,
-        &created.challenge.expect("c"),
-        pb::Decision::Approve,
-    )
-    .await;
+    approve_sign_in(&app, &mut phone, &account, ctx.clone()).await;
     assert_eq!(
         evaluate(&app, &account, ctx.clone()).await.recommendation(),
         pb::SignInRecommendation::Allow
