@@ -60,6 +60,7 @@ fn envelopes(c: &mut Criterion) {
 
 fn challenge_creation(c: &mut Criterion) {
     let request = pb::CreateChallengeRequest {
+        min_assurance: 0,
         account_id: "alice@example.com".into(),
         login_context: Some(pb::LoginContext {
             ip: "203.0.113.7".into(),

@@ -187,5 +187,30 @@ fn main() {
         seed.extend(bytes);
     }
     write("stream_challenges", "create-cancel", &seed);
+
+    // attestation_*: software-made attestations in the real structures, under a test root.
+    use approval_relay::device_sim::attest::{AndroidSpec, AppleSpec, TestRoot};
+    let root = TestRoot::generate("seed root").expect("root");
+    let phone = PhoneKey::p256();
+    let chain = AndroidSpec::new(ticket.as_str(), "com.example.approve")
+        .chain(&root, &phone.spki_der())
+        .expect("chain");
+    let mut seed = vec![u8::try_from(chain.len()).expect("short")];
+    for cert in &chain {
+        seed.extend(u16::try_from(cert.len()).expect("short").to_be_bytes());
+        seed.extend(cert);
+    }
+    write("attestation_android", "tee-chain", &seed);
+    write(
+        "attestation_android",
+        "key-description",
+        &AndroidSpec::new(ticket.as_str(), "com.example.approve").key_description(),
+    );
+    let (object, key_id) = AppleSpec::new("TEAMID1234.com.example.approve", b"client data".to_vec())
+        .object(&root)
+        .expect("object");
+    let mut seed = key_id;
+    seed.extend(object);
+    write("attestation_apple", "object", &seed);
     println!("seeds written under fuzz/corpus/");
 }

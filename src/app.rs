@@ -97,7 +97,8 @@ impl App {
             config.max_push_in_flight,
         );
         let (expiry_handle, expiry) = expiry::channel();
-        let policy = config.policy(device.local_addr()?);
+        let mut policy = config.policy(device.local_addr()?);
+        policy.attestation = config.attestation()?;
         let sealer = match (config.sealer()?, config.redis_target().is_some()) {
             (Some(sealer), _) => Some(sealer),
             // One process's memory: a key made now dies with the secrets it seals.

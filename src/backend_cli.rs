@@ -272,6 +272,7 @@ async fn run(args: BackendArgs) -> Result<(), String> {
                 }
             };
             let req = pb::CreateChallengeRequest {
+                min_assurance: 0,
                 account_id: account,
                 login_context: Some(pb::LoginContext {
                     ip,

@@ -63,6 +63,8 @@ pub struct Device {
     pub counter: u64,
     /// Lifecycle state.
     pub state: DeviceState,
+    /// The verdict on its key attestation at enrollment.
+    pub attestation: crate::attest::Verdict,
 }
 
 impl Device {
@@ -193,6 +195,7 @@ mod tests {
             last_seen_ms: 0,
             counter: 0,
             state: DeviceState::Active,
+            attestation: crate::attest::Verdict::default(),
         }
     }
 

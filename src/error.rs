@@ -54,6 +54,12 @@ pub enum Error {
     /// A notice cannot be shown or acted on.
     #[error(transparent)]
     Notice(#[from] crate::notice::NoticeError),
+    /// A key attestation was refused at enrollment.
+    #[error(transparent)]
+    Attestation(#[from] crate::attest::Refusal),
+    /// CreateChallenge's `min_assurance` is met by none of the account's active devices.
+    #[error("no active device of the account meets min_assurance {}", .0.name())]
+    NoDeviceMeetsAssurance(crate::attest::Assurance),
     /// A watcher could not keep up and was dropped.
     #[error("watch fell behind; watch again")]
     Lagged,

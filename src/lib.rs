@@ -14,6 +14,7 @@
 //! - [`known`]: known sign-in devices and places, and what the relay recommends for a sign-in. Pure.
 //! - [`factor`], [`totp`], [`sealing`]: offline-code authenticators, RFC 6238 codes, their secrets
 //!   sealed at rest. Pure.
+//! - [`attest`]: Android Key Attestation and Apple App Attest verdicts at enrollment. Pure.
 //! - [`limits`]: push-bombing limits (pending cap, cool-down, fraud mute, rate buckets). Pure.
 //! - [`store`]: the `Store` trait, the in-memory store and the Redis store.
 //! - [`tls`]: mTLS and TLS for the listeners, reloaded on SIGHUP or file change.
@@ -31,6 +32,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod attest;
 pub mod audit;
 pub mod auth;
 pub mod backend_cli;

@@ -115,6 +115,8 @@ impl Config {
             type_number_attempts: self.type_number_attempts,
             remember_window: Duration::from_secs(self.remember_sign_ins_secs),
             totp_issuer: self.totp_issuer.clone(),
+            // Read from files, so set apart by `Config::attestation`.
+            attestation: crate::attest::Policy::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! tools put other `APPROVAL_RELAY_*` variables there (Kubernetes' Service variables for Services named
 //! `approval-relay-…`, the CLI tools' own settings), and those must never stop the relay.
 
+mod attestation;
 mod derived;
 mod settings;
 mod validate;

@@ -120,6 +120,13 @@ settings! {
         remember_sign_ins_secs: u64 = 2_592_000;
         /// Issuer shown by authenticator apps in otpauth:// URIs [default: approval-relay].
         totp_issuer: String = "approval-relay".into();
+        /// Key attestation at enrollment: none (optional; verified and recorded when sent) or hardware
+        /// (refuse enrollments without a hardware-backed attestation; needs android_attestation_apps or
+        /// apple_app_attest_app_ids) [default: none].
+        require_attestation: String = "none".into();
+        /// App Attest environment the app is signed for: production or development (its AAGUID)
+        /// [default: production].
+        apple_app_attest_environment: String = "production".into();
         /// Challenge TTL when the backend gives none, seconds [default: 60].
         default_ttl_secs: u64 = 60;
         /// Shortest challenge TTL accepted, seconds [default: 10].
@@ -197,6 +204,23 @@ settings! {
         totp_key_file: PathBuf;
         /// Older sealing keys, comma-separated files, still accepted for opening secrets (key rotation).
         totp_previous_key_files: String;
+        /// Roots (PEM bundle) Android attestation chains must lead to, instead of Google's built-in
+        /// hardware attestation roots.
+        android_attestation_roots_file: PathBuf;
+        /// More roots (PEM bundle) trusted besides the built-in (or replaced) Android roots.
+        android_attestation_extra_roots_file: PathBuf;
+        /// Google's attestation status list (JSON, as published at android.googleapis.com/attestation/
+        /// status); every listed serial is refused. Read at start.
+        android_attestation_revocations_file: PathBuf;
+        /// Android apps allowed to attest, comma-separated `package` or `package:SHA256` (the signing
+        /// certificate's digest, hex, colons allowed) [default: any package equal to the enrolling
+        /// app_id].
+        android_attestation_apps: String;
+        /// App ids (TEAMID.bundle.id) allowed to attest with App Attest, comma-separated [default: none;
+        /// App Attest refused as not configured].
+        apple_app_attest_app_ids: String;
+        /// Roots (PEM) App Attest chains must lead to, instead of Apple's App Attestation Root CA.
+        apple_app_attest_roots_file: PathBuf;
     }
     flags {
         /// At the pending cap, cancel the oldest pending challenge instead of refusing the new one

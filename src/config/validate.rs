@@ -226,6 +226,7 @@ impl Config {
                 .map_err(|e| ConfigError::new(format!("apns_key_file: {e}")))?;
         }
         self.sealer()?;
+        self.attestation()?;
         if let Some(path) = &self.fcm_service_account_file {
             let text = read("fcm_service_account_file", path)?;
             let key: serde_json::Value = serde_json::from_str(&text).map_err(|e| {

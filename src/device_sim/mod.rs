@@ -1,6 +1,7 @@
 //! `approval-relay device …`: a simulated phone on the command line. It keeps its key, device id and
 //! counter in a JSON file and talks to the device API exactly as an app would.
 
+pub mod attest;
 mod listen;
 pub mod phone;
 

@@ -50,6 +50,17 @@ impl PhoneKey {
         }
     }
 
+    /// The public key as a DER SubjectPublicKeyInfo (what an attestation certificate carries).
+    pub fn spki_der(&self) -> Vec<u8> {
+        use p256::pkcs8::EncodePublicKey;
+        let der = match self {
+            Self::P256(k) => k.verifying_key().to_public_key_der(),
+            Self::Ed25519(k) => k.verifying_key().to_public_key_der(),
+        };
+        // Encoding a valid key into a Vec cannot fail.
+        der.map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+    }
+
     /// Signs `message`: DER ECDSA-SHA256, or Ed25519.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         match self {
@@ -108,8 +119,23 @@ impl Phone {
         name: &str,
         offline_code: bool,
     ) -> pb::EnrollRequest {
-        let payload = pb::EnrollPayload {
-            offline_code,
+        let mut payload = self.enroll_payload(ticket, platform, push_token, app_id, name);
+        payload.offline_code = offline_code;
+        self.sign_enrollment(payload.encode_to_vec())
+    }
+
+    /// The EnrollPayload for `ticket`, without attestation or offline code, timestamped now.
+    pub fn enroll_payload(
+        &self,
+        ticket: &str,
+        platform: pb::Platform,
+        push_token: &str,
+        app_id: &str,
+        name: &str,
+    ) -> pb::EnrollPayload {
+        pb::EnrollPayload {
+            attestation: None,
+            offline_code: false,
             ticket: ticket.to_owned(),
             key_algorithm: self.key.algorithm().into(),
             public_key: self.key.public_key(),
@@ -119,7 +145,10 @@ impl Phone {
             display_name: name.to_owned(),
             timestamp_unix_ms: now_ms(),
         }
-        .encode_to_vec();
+    }
+
+    /// An Enroll request for encoded payload bytes, signed by the phone's key (proof of possession).
+    pub fn sign_enrollment(&self, payload: Vec<u8>) -> pb::EnrollRequest {
         pb::EnrollRequest {
             signature: self.key.sign(&payload),
             payload,

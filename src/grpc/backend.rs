@@ -49,6 +49,7 @@ pub fn parse_create(req: pb::CreateChallengeRequest) -> Result<CreateRequest, Er
         idempotency_key,
         ttl: (req.ttl_seconds != 0).then(|| Duration::from_secs(u64::from(req.ttl_seconds))),
         mode: convert::number_mode(req.number_match_mode)?,
+        min_assurance: convert::min_assurance("min_assurance", req.min_assurance)?,
     })
 }
 

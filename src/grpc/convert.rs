@@ -1,6 +1,7 @@
 //! Protobuf ⇄ domain. Parsing names the offending field on failure ("parse, don't validate"); protobuf
 //! types stop here.
 
+use crate::attest::{Assurance, BootState};
 use crate::audit::{AuditKind, SecurityEvent, SecurityKind, StoredAudit};
 use crate::auth::KeyAlgorithm;
 use crate::challenge::{
@@ -365,6 +366,32 @@ pub fn event_to_pb(e: &Event) -> pb::ChallengeEvent {
     }
 }
 
+/// An assurance level as the proto names it.
+pub fn assurance_to_pb(a: Assurance) -> pb::Assurance {
+    match a {
+        Assurance::None => pb::Assurance::None,
+        Assurance::Software => pb::Assurance::Software,
+        Assurance::AndroidTee => pb::Assurance::AndroidTee,
+        Assurance::AndroidStrongBox => pb::Assurance::AndroidStrongbox,
+        Assurance::AppleAppAttest => pb::Assurance::AppleAppAttest,
+    }
+}
+
+/// `min_assurance`: unset is no requirement.
+///
+/// # Errors
+/// `InvalidArgument` for a value the proto does not define.
+pub fn min_assurance(field: &'static str, value: i32) -> Result<Assurance, Error> {
+    match pb::Assurance::try_from(value) {
+        Ok(pb::Assurance::Unspecified | pb::Assurance::None) => Ok(Assurance::None),
+        Ok(pb::Assurance::Software) => Ok(Assurance::Software),
+        Ok(pb::Assurance::AndroidTee) => Ok(Assurance::AndroidTee),
+        Ok(pb::Assurance::AndroidStrongbox) => Ok(Assurance::AndroidStrongBox),
+        Ok(pb::Assurance::AppleAppAttest) => Ok(Assurance::AppleAppAttest),
+        Err(_) => Err(Error::invalid(field, format!("unknown value {value}"))),
+    }
+}
+
 /// The backend's view of a device: no token, no key.
 pub fn device_to_pb(d: &Device) -> pb::DeviceInfo {
     pb::DeviceInfo {
@@ -392,6 +419,18 @@ pub fn device_to_pb(d: &Device) -> pb::DeviceInfo {
         last_seen_at_unix_ms: d.last_seen_ms,
         counter: d.counter,
         has_push_token: d.push_token.is_some(),
+        assurance: assurance_to_pb(d.attestation.assurance).into(),
+        attested_app_id: d.attestation.app.clone(),
+        verified_boot_state: d
+            .attestation
+            .boot
+            .map_or(pb::VerifiedBootState::Unspecified, |b| match b {
+                BootState::Verified => pb::VerifiedBootState::Verified,
+                BootState::SelfSigned => pb::VerifiedBootState::SelfSigned,
+                BootState::Unverified => pb::VerifiedBootState::Unverified,
+                BootState::Failed => pb::VerifiedBootState::Failed,
+            })
+            .into(),
         // Set by ListDevices, which reads the account's authenticators.
         has_offline_code: false,
     }

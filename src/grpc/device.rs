@@ -59,19 +59,24 @@ impl pb::device_service_server::DeviceService for DeviceApi {
         let enrollment = envelope::open_enrollment(&req)?;
         let (device, secret) = self
             .relay
-            .enroll(
-                &enrollment.ticket,
-                enrollment.device,
-                &req.payload,
-                &req.signature,
-                enrollment.timestamp_ms,
-                enrollment.offline_code,
-            )
+            .enroll(crate::relay::EnrollCall {
+                ticket: &enrollment.ticket,
+                device: enrollment.device,
+                payload: &req.payload,
+                signature: &req.signature,
+                timestamp_ms: enrollment.timestamp_ms,
+                offline_code: enrollment.offline_code,
+                attestation: enrollment
+                    .evidence
+                    .as_ref()
+                    .map(|e| (e, enrollment.client_data.as_slice())),
+            })
             .await?;
         Ok(Response::new(pb::EnrollResponse {
             device_id: device.id.to_string(),
             counter: device.counter,
             offline_code_secret: secret.map(|s| crate::totp::base32(&s)).unwrap_or_default(),
+            assurance: convert::assurance_to_pb(device.attestation.assurance).into(),
         }))
     }
 

@@ -16,6 +16,8 @@ use prost::Message;
 pub const MAX_COUNTER: u64 = 1 << 53;
 /// Largest payload accepted, in bytes.
 pub const MAX_PAYLOAD: usize = 16 * 1024;
+/// Largest accepted enrollment payload: room for an attestation chain or object.
+pub const MAX_ENROLL_PAYLOAD: usize = 32 * 1024;
 /// Largest signature accepted, in bytes (a DER P-256 signature is at most 72).
 pub const MAX_SIGNATURE: usize = 512;
 
@@ -84,6 +86,10 @@ pub struct Enrollment {
     pub timestamp_ms: i64,
     /// Also provision an offline code.
     pub offline_code: bool,
+    /// The key attestation, if the phone sent one.
+    pub evidence: Option<crate::attest::Evidence>,
+    /// The payload without its attestation: what App Attest's nonce covers.
+    pub client_data: Vec<u8>,
 }
 
 /// Checks an enrollment request's shape and decodes its payload.
@@ -91,7 +97,7 @@ pub struct Enrollment {
 /// # Errors
 /// `InvalidArgument` naming the field.
 pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
-    check_bytes("payload", &req.payload, MAX_PAYLOAD)?;
+    check_bytes("payload", &req.payload, MAX_ENROLL_PAYLOAD)?;
     check_bytes("signature", &req.signature, MAX_SIGNATURE)?;
     let p = pb::EnrollPayload::decode(req.payload.as_slice()).map_err(|e| decode_error(&e))?;
     let ticket = Ticket::parse(&p.ticket).map_err(|e| Error::invalid("payload.ticket", e))?;
@@ -104,6 +110,7 @@ pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
     let device = NewDevice {
         id: crate::challenge::DeviceId::generate_in(ticket.tag()),
         offline_code: None,
+        attestation: crate::attest::Verdict::default(),
         platform: convert::platform("payload.platform", p.platform)?,
         push_token: convert::required_text(
             "payload.push_token",
@@ -118,12 +125,66 @@ pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
             convert::DISPLAY_NAME_MAX,
         )?,
     };
+    let evidence = p.attestation.map(evidence).transpose()?;
+    let client_data = if evidence.is_some() {
+        without_field(&req.payload, ATTESTATION_FIELD)
+    } else {
+        Vec::new()
+    };
     Ok(Enrollment {
         ticket,
         device,
         timestamp_ms: p.timestamp_unix_ms,
         offline_code: p.offline_code,
+        evidence,
+        client_data,
     })
+}
+
+/// `EnrollPayload.attestation`'s field number.
+const ATTESTATION_FIELD: u32 = 10;
+
+fn evidence(a: pb::Attestation) -> Result<crate::attest::Evidence, Error> {
+    use crate::attest::Evidence;
+    use pb::attestation::Kind;
+    match a.kind {
+        None => Err(Error::invalid("payload.attestation.kind", "must be set")),
+        Some(Kind::Android(a)) => Ok(Evidence::Android(a.certificate_chain)),
+        Some(Kind::Apple(a)) => {
+            if a.attestation_object.is_empty() {
+                return Err(Error::invalid(
+                    "payload.attestation.apple.attestation_object",
+                    "must not be empty",
+                ));
+            }
+            Ok(Evidence::Apple {
+                object: a.attestation_object,
+                key_id: a.key_id,
+            })
+        }
+    }
+}
+
+/// `payload` with every top-level record of field `number` removed, the others kept byte for byte in
+/// their order: App Attest's client data (device.proto, "Key attestation"). The payload has decoded, so
+/// its wire format is valid.
+pub fn without_field(payload: &[u8], number: u32) -> Vec<u8> {
+    use prost::encoding::{DecodeContext, decode_key, skip_field};
+    let mut out = Vec::with_capacity(payload.len());
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let start = rest;
+        let Ok((tag, wire_type)) = decode_key(&mut rest) else {
+            break;
+        };
+        if skip_field(wire_type, tag, &mut rest, DecodeContext::default()).is_err() {
+            break;
+        }
+        if tag != number {
+            out.extend_from_slice(&start[..start.len() - rest.len()]);
+        }
+    }
+    out
 }
 
 /// A payload that does not decode, named by its field path inside `payload`.

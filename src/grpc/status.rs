@@ -1,6 +1,7 @@
 //! The one place where the relay's errors become gRPC statuses. The cause is logged here; the client gets
 //! a short lower-case message (naming the field for INVALID_ARGUMENT).
 
+use crate::attest::Refusal;
 use crate::auth::AuthError;
 use crate::challenge::RespondError;
 use crate::error::Error;
@@ -24,6 +25,10 @@ impl From<Error> for Status {
             Error::Store(StoreError::Unavailable(_)) => {
                 "store unavailable; retry (with the same idempotency key for a create)".to_owned()
             }
+            // The path inside the request, as for every INVALID_ARGUMENT.
+            Error::Attestation(Refusal::Malformed { field, why }) => {
+                format!("payload.attestation.{field}: {why}")
+            }
             other => other.to_string(),
         };
         let mut status = match &error {
@@ -40,6 +45,10 @@ impl From<Error> for Status {
                 );
                 <Status as tonic_types::StatusExt>::with_error_details(code, message, details)
             }
+            Error::Attestation(refusal) => with_reason(code, message, refusal.reason()),
+            Error::NoDeviceMeetsAssurance(_) => {
+                with_reason(code, message, "NO_DEVICE_MEETS_ASSURANCE")
+            }
             _ => Status::new(code, message),
         };
         if let Error::Limited(_, after) = &error
@@ -53,6 +62,16 @@ impl From<Error> for Status {
 
 pub use crate::limits::retry_after_secs;
 
+/// A status with a `google.rpc.ErrorInfo` naming `reason` (domain "approval-relay").
+fn with_reason(code: Code, message: String, reason: &str) -> Status {
+    let details = tonic_types::ErrorDetails::with_error_info(
+        reason,
+        "approval-relay",
+        std::collections::HashMap::<String, String>::new(),
+    );
+    <Status as tonic_types::StatusExt>::with_error_details(code, message, details)
+}
+
 /// The status code for an error.
 pub fn code(error: &Error) -> Code {
     match error {
@@ -62,7 +81,11 @@ pub fn code(error: &Error) -> Code {
         | Error::NoDevicesCodeAvailable
         | Error::NoOfflineCode
         | Error::OfflineCodesOff
-        | Error::TooManyAuthenticators => Code::FailedPrecondition,
+        | Error::TooManyAuthenticators
+        | Error::NoDeviceMeetsAssurance(_)
+        | Error::Attestation(Refusal::NotConfigured) => Code::FailedPrecondition,
+        Error::Attestation(Refusal::Malformed { .. }) => Code::InvalidArgument,
+        Error::Attestation(_) => Code::PermissionDenied,
         Error::Auth(e) | Error::Device(DeviceRefusal::Auth(e)) => auth_code(e),
         Error::Device(
             DeviceRefusal::ChallengeNotFound | DeviceRefusal::Respond(RespondError::NotTargeted),

@@ -3,6 +3,7 @@
 //! perform; the counter rule runs inside each operation's store step.
 
 use super::{Authenticated, Relay};
+use crate::attest::{Binding, Evidence};
 use crate::audit::{Actor, AuditKind, AuditRecord};
 use crate::auth::{self, AuthError, PublicKey};
 use crate::challenge::{Challenge, ChallengeId, Decision, DeviceId, RespondError, State};
@@ -11,21 +12,55 @@ use crate::error::Error;
 use crate::notice::{NoticeDraft, NoticeKind};
 use crate::store::{AuthFailure, DeviceCall, DeviceRefusal, FailureOutcome, NewDevice};
 
+/// An enrollment as the phone sent it, its shape checked.
+pub struct EnrollCall<'a> {
+    /// The ticket from the QR code.
+    pub ticket: &'a Ticket,
+    /// The device to register.
+    pub device: NewDevice,
+    /// The signed payload bytes.
+    pub payload: &'a [u8],
+    /// The new key's signature over them.
+    pub signature: &'a [u8],
+    /// The signed timestamp.
+    pub timestamp_ms: i64,
+    /// Also provision an offline code.
+    pub offline_code: bool,
+    /// The key attestation and the client data it covers (the payload without it).
+    pub attestation: Option<(&'a Evidence, &'a [u8])>,
+}
+
 impl Relay {
-    /// Enrolls a device: the signature by the new key over the payload proves possession.
+    /// Enrolls a device: the signature by the new key over the payload proves possession; its key
+    /// attestation, if any, is verified and the verdict kept.
     ///
     /// # Errors
-    /// `Auth` for a bad proof or timestamp, `Enroll` for a bad ticket, or a store failure.
-    pub async fn enroll(
-        &self,
-        ticket: &Ticket,
-        mut device: NewDevice,
-        signed: &[u8],
-        signature: &[u8],
-        timestamp_ms: i64,
-        offline_code: bool,
-    ) -> Result<(Device, Option<Vec<u8>>), Error> {
-        device.key.verify(signed, signature)?;
+    /// `Auth` for a bad proof or timestamp, `Attestation` for a refused attestation, `Enroll` for a bad
+    /// ticket, or a store failure.
+    pub async fn enroll(&self, call: EnrollCall<'_>) -> Result<(Device, Option<Vec<u8>>), Error> {
+        let EnrollCall {
+            ticket,
+            mut device,
+            payload,
+            signature,
+            timestamp_ms,
+            offline_code,
+            attestation,
+        } = call;
+        device.key.verify(payload, signature)?;
+        let now = self.store.now_ms().await?;
+        auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
+        let binding = Binding {
+            ticket: ticket.as_str(),
+            key: &device.key,
+            app_id: &device.app_id,
+            client_data: attestation.map_or(&[], |a| a.1),
+        };
+        let now_secs = u64::try_from(now / 1000).unwrap_or_default();
+        device.attestation =
+            self.policy
+                .attestation
+                .verify(attestation.map(|a| a.0), &binding, now_secs)?;
         // Sealed before the step and saved in it: the device never exists without the code it asked
         // for, and a relay that cannot seal refuses before the ticket is used.
         let secret = if offline_code {
@@ -35,8 +70,6 @@ impl Relay {
         } else {
             None
         };
-        let now = self.store.now_ms().await?;
-        auth::check_timestamp(timestamp_ms, now, self.window_ms())?;
         let device = self.store.enroll(ticket, device).await??;
         tracing::info!(device_id = %device.id, platform = device.platform.name(), "device enrolled");
         let draft = NoticeDraft::about(&device.account, NoticeKind::NewDevice, &device.id);

@@ -25,7 +25,7 @@ mod sweep;
 
 pub use factors::{NewStandalone, SignInVerdict};
 
-pub use device::rotate_key_message;
+pub use device::{EnrollCall, rotate_key_message};
 pub use notice::Revoked;
 
 /// The limits and defaults the use cases apply.
@@ -49,6 +49,8 @@ pub struct Policy {
     pub remember_window: Duration,
     /// Issuer in otpauth:// URIs.
     pub totp_issuer: String,
+    /// Key attestation at enrollment: roots, allow-lists, requirement.
+    pub attestation: crate::attest::Policy,
 }
 
 impl Default for Policy {
@@ -63,6 +65,7 @@ impl Default for Policy {
             type_number_attempts: 1,
             remember_window: Duration::from_secs(30 * 86_400),
             totp_issuer: "approval-relay".into(),
+            attestation: crate::attest::Policy::default(),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct CreateRequest {
     pub ttl: Option<Duration>,
     /// Number matching.
     pub mode: NumberMode,
+    /// Push only devices whose key attestation meets this.
+    pub min_assurance: crate::attest::Assurance,
 }
 
 /// What a watcher receives.
@@ -229,6 +234,7 @@ impl Relay {
         verdict_code: bool,
     ) -> Result<(Challenge, bool, Option<Registration>), Error> {
         let id = id.clone();
+        let new_min_assurance = req.min_assurance;
         let mut registration = match sink {
             Some(sink) => {
                 let registration = self.hub.register(&id, sink);
@@ -248,6 +254,7 @@ impl Relay {
             context: req.context,
             ttl,
             idempotency_key: req.idempotency_key,
+            min_assurance: req.min_assurance,
         };
         match self.store.create_challenge(new).await? {
             CreateOutcome::Created(challenge, devices, superseded) => {
@@ -278,6 +285,9 @@ impl Relay {
                 // A retry of a create whose answer was lost: its pushes may be owed to nobody.
                 self.resume_pushes(&challenge).await;
                 Ok((challenge, false, registration))
+            }
+            CreateOutcome::NoDeviceMeetsAssurance => {
+                Err(Error::NoDeviceMeetsAssurance(new_min_assurance))
             }
             CreateOutcome::NoDevices => Err(if verdict_code {
                 Error::NoDevicesCodeAvailable

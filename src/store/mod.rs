@@ -79,6 +79,8 @@ pub struct NewDevice {
     pub key: PublicKey,
     /// What the owner calls it.
     pub display_name: String,
+    /// The verdict on its key attestation (verified before the store step).
+    pub attestation: crate::attest::Verdict,
 }
 
 /// An authenticator to save; the store sets its clock fields.
@@ -120,6 +122,8 @@ pub struct NewChallenge {
     pub ttl: Duration,
     /// The backend's idempotency key.
     pub idempotency_key: Option<String>,
+    /// Push only devices whose attestation meets this.
+    pub min_assurance: crate::attest::Assurance,
 }
 
 /// What `create_challenge` did.
@@ -132,6 +136,8 @@ pub enum CreateOutcome {
     Existing(Challenge),
     /// The account has no device to push to.
     NoDevices,
+    /// The account has active devices, but none meets `min_assurance`.
+    NoDeviceMeetsAssurance,
     /// A push-bombing limit refused it; try again after the duration.
     Limited(crate::limits::LimitRefusal, Duration),
 }

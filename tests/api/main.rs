@@ -2,6 +2,7 @@
 
 #[macro_use]
 mod helpers;
+mod attestation;
 mod flood;
 mod limits;
 mod metrics;

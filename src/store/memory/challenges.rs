@@ -138,6 +138,13 @@ impl State {
         if targets.is_empty() {
             return CreateOutcome::NoDevices;
         }
+        let targets: Vec<Device> = targets
+            .into_iter()
+            .filter(|d| d.attestation.assurance.meets(new.min_assurance))
+            .collect();
+        if targets.is_empty() {
+            return CreateOutcome::NoDeviceMeetsAssurance;
+        }
         let superseded = self.supersede(&new.account, now);
         let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
         let challenge = Challenge {

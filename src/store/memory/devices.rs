@@ -61,6 +61,7 @@ impl State {
             last_seen_ms: now,
             counter: 0,
             state: DeviceState::Active,
+            attestation: new.attestation,
         };
         self.by_account
             .entry(account.clone())
@@ -72,7 +73,8 @@ impl State {
             AuditKind::DeviceEnrolled,
             Actor::Device(device.id.clone()),
         )
-        .device(&device.id);
+        .device(&device.id)
+        .detail(device.attestation.summary());
         self.report(record, SecurityKind::DeviceEnrolled, now);
         if let Some(sealed) = new.offline_code {
             let code = crate::store::NewAuthenticator {

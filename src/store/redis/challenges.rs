@@ -112,7 +112,8 @@ impl RedisStore {
             .arg(self.limits.max_pending)
             .arg(self.limits.account_rate.per_minute)
             .arg(self.limits.account_rate.burst)
-            .arg(if self.limits.supersede { "1" } else { "0" });
+            .arg(if self.limits.supersede { "1" } else { "0" })
+            .arg(new.min_assurance.rank());
         for (name, value) in codec::new_challenge_fields(&new) {
             inv.arg(name).arg(value);
         }
@@ -121,6 +122,7 @@ impl RedisStore {
         let items = array(&reply)?;
         match text(at(items, 0)?)?.as_str() {
             "nodevices" => Ok(CreateOutcome::NoDevices),
+            "noassurance" => Ok(CreateOutcome::NoDeviceMeetsAssurance),
             "limited" => {
                 let reason = match text(at(items, 1)?)?.as_str() {
                     "cooling_down" => LimitRefusal::CoolingDown,

@@ -128,6 +128,29 @@ pub fn device(id: &DeviceId, h: &Hash) -> Result<Device, StoreError> {
             "revoked" => DeviceState::Revoked,
             other => return Err(corrupt(format!("unknown device state {other}"))),
         },
+        attestation: attestation(h)?,
+    })
+}
+
+/// A device's attestation verdict; devices enrolled before attestation existed have none.
+fn attestation(h: &Hash) -> Result<crate::attest::Verdict, StoreError> {
+    use crate::attest::{Assurance, BootState, Verdict};
+    let assurance = match opt_field(h, "assurance") {
+        "" => Assurance::None,
+        name => Assurance::from_name(name)
+            .ok_or_else(|| corrupt(format!("unknown assurance {name}")))?,
+    };
+    let boot = match opt_field(h, "boot") {
+        "" => None,
+        name => Some(
+            BootState::from_name(name)
+                .ok_or_else(|| corrupt(format!("unknown boot state {name}")))?,
+        ),
+    };
+    Ok(Verdict {
+        assurance,
+        app: opt_field(h, "attested_app").to_owned(),
+        boot,
     })
 }
 
@@ -168,6 +191,24 @@ pub fn new_device_fields(d: &crate::store::NewDevice) -> Vec<(&'static str, Vec<
         ("alg", algorithm_name(d.key.algorithm()).as_bytes().to_vec()),
         ("key", d.key.to_bytes()),
         ("name", d.display_name.as_bytes().to_vec()),
+        (
+            "assurance",
+            d.attestation.assurance.name().as_bytes().to_vec(),
+        ),
+        // The rank create.lua compares `min_assurance` with (attest::Assurance::rank).
+        (
+            "rank",
+            d.attestation.assurance.rank().to_string().into_bytes(),
+        ),
+        ("attested_app", d.attestation.app.as_bytes().to_vec()),
+        (
+            "boot",
+            d.attestation
+                .boot
+                .map_or("", |b| b.name())
+                .as_bytes()
+                .to_vec(),
+        ),
     ]
 }
 

@@ -5,7 +5,8 @@
 -- ARGV[3] challenge id, ARGV[4] account, ARGV[5] ttl ms, ARGV[6] excluded device id, ARGV[7] '1' if an
 -- idempotency key is given, ARGV[8] retention ms, ARGV[9] most pending challenges per account,
 -- ARGV[10] account creation rate per minute (0: off), ARGV[11] its burst, ARGV[12] '1' to supersede the
--- oldest pending challenges at the cap instead of refusing, ARGV[13..] field/value pairs of the challenge.
+-- oldest pending challenges at the cap instead of refusing, ARGV[13] the least assurance rank a target
+-- needs (attest::Assurance::rank; 0 for any), ARGV[14..] field/value pairs of the challenge.
 local id, account, ttl, excluded, retention = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[8])
 if ARGV[7] == '1' then
   local existing = redis.call('GET', KEYS[2])
@@ -45,6 +46,19 @@ if per_min > 0 then
 end
 local targets, devices = active_devices(KEYS[1], excluded, excluded)
 if #targets == 0 then return {'nodevices'} end
+local min_rank = tonumber(ARGV[13])
+if min_rank > 0 then
+  -- As the memory store: a device meets the minimum when its rank is at least it (absent: 0, none).
+  local kept_ids, kept = {}, {}
+  for i, device_id in ipairs(targets) do
+    if (tonumber(redis.call('HGET', PREFIX .. 'dev:' .. device_id, 'rank')) or 0) >= min_rank then
+      table.insert(kept_ids, device_id)
+      table.insert(kept, devices[i])
+    end
+  end
+  if #kept_ids == 0 then return {'noassurance'} end
+  targets, devices = kept_ids, kept
+end
 -- Supersede only once nothing can refuse the new challenge any more, so a refusal changes nothing.
 -- Cancelled as end.lua cancels (cancellation leaves the cool-down alone), oldest first.
 local superseded = {}
@@ -63,7 +77,7 @@ if #pending >= max_pending then
 end
 local expires = now + ttl
 local fields = {}
-for i = 13, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 14, #ARGV do table.insert(fields, ARGV[i]) end
 redis.call('HSET', KEYS[3], 'account', account, 'state', 'pending', 'seq', 0, 'created', now, 'expires', expires,
   'ended', 0, 'by', '', 'reason', '', 'targets', ',' .. table.concat(targets, ',') .. ',', unpack(fields))
 redis.call('PEXPIREAT', KEYS[3], expires + retention)

@@ -232,7 +232,8 @@ impl Store for RedisStore {
         inv.key(keys::enrollment(ticket))
             .arg(id.as_str())
             .arg(memory::MAX_DEVICES)
-            .arg(device.offline_code.as_deref().unwrap_or(""));
+            .arg(device.offline_code.as_deref().unwrap_or(""))
+            .arg(device.attestation.summary());
         for (name, value) in codec::new_device_fields(&device) {
             inv.arg(name).arg(value);
         }
@@ -253,7 +254,7 @@ impl Store for RedisStore {
             SecurityKind::DeviceEnrolled,
             Some(&id),
             None,
-            "",
+            &device.attestation.summary(),
         )
         .await;
         Ok(Ok(device))
