@@ -65,6 +65,10 @@ pub enum BackendCommand {
         /// Your stable id of the device signing in (a cookie id); an approval makes it known.
         #[arg(long, default_value = "")]
         sign_in_device: String,
+        /// Push only devices whose key attestation meets this: `software`, `android-tee`,
+        /// `apple-app-attest` or `android-strongbox` [default: any device].
+        #[arg(long)]
+        min_assurance: Option<String>,
     },
     /// Compare a sign-in with the account's known ones; prints
     /// `device=KNOWN|NEW|UNSPECIFIED place=KNOWN|NEW|UNSPECIFIED recommend=ALLOW|CHALLENGE|CODE|NO_FACTOR`.
@@ -260,7 +264,16 @@ async fn run(args: BackendArgs) -> Result<(), String> {
             location,
             user_agent,
             sign_in_device,
+            min_assurance,
         } => {
+            let min_assurance = match min_assurance.as_deref() {
+                None => pb::Assurance::Unspecified,
+                Some(name) => pb::Assurance::from_str_name(&format!(
+                    "ASSURANCE_{}",
+                    name.replace('-', "_").to_ascii_uppercase()
+                ))
+                .ok_or_else(|| format!("--min-assurance {name:?} is not an assurance level"))?,
+            };
             let mode = match mode.as_str() {
                 "type" => pb::NumberMatchMode::Type,
                 "choose" => pb::NumberMatchMode::Choose,
@@ -272,7 +285,7 @@ async fn run(args: BackendArgs) -> Result<(), String> {
                 }
             };
             let req = pb::CreateChallengeRequest {
-                min_assurance: 0,
+                min_assurance: min_assurance.into(),
                 account_id: account,
                 login_context: Some(pb::LoginContext {
                     ip,
@@ -421,11 +434,12 @@ async fn run(args: BackendArgs) -> Result<(), String> {
                 .into_inner();
             for d in list.devices {
                 println!(
-                    "{} {} {} {:?}",
+                    "{} {} {} {:?} {}",
                     d.device_id,
                     d.state().as_str_name(),
                     d.platform().as_str_name(),
-                    d.display_name
+                    d.display_name,
+                    d.assurance().as_str_name()
                 );
             }
         }

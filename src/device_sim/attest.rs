@@ -365,3 +365,31 @@ pub fn apple_enrollment(
     let (object, key_id) = AppleSpec::new(app_id, payload.encode_to_vec()).object(root)?;
     Ok(phone.sign_enrollment(with_attestation(payload, apple(object, key_id))))
 }
+
+/// The simulator's attested Enroll request: `kind` `android` or `apple`, under the root in `dir`.
+///
+/// # Errors
+/// An unknown kind, or a root that cannot be read or made.
+pub fn simulated(
+    phone: &super::Phone,
+    payload: &pb::EnrollPayload,
+    kind: &str,
+    dir: &Path,
+    apple_app_id: Option<&str>,
+) -> anyhow::Result<pb::EnrollRequest> {
+    let root = TestRoot::in_dir(dir)?;
+    match kind {
+        "android" => android_enrollment(
+            phone,
+            payload,
+            &root,
+            &AndroidSpec::new(&payload.ticket, &payload.app_id),
+        ),
+        "apple" => {
+            let app_id = apple_app_id
+                .map_or_else(|| format!("SIMULATED1.{}", payload.app_id), str::to_owned);
+            apple_enrollment(phone, payload, &root, &app_id)
+        }
+        other => anyhow::bail!("must be android or apple, not {other:?}"),
+    }
+}

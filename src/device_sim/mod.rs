@@ -57,6 +57,23 @@ pub enum DeviceCommand {
         /// Also provision an offline code (then `device code` prints it).
         #[arg(long)]
         offline_code: bool,
+        /// Send a software-made key attestation: `android` (a TEE key's certificate chain) or `apple`
+        /// (an App Attest object), made under the test root in --attest-root.
+        #[arg(long, requires = "attest_root")]
+        attest: Option<String>,
+        /// Directory of the test attestation root (`device attest-root DIR` creates it).
+        #[arg(long)]
+        attest_root: Option<PathBuf>,
+        /// With `--attest apple`: the app id TEAMID.bundle.id the object names [default:
+        /// SIMULATED1.<app-id>].
+        #[arg(long)]
+        attest_app_id: Option<String>,
+    },
+    /// Create (if absent) a test attestation root in DIR and print the path of its certificate, for the
+    /// relay's android_attestation_roots_file / apple_app_attest_roots_file.
+    AttestRoot {
+        /// Where to keep root.pem and root-key.pem.
+        dir: PathBuf,
     },
     /// Print this phone's current offline code (computed here, no connection needed).
     Code,
@@ -232,6 +249,9 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         name,
         algorithm,
         offline_code,
+        attest,
+        attest_root,
+        attest_app_id,
     } = &args.command
     {
         let (ticket, relay) = enroll_parts(ticket, relay.clone());
@@ -251,19 +271,34 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         };
         let mut phone = Phone::new(key);
         let mut client = connect(&relay).await?;
-        let request =
-            phone.enroll_request_with(&ticket, platform, push_token, app_id, name, *offline_code);
+        let mut payload = phone.enroll_payload(&ticket, platform, push_token, app_id, name);
+        payload.offline_code = *offline_code;
+        let request = match (attest.as_deref(), attest_root) {
+            (None, _) => phone.sign_enrollment(prost::Message::encode_to_vec(&payload)),
+            (Some(kind), Some(dir)) => {
+                attest::simulated(&phone, &payload, kind, dir, attest_app_id.as_deref())
+                    .map_err(|e| format!("--attest {kind}: {e}"))?
+            }
+            (Some(_), None) => return Err("--attest needs --attest-root".into()),
+        };
         let response = client.enroll(request).await.map_err(status)?.into_inner();
         phone.device_id = response.device_id;
         phone.counter = response.counter;
         let mut file = KeyFile::from_phone(&phone, &relay, push_token);
         file.offline_code_secret = response.offline_code_secret;
         save(&args.keys, &file)?;
+        let assurance =
+            pb::Assurance::try_from(response.assurance).map_or("unknown", |a| a.as_str_name());
         println!(
-            "enrolled as {} (keys saved in {})",
+            "enrolled as {} (keys saved in {}; {assurance})",
             phone.device_id,
             args.keys.display()
         );
+        return Ok(());
+    }
+    if let DeviceCommand::AttestRoot { dir } = &args.command {
+        attest::TestRoot::in_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        println!("{}", dir.join("root.pem").display());
         return Ok(());
     }
     let file = load(&args.keys)?;
@@ -290,7 +325,10 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         return listen::run(listen, &args.keys, file, phone, client).await;
     }
     let result = match &args.command {
-        DeviceCommand::Enroll { .. } | DeviceCommand::Listen { .. } | DeviceCommand::Code => Ok(()),
+        DeviceCommand::Enroll { .. }
+        | DeviceCommand::Listen { .. }
+        | DeviceCommand::Code
+        | DeviceCommand::AttestRoot { .. } => Ok(()),
         DeviceCommand::Pending => {
             let request = phone.signed(Body::ListPending(pb::ListPendingBody {}));
             client.list_pending(request).await.map(|r| {

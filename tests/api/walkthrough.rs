@@ -315,3 +315,156 @@ fn offline_code_and_known_sign_ins(dir: &std::path::Path, backend: &str) {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// The README's attested-keys walkthrough with real processes: a test root, a relay that requires
+/// hardware attestation, an Android and an iPhone simulator enrolling with software-made attestations,
+/// the verdicts in `backend devices`, and a challenge that asks for a least assurance.
+#[test]
+fn simulated_phones_enroll_with_attested_keys() {
+    let dir = std::env::temp_dir().join(format!(
+        "approval-relay-attest-walkthrough-{}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let root = stdout(&dir, &["device", "attest-root", "test-root"]);
+    assert_eq!(root.trim(), "test-root/root.pem");
+    let (backend, device, admin) = (
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+        format!("127.0.0.1:{}", port()),
+    );
+    let _relay = Killed(
+        Command::new(BIN)
+            .current_dir(&dir)
+            .args([
+                "serve",
+                "--backend-addr",
+                &backend,
+                "--device-addr",
+                &device,
+                "--admin-addr",
+                &admin,
+                "--require-attestation",
+                "hardware",
+                "--android-attestation-roots-file",
+                "test-root/root.pem",
+                "--android-attestation-apps",
+                "com.example.authenticator",
+                "--apple-app-attest-roots-file",
+                "test-root/root.pem",
+                "--apple-app-attest-app-ids",
+                "SIMULATED1.com.example.authenticator",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("relay starts"),
+    );
+    wait_for(&backend);
+    wait_for(&device);
+    let enroll_uri = || {
+        stdout(
+            &dir,
+            &["backend", "--relay", &backend, "enroll", "dave@example.com"],
+        )
+    };
+    let uri = enroll_uri();
+    let refused = Command::new(BIN)
+        .current_dir(&dir)
+        .args(["device", "--keys", "plain.json", "enroll", uri.trim()])
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success(), "an unattested phone is refused");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("PermissionDenied") && said.contains("hardware key attestation"),
+        "{said}"
+    );
+    let android = stdout(
+        &dir,
+        &[
+            "device",
+            "--keys",
+            "pixel.json",
+            "enroll",
+            uri.trim(),
+            "--attest",
+            "android",
+            "--attest-root",
+            "test-root",
+        ],
+    );
+    assert!(android.contains("ASSURANCE_ANDROID_TEE"), "{android}");
+    let uri = enroll_uri();
+    let apple = stdout(
+        &dir,
+        &[
+            "device",
+            "--keys",
+            "iphone.json",
+            "enroll",
+            uri.trim(),
+            "--platform",
+            "apns",
+            "--push-token",
+            "00aa11bb22cc33dd44ee55ff66778899",
+            "--attest",
+            "apple",
+            "--attest-root",
+            "test-root",
+        ],
+    );
+    assert!(apple.contains("ASSURANCE_APPLE_APP_ATTEST"), "{apple}");
+    let devices = stdout(
+        &dir,
+        &[
+            "backend",
+            "--relay",
+            &backend,
+            "devices",
+            "dave@example.com",
+        ],
+    );
+    assert_eq!(
+        devices
+            .lines()
+            .filter(|l| l.ends_with("ASSURANCE_ANDROID_TEE"))
+            .count(),
+        1,
+        "{devices}"
+    );
+    assert_eq!(
+        devices
+            .lines()
+            .filter(|l| l.ends_with("ASSURANCE_APPLE_APP_ATTEST"))
+            .count(),
+        1,
+        "{devices}"
+    );
+    let create = |min: &str| {
+        Command::new(BIN)
+            .current_dir(&dir)
+            .args([
+                "backend",
+                "--relay",
+                &backend,
+                "create",
+                "dave@example.com",
+                "--mode",
+                "none",
+                "--min-assurance",
+                min,
+            ])
+            .output()
+            .expect("runs")
+    };
+    let none = create("android-strongbox");
+    assert!(!none.status.success(), "no StrongBox phone");
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(said.contains("min_assurance"), "{said}");
+    let both = create("android-tee");
+    assert!(both.status.success());
+    let said = String::from_utf8_lossy(&both.stderr);
+    assert!(said.contains("pushed to 2 device(s)"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
