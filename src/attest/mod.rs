@@ -6,12 +6,15 @@
 //! Certificates are parsed with `x509-parser` (its `asn1-rs` reads the Android key description by its
 //! published schema), chains are validated by the `rustls-webpki` already in the tree (it takes any
 //! trust anchor, so tests use their own roots), and the App Attest object is read with `ciborium`.
-//! The ready-made verifiers were evaluated and not taken: `appattest-rs` hard-codes Apple's root (no
-//! test root, so the refusal tests could not run) and pulls in a second X.509 and HTTP stack;
-//! `webauthn-rs-core` verifies WebAuthn's `android-key` and `apple-appattest` statements, but against
-//! WebAuthn client data (not our enrollment payload), needs OpenSSL, and does not expose the key
-//! description fields we record (boot state, attestation application id). What remains is field
-//! comparison, which is the policy and belongs here.
+//! The ready-made verifiers were evaluated (their published sources, 2026-12) and not taken:
+//! `appattest-rs` 0.1.0 (one release, 2024, unmaintained) downloads Apple's root over the network on
+//! every call, takes neither a root nor a time (no test root, no pinned real sample) and pulls in
+//! OpenSSL and reqwest; its fork `appattest` 0.1.1 takes a root but always verifies at "now" and accepts
+//! the development AAGUID only behind a build feature; `webauthn-rs-core` 0.6 has no App Attest and
+//! checks Android keys only as WebAuthn's `android-key` statement (WebAuthn client data, StrongBox
+//! refused, boot state and package not exposed). No maintained crate verifies Android Key Attestation
+//! outside WebAuthn. What remains after parsing and chain validation is field comparison, which is the
+//! policy and belongs here.
 
 pub mod android;
 mod apple;

@@ -618,7 +618,64 @@ async fn min_assurance_pushes_only_the_devices_that_meet_it(store: &str) {
     drop(plain);
 }
 
+async fn a_rotated_key_is_not_attested(store: &str) {
+    use approval_relay::challenge::DeviceId;
+    use approval_relay::pb::device_request::Body;
+    let roots = roots();
+    let app = attesting_app(store, &roots, "none").await;
+    let account = account();
+    let ticket = app.ticket(&account).await;
+    let mut phone = Phone::new(PhoneKey::p256());
+    let req = attest::android_enrollment(
+        &phone,
+        &payload(&phone, &ticket, pb::Platform::Fcm),
+        &roots.root,
+        &AndroidSpec::new(&ticket, PACKAGE),
+    )
+    .expect("request");
+    phone.device_id = enroll(&app, req).await.expect("enrolled").device_id;
+    // Malware holding the hardware key could sign a rotation to a key it made in software: the old
+    // key's attestation says nothing about the new one.
+    let new_key = PhoneKey::p256();
+    let device = DeviceId::parse(&phone.device_id).expect("id");
+    let next = phone.counter + 1;
+    let body = pb::RotateKeyBody {
+        new_key_algorithm: new_key.algorithm().into(),
+        new_public_key: new_key.public_key(),
+        new_key_proof: new_key
+            .sign(approval_relay::relay::rotate_key_message(&device, next).as_bytes()),
+    };
+    app.device
+        .clone()
+        .rotate_key(phone.signed(Body::RotateKey(body)))
+        .await
+        .expect("rotated");
+    let devices = app.devices(&account).await;
+    assert_eq!(devices[0].assurance(), pb::Assurance::None);
+    assert_eq!(devices[0].attested_app_id, "");
+    assert_eq!(
+        devices[0].verified_boot_state(),
+        pb::VerifiedBootState::Unspecified
+    );
+    assert!(
+        app.audit_details(&account)
+            .await
+            .contains(&(pb::AuditKind::KeyRotated, "assurance=none".into())),
+        "the rotation says the device lost its verdict"
+    );
+    let refused = app
+        .create_with(pb::CreateChallengeRequest {
+            account_id: account.clone(),
+            min_assurance: pb::Assurance::AndroidTee.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no attested device left");
+    assert_eq!(reason(&refused), "NO_DEVICE_MEETS_ASSURANCE");
+}
+
 per_store!(
+    a_rotated_key_is_not_attested,
     an_android_attested_device_carries_its_verdict_everywhere,
     an_app_attested_iphone_is_enrolled_over_its_payload_bytes,
     refused_attestations_store_nothing_and_leave_the_ticket_usable,

@@ -166,6 +166,8 @@ impl State {
             let d = self.accept(call, now)?;
             d.key = key.clone();
             d.counter = 0;
+            // The new key is not attested: whatever the old one proved says nothing about it.
+            d.attestation = crate::attest::Verdict::default();
             d.clone()
         };
         let record = AuditRecord::new(
@@ -173,7 +175,8 @@ impl State {
             AuditKind::KeyRotated,
             Actor::Device(device.id.clone()),
         )
-        .device(&device.id);
+        .device(&device.id)
+        .detail(device.attestation.summary());
         self.audit(record, now);
         Ok(device)
     }

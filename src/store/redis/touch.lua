@@ -19,7 +19,9 @@ if ARGV[5] == 'token' then
   audit(account, now, 'push_token_updated', 'device:' .. device_id, '', device_id, '')
 elseif ARGV[5] == 'key' then
   -- The counter starts again with the new key (a way out near 2^53; no copy of the old key signs for it).
-  redis.call('HSET', KEYS[1], 'alg', ARGV[6], 'key', ARGV[7], 'counter', 0)
-  audit(account, now, 'key_rotated', 'device:' .. device_id, '', device_id, '')
+  -- The new key is not attested: the device's verdict falls to none, as in the memory store.
+  redis.call('HSET', KEYS[1], 'alg', ARGV[6], 'key', ARGV[7], 'counter', 0,
+    'assurance', 'none', 'rank', 0, 'attested_app', '', 'boot', '')
+  audit(account, now, 'key_rotated', 'device:' .. device_id, '', device_id, 'assurance=none')
 end
 return {'ok', now}
