@@ -93,6 +93,7 @@ fn main() {
         idempotency_key: "signin-1".into(),
         ttl_seconds: 60,
         number_match_mode: pb::NumberMatchMode::Type.into(),
+        min_assurance: pb::Assurance::AndroidTee.into(),
     };
     write("backend_create", "full", &create.encode_to_vec());
 

@@ -10,6 +10,10 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::X509Certificate;
 
 const FIELD: &str = "android.certificate_chain";
+/// KeyMint `KeyOrigin::GENERATED`.
+const ORIGIN_GENERATED: u32 = 0;
+/// KeyMint `KeyPurpose::SIGN`.
+const PURPOSE_SIGN: u32 = 2;
 const ED25519_OID: &str = "1.3.101.112";
 
 /// An app allowed to attest: its package and, optionally, the SHA-256 of its signing certificate.
@@ -109,6 +113,13 @@ impl AndroidPolicy {
         }
         if description.challenge[..] != Sha256::digest(binding.ticket.as_bytes())[..] {
             return Err(Refusal::ChallengeMismatch);
+        }
+        // An imported key existed outside the phone before Keystore held it: no better than software.
+        if description.origin != Some(ORIGIN_GENERATED) {
+            return Err(Refusal::KeyNotGenerated);
+        }
+        if !description.purposes.contains(&PURPOSE_SIGN) {
+            return Err(Refusal::KeyNotForSigning);
         }
         let app = self.allowed_app(description.application.as_ref(), binding.app_id)?;
         let level = description

@@ -50,6 +50,23 @@ pub fn verify(
     now_secs: u64,
 ) -> Result<(), Refusal> {
     let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
+    // Phones send the root too, sometimes an older issue of it (Google re-issued its RSA root with the
+    // same key; the 2016 one has expired). A trailing certificate with a root's key is the anchor
+    // itself: trusted by key, so neither its dates nor its signature are checked.
+    let root_keys: Vec<Vec<u8>> = roots
+        .iter()
+        .filter_map(|r| X509Certificate::from_der(r).ok())
+        .map(|(_, c)| c.public_key().raw.to_vec())
+        .collect();
+    let mut used = parsed.len();
+    while used > 1
+        && root_keys
+            .iter()
+            .any(|k| k.as_slice() == parsed[used - 1].public_key().raw)
+    {
+        used -= 1;
+    }
+    let (chain, parsed) = (&chain[..used], &parsed[..used]);
     if let Some(i) = parsed.iter().position(|c| {
         let v = c.validity();
         now < v.not_before.timestamp() || now > v.not_after.timestamp()

@@ -64,8 +64,14 @@ pub struct KeyDescription {
     pub boot: Option<BootState>,
     /// Whether the bootloader is locked.
     pub device_locked: Option<bool>,
+    /// `origin` [702]: 0 GENERATED inside Keystore; anything else (IMPORTED, DERIVED…) existed outside.
+    pub origin: Option<u32>,
+    /// `purpose` [1]: the key's allowed purposes (2 is SIGN).
+    pub purposes: Vec<u32>,
 }
 
+const PURPOSE: u32 = 1;
+const ORIGIN: u32 = 702;
 const ROOT_OF_TRUST: u32 = 704;
 const APPLICATION_ID: u32 = 709;
 
@@ -92,16 +98,36 @@ pub fn parse(value: &[u8]) -> der::Result<KeyDescription> {
     };
     let hardware = authorizations(hardware, "hardwareEnforced")?;
     let software = authorizations(software, "softwareEnforced")?;
-    let root = hardware.root.or(software.root);
+    let attestation_security_level = level(att_level, "attestationSecurityLevel")?;
+    // Android's userspace fills softwareEnforced: on a hardware attestation only the secure side's
+    // lists say anything about boot state and key origin.
+    let hardware_level = attestation_security_level != SecurityLevel::Software;
+    let root = pick(hardware_level, hardware.root, software.root);
+    let origin = pick(hardware_level, hardware.origin, software.origin);
+    let mut purposes = hardware.purposes;
+    if !hardware_level {
+        purposes.extend(software.purposes);
+    }
     Ok(KeyDescription {
         attestation_version: der::integer(version, "attestationVersion")?,
-        attestation_security_level: level(att_level, "attestationSecurityLevel")?,
+        attestation_security_level,
         keymint_security_level: level(km_level, "keyMintSecurityLevel")?,
         challenge: der::octets(challenge, "attestationChallenge")?.to_vec(),
         application: software.application.or(hardware.application),
         boot: root.map(|r| r.0),
         device_locked: root.map(|r| r.1),
+        origin,
+        purposes,
     })
+}
+
+/// The hardware list's value, or on a software attestation either list's.
+fn pick<T>(hardware_level: bool, hardware: Option<T>, software: Option<T>) -> Option<T> {
+    if hardware_level {
+        hardware
+    } else {
+        hardware.or(software)
+    }
 }
 
 fn level(any: &x509_parser::asn1_rs::Any<'_>, what: &str) -> der::Result<SecurityLevel> {
@@ -117,6 +143,8 @@ fn level(any: &x509_parser::asn1_rs::Any<'_>, what: &str) -> der::Result<Securit
 struct Authorizations {
     root: Option<(BootState, bool)>,
     application: Option<ApplicationId>,
+    origin: Option<u32>,
+    purposes: Vec<u32>,
 }
 
 fn authorizations(any: &x509_parser::asn1_rs::Any<'_>, what: &str) -> der::Result<Authorizations> {
@@ -128,12 +156,20 @@ fn authorizations(any: &x509_parser::asn1_rs::Any<'_>, what: &str) -> der::Resul
         // A repeated tag could smuggle a second root of trust or app id past a reader that takes the
         // first; the order of the others is not checked (some Keymaster versions did not sort them).
         let repeated = (tag == ROOT_OF_TRUST && out.root.is_some())
-            || (tag == APPLICATION_ID && out.application.is_some());
+            || (tag == APPLICATION_ID && out.application.is_some())
+            || (tag == ORIGIN && out.origin.is_some())
+            || (tag == PURPOSE && !out.purposes.is_empty());
         if repeated {
             return Err(format!("{what}: [{tag}] appears twice"));
         }
         match tag {
             ROOT_OF_TRUST => out.root = Some(root_of_trust(&der::only(content)?)?),
+            ORIGIN => out.origin = Some(der::integer(&der::only(content)?, "origin")?),
+            PURPOSE => {
+                for p in der::children(&der::only(content)?, Tag::Set, "purpose")? {
+                    out.purposes.push(der::integer(&p, "purpose")?);
+                }
+            }
             APPLICATION_ID => {
                 let octets = der::octets(&der::only(content)?, "attestationApplicationId")?;
                 out.application = Some(application_id(octets)?);

@@ -229,9 +229,30 @@ impl Policy {
         binding: &Binding<'_>,
         now_secs: u64,
     ) -> Result<Verdict, Refusal> {
+        let hardware = self.require == Requirement::Hardware;
         let verdict = match evidence {
             None => Verdict::default(),
-            Some(Evidence::Android(chain)) => self.android.verify(chain, binding, now_secs)?,
+            Some(Evidence::Android(_)) if hardware && self.android.apps.is_empty() => {
+                // Without an allow-list any app, a sideloaded one with the right package name
+                // included, passes; requiring hardware means naming the apps.
+                return Err(Refusal::AppNotAllowed(
+                    "android_attestation_apps is empty; require_attestation = hardware needs it"
+                        .into(),
+                ));
+            }
+            Some(Evidence::Android(chain)) => {
+                let verdict = self.android.verify(chain, binding, now_secs)?;
+                match verdict.boot {
+                    Some(BootState::Verified) => {}
+                    _ if !hardware => {}
+                    other => {
+                        return Err(Refusal::BootNotVerified(
+                            other.map_or("not reported", BootState::name),
+                        ));
+                    }
+                }
+                verdict
+            }
             Some(Evidence::Apple { object, key_id }) => {
                 self.apple.verify(object, key_id, binding, now_secs)?
             }
@@ -273,6 +294,15 @@ pub enum Refusal {
     /// App Attest nonce differs: the payload changed after attesting.
     #[error("app attest nonce does not match the payload")]
     NonceMismatch,
+    /// The Android key was imported or derived, not generated inside Keystore (`origin` not GENERATED).
+    #[error("attested key was not generated inside the phone (origin is not GENERATED)")]
+    KeyNotGenerated,
+    /// The Android key may not sign (`purpose` lacks SIGN).
+    #[error("attested key is not a signing key (purpose lacks SIGN)")]
+    KeyNotForSigning,
+    /// Hardware is required and the Android phone's boot is not verified (unlocked or self-signed).
+    #[error("this relay requires a verified boot; the phone's is {0}")]
+    BootNotVerified(&'static str),
     /// App Attest RP id hash matches no configured app id.
     #[error("app attest rp id matches no configured app id")]
     RpIdMismatch,
@@ -307,6 +337,9 @@ impl Refusal {
             Self::KeyMismatch => "KEY_MISMATCH",
             Self::ChallengeMismatch => "CHALLENGE_MISMATCH",
             Self::AppNotAllowed(_) => "APP_NOT_ALLOWED",
+            Self::KeyNotGenerated => "KEY_NOT_GENERATED",
+            Self::KeyNotForSigning => "KEY_NOT_FOR_SIGNING",
+            Self::BootNotVerified(_) => "BOOT_NOT_VERIFIED",
             Self::NonceMismatch => "NONCE_MISMATCH",
             Self::RpIdMismatch => "RP_ID_MISMATCH",
             Self::CounterNotZero => "COUNTER_NOT_ZERO",

@@ -23,6 +23,7 @@ const APPLE_NONCE: &[u64] = &[1, 2, 840, 113635, 100, 8, 2];
 pub struct TestRoot {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
+    key_pem: String,
 }
 
 impl TestRoot {
@@ -35,9 +36,25 @@ impl TestRoot {
         let params = ca_params(name, None);
         let pem = params.self_signed(&key)?.pem();
         Ok(Self {
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
             pem,
         })
+    }
+
+    /// An older, expired issue of this root (same name and key), as phones sometimes send at the end of
+    /// their chain.
+    ///
+    /// # Errors
+    /// When `rcgen` cannot make it.
+    pub fn expired_issue(&self, name: &str) -> Result<Vec<u8>, rcgen::Error> {
+        let key = KeyPair::from_pem(&self.key_pem)?;
+        let mut params = ca_params(
+            name,
+            Some(OffsetDateTime::now_utc() - time::Duration::days(30)),
+        );
+        params.not_before = OffsetDateTime::now_utc() - time::Duration::days(3000);
+        Ok(params.self_signed(&key)?.der().to_vec())
     }
 
     /// The root certificate, PEM (what the relay's `*_roots_file` takes).
@@ -59,9 +76,13 @@ impl TestRoot {
             std::fs::write(&key_path, key.serialize_pem())?;
         }
         let pem = std::fs::read_to_string(&cert_path)?;
-        let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path)?)?;
-        let issuer = Issuer::from_ca_cert_pem(&pem, key)?;
-        Ok(Self { issuer, pem })
+        let key_pem = std::fs::read_to_string(&key_path)?;
+        let issuer = Issuer::from_ca_cert_pem(&pem, KeyPair::from_pem(&key_pem)?)?;
+        Ok(Self {
+            issuer,
+            pem,
+            key_pem,
+        })
     }
 
     /// An intermediate CA under this root, valid until `not_after`.
@@ -124,6 +145,10 @@ pub struct AndroidSpec {
     pub intermediate_not_after: OffsetDateTime,
     /// The leaf's serial number.
     pub leaf_serial: u64,
+    /// `origin`: 0 GENERATED, 2 IMPORTED.
+    pub origin: u32,
+    /// `purpose`s (2 SIGN, 3 VERIFY).
+    pub purposes: Vec<u32>,
 }
 
 impl AndroidSpec {
@@ -138,6 +163,8 @@ impl AndroidSpec {
             boot_state: 0,
             intermediate_not_after: OffsetDateTime::now_utc() + time::Duration::days(3650),
             leaf_serial: 1,
+            origin: 0,
+            purposes: vec![2, 3],
         }
     }
 
@@ -175,13 +202,20 @@ impl AndroidSpec {
                     w.next()
                         .write_tagged(yasna::Tag::context(709), |w| w.write_bytes(&app_id));
                 });
-                // hardwareEnforced: purpose [1], algorithm [2], rootOfTrust [704], osVersion [705].
+                // hardwareEnforced: purpose [1], algorithm [2], origin [702], rootOfTrust [704],
+                // osVersion [705].
                 w.next().write_sequence(|w| {
                     w.next().write_tagged(yasna::Tag::context(1), |w| {
-                        w.write_set_of(|w| w.next().write_u32(2));
+                        w.write_set_of(|w| {
+                            for p in &self.purposes {
+                                w.next().write_u32(*p);
+                            }
+                        });
                     });
                     w.next()
                         .write_tagged(yasna::Tag::context(2), |w| w.write_u32(3));
+                    w.next()
+                        .write_tagged(yasna::Tag::context(702), |w| w.write_u32(self.origin));
                     w.next().write_tagged(yasna::Tag::context(704), |w| {
                         w.write_sequence(|w| {
                             w.next().write_bytes(&[0x11; 32]);

@@ -205,3 +205,25 @@ fn check_bytes(field: &'static str, value: &[u8], max: usize) -> Result<(), Erro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod attestation_tests {
+    use super::without_field;
+
+    #[test]
+    fn without_field_drops_every_top_level_record_of_the_field_and_keeps_the_rest_in_order() {
+        // field 1 varint 5; field 10 bytes "ab"; field 11 bytes "c"; field 10 bytes "d"; field 3 varint 300.
+        let payload = [
+            0x08, 0x05, 0x52, 0x02, b'a', b'b', 0x5a, 0x01, b'c', 0x52, 0x01, b'd', 0x18, 0xac,
+            0x02,
+        ];
+        assert_eq!(
+            without_field(&payload, 10),
+            [0x08, 0x05, 0x5a, 0x01, b'c', 0x18, 0xac, 0x02]
+        );
+        // Nested records with the same number inside another field are not top-level: kept.
+        let nested = [0x5a, 0x02, 0x52, 0x00];
+        assert_eq!(without_field(&nested, 10), nested);
+        assert_eq!(without_field(&[], 10), Vec::<u8>::new());
+    }
+}

@@ -187,6 +187,191 @@ fn android_refusals_name_their_reason() {
 }
 
 #[test]
+fn imported_keys_non_signing_keys_and_a_software_attestation_of_a_tee_key_are_not_hardware() {
+    let root = root();
+    let (key, public) = phone_key();
+    let policy = android_policy(&root);
+    let imported = AndroidSpec {
+        origin: 2,
+        ..AndroidSpec::new(TICKET, PACKAGE)
+    };
+    assert_eq!(
+        android_verify(&policy, &imported, &root, &key, &public),
+        Err(Refusal::KeyNotGenerated)
+    );
+    let verify_only = AndroidSpec {
+        purposes: vec![3],
+        ..AndroidSpec::new(TICKET, PACKAGE)
+    };
+    assert_eq!(
+        android_verify(&policy, &verify_only, &root, &key, &public),
+        Err(Refusal::KeyNotForSigning)
+    );
+    // A TEE attestation of a software key, and a software attestation of a TEE key: both SOFTWARE.
+    for (attestation_level, keymint_level) in [(1, 0), (0, 1)] {
+        let spec = AndroidSpec {
+            attestation_level,
+            keymint_level,
+            ..AndroidSpec::new(TICKET, PACKAGE)
+        };
+        assert_eq!(
+            android_verify(&policy, &spec, &root, &key, &public).map(|v| v.assurance),
+            Ok(Assurance::Software)
+        );
+    }
+}
+
+#[test]
+fn an_ed25519_keystore_key_and_a_chain_ending_in_an_expired_issue_of_the_root_are_accepted() {
+    let root = root();
+    let policy = android_policy(&root);
+    let key = PhoneKey::ed25519();
+    let public = PublicKey::parse(
+        approval_relay::auth::KeyAlgorithm::Ed25519,
+        &key.public_key(),
+    )
+    .expect("key");
+    let spec = AndroidSpec::new(TICKET, PACKAGE);
+    assert_eq!(
+        android_verify(&policy, &spec, &root, &key, &public).map(|v| v.assurance),
+        Ok(Assurance::AndroidTee)
+    );
+    // Phones append the root, sometimes an older, expired issue with the same key (Google's 2016 RSA
+    // root): it is the anchor, trusted by its key.
+    let mut chain = spec.chain(&root, &key.spki_der()).expect("chain");
+    chain.push(
+        root.expired_issue("test attestation root")
+            .expect("old root"),
+    );
+    let binding = Binding {
+        ticket: TICKET,
+        key: &public,
+        app_id: PACKAGE,
+        client_data: &[],
+    };
+    assert!(policy.verify(&chain, &binding, now_secs()).is_ok());
+    // Not yet valid: before the leaf's notBefore.
+    assert_eq!(
+        policy.verify(&chain, &binding, now_secs() - 10 * 86_400),
+        Err(Refusal::Expired(0))
+    );
+}
+
+#[test]
+fn a_revoked_intermediate_refuses_the_chain() {
+    use x509_parser::prelude::FromDer;
+    let root = root();
+    let (key, public) = phone_key();
+    let spec = AndroidSpec::new(TICKET, PACKAGE);
+    let chain = spec.chain(&root, &key.spki_der()).expect("chain");
+    let (_, intermediate) =
+        x509_parser::certificate::X509Certificate::from_der(&chain[1]).expect("intermediate");
+    let serial = data_encoding::HEXLOWER.encode(intermediate.raw_serial());
+    let policy = AndroidPolicy {
+        revoked: Revocations::of([serial.as_str()]),
+        ..android_policy(&root)
+    };
+    let binding = Binding {
+        ticket: TICKET,
+        key: &public,
+        app_id: PACKAGE,
+        client_data: &[],
+    };
+    assert_eq!(
+        policy.verify(&chain, &binding, now_secs()),
+        Err(Refusal::Revoked(1))
+    );
+}
+
+#[test]
+fn requiring_hardware_needs_a_verified_boot_and_an_android_allow_list() {
+    use approval_relay::attest::{Evidence, Policy};
+    let root = root();
+    let (key, public) = phone_key();
+    let binding = Binding {
+        ticket: TICKET,
+        key: &public,
+        app_id: PACKAGE,
+        client_data: &[],
+    };
+    let policy = Policy {
+        require: Requirement::Hardware,
+        android: android_policy(&root),
+        apple: ApplePolicy::default(),
+    };
+    let evidence =
+        |spec: &AndroidSpec| Evidence::Android(spec.chain(&root, &key.spki_der()).expect("chain"));
+    let unlocked = AndroidSpec {
+        boot_state: 2,
+        ..AndroidSpec::new(TICKET, PACKAGE)
+    };
+    assert_eq!(
+        policy.verify(Some(&evidence(&unlocked)), &binding, now_secs()),
+        Err(Refusal::BootNotVerified("unverified"))
+    );
+    let good = evidence(&AndroidSpec::new(TICKET, PACKAGE));
+    assert!(policy.verify(Some(&good), &binding, now_secs()).is_ok());
+    // Only Apple app ids configured: Android evidence is refused rather than trusted for any package.
+    let apple_only = Policy {
+        android: AndroidPolicy {
+            apps: Vec::new(),
+            ..android_policy(&root)
+        },
+        ..policy.clone()
+    };
+    assert_eq!(
+        apple_only
+            .verify(Some(&good), &binding, now_secs())
+            .map_err(|r| r.reason()),
+        Err("APP_NOT_ALLOWED")
+    );
+    // Without the requirement, an unlocked phone is recorded, not refused.
+    let relaxed = Policy {
+        require: Requirement::None,
+        ..policy
+    };
+    assert_eq!(
+        relaxed
+            .verify(Some(&evidence(&unlocked)), &binding, now_secs())
+            .map(|v| v.boot),
+        Ok(Some(BootState::Unverified))
+    );
+}
+
+#[test]
+fn a_repeated_root_of_trust_is_malformed() {
+    use approval_relay::attest::key_description;
+    let root_of_trust = |state: i64| {
+        move |w: yasna::DERWriter<'_>| {
+            w.write_tagged(yasna::Tag::context(704), |w| {
+                w.write_sequence(|w| {
+                    w.next().write_bytes(&[0; 32]);
+                    w.next().write_bool(true);
+                    w.next().write_enum(state);
+                });
+            });
+        }
+    };
+    let description = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u32(300);
+            w.next().write_enum(1);
+            w.next().write_u32(300);
+            w.next().write_enum(1);
+            w.next().write_bytes(&[1; 32]);
+            w.next().write_bytes(&[]);
+            w.next().write_sequence(|_| {});
+            w.next().write_sequence(|w| {
+                root_of_trust(2)(w.next());
+                root_of_trust(0)(w.next());
+            });
+        });
+    });
+    let error = key_description::parse(&description).expect_err("refused");
+    assert!(error.contains("[704] appears twice"), "{error}");
+}
+
+#[test]
 fn malformed_android_evidence_is_named_by_its_path() {
     let (_, public) = phone_key();
     let binding = Binding {
@@ -208,12 +393,10 @@ fn malformed_android_evidence_is_named_by_its_path() {
         Err(Refusal::Malformed { .. })
     ));
     // A certificate without the key description extension.
-    let root = root();
     let plain = rcgen::CertificateParams::new(vec!["x".to_owned()])
         .expect("params")
         .self_signed(&rcgen::KeyPair::generate().expect("key"))
         .expect("cert");
-    let _ = root;
     let refusal = policy
         .verify(&[plain.der().to_vec()], &binding, now_secs())
         .expect_err("refused");
