@@ -45,6 +45,16 @@ fn phone_key() -> (PhoneKey, PublicKey) {
     (key, public)
 }
 
+/// What an Android attestation of `key` for [`TICKET`] and [`PACKAGE`] must be bound to.
+fn android_binding(key: &PublicKey) -> Binding<'_> {
+    Binding {
+        ticket: TICKET,
+        key,
+        app_id: PACKAGE,
+        client_data: &[],
+    }
+}
+
 fn android_verify(
     policy: &AndroidPolicy,
     spec: &AndroidSpec,
@@ -53,13 +63,7 @@ fn android_verify(
     enrolled: &PublicKey,
 ) -> Result<Verdict, Refusal> {
     let chain = spec.chain(root, &key.spki_der()).expect("chain");
-    let binding = Binding {
-        ticket: TICKET,
-        key: enrolled,
-        app_id: PACKAGE,
-        client_data: &[],
-    };
-    policy.verify(&chain, &binding, now_secs())
+    policy.verify(&chain, &android_binding(enrolled), now_secs())
 }
 
 fn android_policy(root: &TestRoot) -> AndroidPolicy {
@@ -243,12 +247,7 @@ fn an_ed25519_keystore_key_and_a_chain_ending_in_an_expired_issue_of_the_root_ar
         root.expired_issue("test attestation root")
             .expect("old root"),
     );
-    let binding = Binding {
-        ticket: TICKET,
-        key: &public,
-        app_id: PACKAGE,
-        client_data: &[],
-    };
+    let binding = android_binding(&public);
     assert!(policy.verify(&chain, &binding, now_secs()).is_ok());
     // Not yet valid: before the leaf's notBefore.
     assert_eq!(
@@ -271,12 +270,7 @@ fn a_revoked_intermediate_refuses_the_chain() {
         revoked: Revocations::of([serial.as_str()]),
         ..android_policy(&root)
     };
-    let binding = Binding {
-        ticket: TICKET,
-        key: &public,
-        app_id: PACKAGE,
-        client_data: &[],
-    };
+    let binding = android_binding(&public);
     assert_eq!(
         policy.verify(&chain, &binding, now_secs()),
         Err(Refusal::Revoked(1))
@@ -288,12 +282,7 @@ fn requiring_hardware_needs_a_verified_boot_and_an_android_allow_list() {
     use approval_relay::attest::{Evidence, Policy};
     let root = root();
     let (key, public) = phone_key();
-    let binding = Binding {
-        ticket: TICKET,
-        key: &public,
-        app_id: PACKAGE,
-        client_data: &[],
-    };
+    let binding = android_binding(&public);
     let policy = Policy {
         require: Requirement::Hardware,
         android: android_policy(&root),
@@ -374,12 +363,7 @@ fn a_repeated_root_of_trust_is_malformed() {
 #[test]
 fn malformed_android_evidence_is_named_by_its_path() {
     let (_, public) = phone_key();
-    let binding = Binding {
-        ticket: TICKET,
-        key: &public,
-        app_id: PACKAGE,
-        client_data: &[],
-    };
+    let binding = android_binding(&public);
     let policy = AndroidPolicy::default();
     let refusal = policy
         .verify(&[b"not a certificate".to_vec()], &binding, now_secs())
