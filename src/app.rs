@@ -10,7 +10,9 @@ use crate::grpc::{BackendApi, DeviceApi};
 use crate::pb;
 use crate::push::apns::{ApnsProvider, ApnsSettings};
 use crate::push::fcm::FcmProvider;
+use crate::push::hms::{HmsProvider, HmsSettings};
 use crate::push::router::PlatformRouter;
+use crate::push::xiaomi::{XiaomiProvider, XiaomiSettings};
 use crate::push::{Dispatcher, PushProvider, SinkProvider};
 use crate::relay::Relay;
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -289,7 +291,7 @@ impl App {
     }
 }
 
-/// APNs and FCM where configured, the development sink for a platform that is not.
+/// APNs, FCM, Mi Push and HMS where configured, the development sink for a platform that is not.
 fn push_provider(
     config: &Config,
     sink: &Arc<SinkProvider>,
@@ -332,9 +334,48 @@ fn push_provider(
                 ca.as_deref(),
             )?)
         }
-        None => sink,
+        None => Arc::clone(&sink),
     };
-    Ok(Arc::new(PlatformRouter { apns, fcm }))
+    let secret = |path: &std::path::Path| -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("secret file {}: {e}", path.display()))?
+            .trim()
+            .to_owned())
+    };
+    let xiaomi: Arc<dyn PushProvider> = match &config.xiaomi_app_secret_file {
+        Some(file) => {
+            tracing::info!(url = %config.xiaomi_url, "pushing Xiaomi devices through Mi Push");
+            Arc::new(XiaomiProvider::new(XiaomiSettings {
+                base_url: config.xiaomi_url.clone(),
+                app_secret: secret(file)?,
+                packages: crate::config::list(config.xiaomi_package.as_deref())
+                    .map(str::to_owned)
+                    .collect(),
+                channel_id: config.xiaomi_channel_id.clone().filter(|c| !c.is_empty()),
+                extra_root_pem: read_pem(&config.xiaomi_ca_file)?,
+            })?)
+        }
+        None => Arc::clone(&sink),
+    };
+    let hms: Arc<dyn PushProvider> = match (&config.hms_app_secret_file, &config.hms_app_id) {
+        (Some(file), Some(app_id)) => {
+            tracing::info!(url = %config.hms_url, "pushing HMS devices through Push Kit");
+            Arc::new(HmsProvider::new(HmsSettings {
+                base_url: config.hms_url.clone(),
+                token_url: config.hms_token_url.clone(),
+                app_id: app_id.clone(),
+                app_secret: secret(file)?,
+                extra_root_pem: read_pem(&config.hms_ca_file)?,
+            })?)
+        }
+        _ => sink,
+    };
+    Ok(Arc::new(PlatformRouter {
+        apns,
+        fcm,
+        xiaomi,
+        hms,
+    }))
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {

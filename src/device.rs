@@ -9,22 +9,128 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// The push service that reaches a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Platform {
     /// Apple Push Notification service.
     Apns,
     /// Firebase Cloud Messaging HTTP v1.
     Fcm,
+    /// Xiaomi's Mi Push (MIUI / HyperOS phones without Google services).
+    Xiaomi,
+    /// Huawei's HMS Push Kit.
+    Hms,
+    /// No push channel: the phone polls ListPending and ListNotices.
+    PollOnly,
 }
 
 impl Platform {
-    /// Lower-case name for logs and metric labels.
+    /// Every platform, in proto order.
+    pub const ALL: [Self; 5] = [
+        Self::Apns,
+        Self::Fcm,
+        Self::Xiaomi,
+        Self::Hms,
+        Self::PollOnly,
+    ];
+
+    /// Lower-case name for logs, metric labels and the store.
     pub fn name(self) -> &'static str {
         match self {
             Self::Apns => "apns",
             Self::Fcm => "fcm",
+            Self::Xiaomi => "xiaomi",
+            Self::Hms => "hms",
+            Self::PollOnly => "poll_only",
         }
     }
+
+    /// The platform of a [`Platform::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// False for [`Platform::PollOnly`]: nothing is ever pushed to it.
+    pub fn is_pushed(self) -> bool {
+        self != Self::PollOnly
+    }
+}
+
+/// A device's second push channel, tried when the first ends in a delivery failure (a phone that moves
+/// between regions: FCM abroad, Mi Push at home). Same app (`Device::app_id`), another provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// Its provider: never the device's own platform, never [`Platform::PollOnly`].
+    pub platform: Platform,
+    /// Its token; `None` once the provider reported it dead.
+    pub push_token: Option<String>,
+}
+
+/// Why a push channel cannot be registered as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// A pushed platform needs a token.
+    #[error("must not be empty")]
+    MissingToken,
+    /// A poll-only device has nothing to push to.
+    #[error("must be empty for PLATFORM_POLL_ONLY")]
+    TokenOnPollOnly,
+    /// The fallback must be another provider that pushes.
+    #[error("must be a pushed platform other than the device's own")]
+    BadFallback,
+    /// A poll-only device cannot fall back to anything.
+    #[error("a PLATFORM_POLL_ONLY device has no push channel to fall back from")]
+    FallbackOnPollOnly,
+}
+
+/// A token update for a channel the device does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MissingChannel {
+    /// A poll-only device has no push token to update.
+    #[error("a PLATFORM_POLL_ONLY device has no push token")]
+    PollOnly,
+    /// The device enrolled without a fallback channel.
+    #[error("the device has no fallback channel (it enrolled without one)")]
+    NoFallback,
+}
+
+impl MissingChannel {
+    /// The `google.rpc.ErrorInfo` reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::PollOnly => "POLL_ONLY_DEVICE",
+            Self::NoFallback => "NO_FALLBACK_CHANNEL",
+        }
+    }
+}
+
+/// Checks a device's channels: a token exactly when its platform pushes, and a fallback (if any) that is
+/// another pushed platform with a token. Errors name which part is wrong: (`true` for the fallback).
+///
+/// # Errors
+/// [`ChannelError`], with whether it concerns the fallback.
+pub fn check_channels(
+    platform: Platform,
+    token: &str,
+    fallback: Option<(Platform, &str)>,
+) -> Result<(), (bool, ChannelError)> {
+    match (platform.is_pushed(), token.is_empty()) {
+        (true, true) => return Err((false, ChannelError::MissingToken)),
+        (false, false) => return Err((false, ChannelError::TokenOnPollOnly)),
+        _ => {}
+    }
+    let Some((other, other_token)) = fallback else {
+        return Ok(());
+    };
+    if !platform.is_pushed() {
+        return Err((true, ChannelError::FallbackOnPollOnly));
+    }
+    if other == platform || !other.is_pushed() {
+        return Err((true, ChannelError::BadFallback));
+    }
+    if other_token.is_empty() {
+        return Err((true, ChannelError::MissingToken));
+    }
+    Ok(())
 }
 
 /// Lifecycle of a device.
@@ -47,8 +153,10 @@ pub struct Device {
     pub account: AccountId,
     /// How it is pushed.
     pub platform: Platform,
-    /// Provider token; `None` once a provider reported it dead.
+    /// Provider token; `None` once a provider reported it dead, and always for [`Platform::PollOnly`].
     pub push_token: Option<String>,
+    /// The second channel, if it registered one.
+    pub fallback: Option<Fallback>,
     /// APNs topic or Android package.
     pub app_id: String,
     /// The key every request must be signed with.
@@ -89,10 +197,39 @@ impl Device {
         Ok(())
     }
 
-    /// True when the device should be pushed new challenges.
+    /// True when the device should be sent new challenges (pushed, or polling for them).
     pub fn is_pushable(&self) -> bool {
         self.state == DeviceState::Active
     }
+
+    /// The channels a push to this device tries, in order: its own while it has a token, then its
+    /// fallback while that has one. Empty for a poll-only device or one whose tokens all died.
+    pub fn channels(&self) -> Vec<Channel<'_>> {
+        let own = self.push_token.as_deref().map(|token| Channel {
+            platform: self.platform,
+            token,
+            fallback: false,
+        });
+        let other = self.fallback.as_ref().and_then(|f| {
+            f.push_token.as_deref().map(|token| Channel {
+                platform: f.platform,
+                token,
+                fallback: true,
+            })
+        });
+        own.into_iter().chain(other).collect()
+    }
+}
+
+/// One way to push a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel<'a> {
+    /// The provider.
+    pub platform: Platform,
+    /// The device's token there.
+    pub token: &'a str,
+    /// True for the device's fallback channel.
+    pub fallback: bool,
 }
 
 /// A one-time enrollment ticket as handed to the owner: `t.<routing tag>.<43 base64url characters>`.
@@ -187,6 +324,7 @@ mod tests {
             account,
             platform: Platform::Fcm,
             push_token: Some("tok".into()),
+            fallback: None,
             app_id: "app".into(),
             key: PublicKey::parse(KeyAlgorithm::Ed25519, sk.verifying_key().as_bytes())
                 .expect("key"),
@@ -196,6 +334,59 @@ mod tests {
             counter: 0,
             state: DeviceState::Active,
             attestation: crate::attest::Verdict::default(),
+        }
+    }
+
+    #[test]
+    fn channels_are_checked_and_tried_own_first() {
+        use ChannelError as E;
+        assert_eq!(check_channels(Platform::Fcm, "t", None), Ok(()));
+        assert_eq!(check_channels(Platform::PollOnly, "", None), Ok(()));
+        assert_eq!(
+            check_channels(Platform::Hms, "", None),
+            Err((false, E::MissingToken))
+        );
+        assert_eq!(
+            check_channels(Platform::PollOnly, "t", None),
+            Err((false, E::TokenOnPollOnly))
+        );
+        assert_eq!(
+            check_channels(Platform::Fcm, "t", Some((Platform::Xiaomi, "x"))),
+            Ok(())
+        );
+        assert_eq!(
+            check_channels(Platform::Fcm, "t", Some((Platform::Fcm, "x"))),
+            Err((true, E::BadFallback))
+        );
+        assert_eq!(
+            check_channels(Platform::Fcm, "t", Some((Platform::PollOnly, "x"))),
+            Err((true, E::BadFallback))
+        );
+        assert_eq!(
+            check_channels(Platform::Fcm, "t", Some((Platform::Hms, ""))),
+            Err((true, E::MissingToken))
+        );
+        assert_eq!(
+            check_channels(Platform::PollOnly, "", Some((Platform::Hms, "h"))),
+            Err((true, E::FallbackOnPollOnly))
+        );
+        let mut d = device();
+        d.fallback = Some(Fallback {
+            platform: Platform::Xiaomi,
+            push_token: Some("x".into()),
+        });
+        let order: Vec<_> = d
+            .channels()
+            .iter()
+            .map(|c| (c.platform, c.fallback))
+            .collect();
+        assert_eq!(order, [(Platform::Fcm, false), (Platform::Xiaomi, true)]);
+        d.push_token = None;
+        assert_eq!(d.channels()[0].token, "x");
+        d.fallback = None;
+        assert!(d.channels().is_empty());
+        for p in Platform::ALL {
+            assert_eq!(Platform::from_name(p.name()), Some(p));
         }
     }
 

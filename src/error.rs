@@ -60,6 +60,9 @@ pub enum Error {
     /// CreateChallenge's `min_assurance` is met by none of the account's active devices.
     #[error("no active device of the account meets min_assurance {}", .0.name())]
     NoDeviceMeetsAssurance(crate::attest::Assurance),
+    /// A push-token update for a channel the device does not have.
+    #[error(transparent)]
+    MissingChannel(#[from] crate::device::MissingChannel),
     /// A watcher could not keep up and was dropped.
     #[error("watch fell behind; watch again")]
     Lagged,

@@ -12,5 +12,5 @@ pub use number::{MAX_TYPE_ATTEMPTS, NumberMatch, NumberMode, NumberVerdict};
 pub use pushes::{Claim, GIVE_UP_BEFORE_MS, LEASE_MS, MAX_CLAIMS, RELAY_LOST};
 pub use state::{
     Challenge, Decision, DeliveryState, DenyReason, Event, EventKind, ExpireRefusal, LoginContext,
-    RespondError, State,
+    RespondError, State, Via,
 };

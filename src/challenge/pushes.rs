@@ -98,7 +98,14 @@ mod tests {
     fn unfinished_pushes_are_claimed_once_and_only_from_their_owner() {
         let mut c = challenge();
         let first = c.targets[0].clone();
-        c.record_delivery(&first, None, 10);
+        c.record_delivery(
+            &first,
+            DeliveryState::Delivered(crate::challenge::Via::new(
+                crate::device::Platform::Fcm,
+                false,
+            )),
+            10,
+        );
         assert_eq!(
             c.claim_pushes("r.x", "r.b", 5_000),
             Claim::Moved("r.a".into())
@@ -124,8 +131,15 @@ mod tests {
             Claim::GiveUp(_)
         ));
         let (a, b) = (c.targets[0].clone(), c.targets[1].clone());
-        c.record_delivery(&a, None, 1);
-        c.record_delivery(&b, Some("token_dead".into()), 1);
+        c.record_delivery(
+            &a,
+            DeliveryState::Delivered(crate::challenge::Via::new(
+                crate::device::Platform::Apns,
+                false,
+            )),
+            1,
+        );
+        c.record_delivery(&b, DeliveryState::Failed("token_dead".into()), 1);
         assert_eq!(c.claim_pushes("r.a", "r.b", 1_000), Claim::Done);
         c.state = State::Expired;
         assert_eq!(c.claim_pushes("r.a", "r.b", 1_000), Claim::Ended);

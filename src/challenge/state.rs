@@ -4,6 +4,7 @@
 
 use super::ids::{AccountId, ChallengeId, DeviceId};
 use super::number::{NumberMatch, NumberVerdict};
+use crate::device::Platform;
 use std::net::IpAddr;
 
 /// Why the owner declined.
@@ -103,17 +104,73 @@ pub struct LoginContext {
 pub enum DeliveryState {
     /// Not sent yet, or sent and not answered by the provider yet.
     Pending,
-    /// The provider accepted it.
-    Delivered,
+    /// The provider accepted it, through this channel.
+    Delivered(Via),
     /// It could not be delivered, with a short reason.
     Failed(String),
+    /// The device has no push channel: it sees the challenge when it polls (set at creation).
+    PollOnly,
+}
+
+/// The channel that delivered a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via {
+    /// The provider that accepted it (`None` in records written before channels were recorded).
+    pub platform: Option<Platform>,
+    /// True when the device's first channel failed and its fallback delivered.
+    pub fallback: bool,
+}
+
+impl Via {
+    /// Delivered through `platform`, the device's own channel unless `fallback`.
+    pub fn new(platform: Platform, fallback: bool) -> Self {
+        Self {
+            platform: Some(platform),
+            fallback,
+        }
+    }
+
+    /// `fcm`, or `xiaomi:fallback` for a fallback channel (empty when unknown): as stored and audited.
+    pub fn label(self) -> String {
+        match (self.platform, self.fallback) {
+            (None, _) => String::new(),
+            (Some(p), false) => p.name().to_owned(),
+            (Some(p), true) => format!("{}:fallback", p.name()),
+        }
+    }
+
+    /// The channel of a [`Via::label`]; `None` for a label no relay writes.
+    pub fn from_label(label: &str) -> Option<Self> {
+        if label.is_empty() {
+            return Some(Self {
+                platform: None,
+                fallback: false,
+            });
+        }
+        let (name, fallback) = match label.strip_suffix(":fallback") {
+            Some(name) => (name, true),
+            None => (label, false),
+        };
+        Platform::from_name(name).map(|p| Self::new(p, fallback))
+    }
+}
+
+impl DeliveryState {
+    /// The audit detail of a recorded outcome: the channel that delivered, or the failure reason.
+    pub fn audit_detail(&self) -> String {
+        match self {
+            Self::Delivered(via) => via.label(),
+            Self::Failed(reason) => reason.clone(),
+            Self::Pending | Self::PollOnly => String::new(),
+        }
+    }
 }
 
 /// What happened to a challenge, as watchers see it (the snapshot is built from [`Challenge`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
-    /// The provider accepted the push for a device.
-    Delivered(DeviceId),
+    /// The provider accepted the push for a device, through this channel.
+    Delivered(DeviceId, Via),
     /// The push to a device failed, with a short reason.
     DeliveryFailed(DeviceId, String),
     /// Terminal: the challenge reached this state.
@@ -313,29 +370,40 @@ impl Challenge {
         Some(self.end(state, now_ms))
     }
 
-    /// Records a push outcome; ignored (`None`) once the challenge ended, since its watchers are gone.
+    /// Records a push outcome; ignored (`None`) once the challenge ended, since its watchers are gone,
+    /// and for `Pending` (not an outcome). `PollOnly` is recorded without an event: nothing was sent.
     pub fn record_delivery(
         &mut self,
         device: &DeviceId,
-        failure: Option<String>,
+        outcome: DeliveryState,
         now_ms: i64,
     ) -> Option<Event> {
         if self.state.is_terminal() || !self.is_targeted(device) {
             return None;
         }
-        let (kind, state) = match failure {
-            None => (
-                EventKind::Delivered(device.clone()),
-                DeliveryState::Delivered,
-            ),
-            Some(reason) => (
-                EventKind::DeliveryFailed(device.clone(), reason.clone()),
-                DeliveryState::Failed(reason),
-            ),
+        let kind = match &outcome {
+            DeliveryState::Pending => return None,
+            DeliveryState::Delivered(via) => Some(EventKind::Delivered(device.clone(), *via)),
+            DeliveryState::Failed(reason) => {
+                Some(EventKind::DeliveryFailed(device.clone(), reason.clone()))
+            }
+            DeliveryState::PollOnly => None,
         };
         self.deliveries.retain(|(d, _)| d != device);
-        self.deliveries.push((device.clone(), state));
-        Some(self.next_event(kind, now_ms))
+        self.deliveries.push((device.clone(), outcome));
+        kind.map(|kind| self.next_event(kind, now_ms))
+    }
+
+    /// Marks the targets that are never pushed (poll-only devices) as such, in the create step, so that
+    /// no replica ever takes their pushes for unfinished.
+    pub fn mark_poll_only<'a>(&mut self, poll_only: impl IntoIterator<Item = &'a DeviceId>) {
+        for device in poll_only {
+            if self.is_targeted(device) {
+                self.deliveries.retain(|(d, _)| d != device);
+                self.deliveries
+                    .push((device.clone(), DeliveryState::PollOnly));
+            }
+        }
     }
 
     /// Where the push to `device` stands.
@@ -508,7 +576,14 @@ mod tests {
             c.respond(&stranger, Decision::Approve, 0, 2_000),
             Err(RespondError::NotTargeted)
         );
-        assert_eq!(c.record_delivery(&stranger, None, 2_000), None);
+        assert_eq!(
+            c.record_delivery(
+                &stranger,
+                DeliveryState::Delivered(Via::new(Platform::Fcm, false)),
+                2_000
+            ),
+            None
+        );
     }
 }
 
@@ -604,7 +679,7 @@ mod properties {
                     }
                     Op::Expire => c.expire(now).ok(),
                     Op::Cancel => c.cancel(now),
-                    Op::Delivery { device, failed } => c.record_delivery(&devices[device], failed.then(|| "x".to_owned()), now),
+                    Op::Delivery { device, failed } => c.record_delivery(&devices[device], if failed { DeliveryState::Failed("x".to_owned()) } else { DeliveryState::Delivered(Via::new(Platform::Hms, true)) }, now),
                 };
                 match &event {
                     None => prop_assert_eq!(&c, &before, "a refused step changes nothing"),

@@ -1,6 +1,7 @@
 //! The key-attestation settings turned into [`crate::attest::Policy`]: the requirement, the roots
 //! (built in, replaced or extended by files), the allow-lists and the revocation list.
 
+use super::list;
 use super::{Config, ConfigError};
 use crate::attest::{self, AppleEnvironment, Requirement, android::AllowedApp};
 use std::path::Path;
@@ -83,14 +84,6 @@ impl Config {
         }
         Ok(policy)
     }
-}
-
-fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
-    value
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 fn read(setting: &str, path: &Path) -> Result<String, ConfigError> {

@@ -14,6 +14,15 @@ pub use settings::{Config, SETTINGS, ServeArgs};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
+/// The entries of a comma-separated setting, trimmed, empty ones dropped.
+pub fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 /// The prefix of every setting's environment variable.
 pub const ENV_PREFIX: &str = "APPROVAL_RELAY_";
 

@@ -85,6 +85,16 @@ settings! {
         apns_url: String = crate::push::apns::PRODUCTION.to_owned();
         /// FCM endpoint; used when fcm_service_account_file is set [default: https://fcm.googleapis.com].
         fcm_url: String = crate::push::fcm::PRODUCTION.to_owned();
+        /// Mi Push endpoint: https://api.xmpush.xiaomi.com (mainland China), a regional one
+        /// (https://sgp-api.xmpush.global.xiaomi.com, fr-api, ru-api, idmb-api), or mock-push's URL; used
+        /// when xiaomi_app_secret_file is set [default: https://api.xmpush.xiaomi.com].
+        xiaomi_url: String = crate::push::xiaomi::PRODUCTION.to_owned();
+        /// HMS Push Kit endpoint; used when hms_app_secret_file is set
+        /// [default: https://push-api.cloud.huawei.com].
+        hms_url: String = crate::push::hms::PRODUCTION.to_owned();
+        /// Huawei's OAuth 2.0 token endpoint (full URL)
+        /// [default: https://oauth-login.cloud.huawei.com/oauth2/v3/token].
+        hms_token_url: String = crate::push::hms::TOKEN_URL.to_owned();
         /// Pending challenges an account may have at once (push-bombing limit) [default: 1].
         max_pending_per_account: usize = 1;
         /// Cool-down after the first denied or unanswered challenge, seconds, doubling each time; 0 turns
@@ -140,7 +150,7 @@ settings! {
         type_number_attempts: u32 = 1;
         /// Concurrent HTTP/2 streams per gRPC connection (tonic's default is unlimited) [default: 1000].
         max_concurrent_streams: u32 = 1_000;
-        /// Provider requests in flight at once [default: 512].
+        /// Provider requests in flight at once, per provider (APNs, FCM, Mi Push, HMS each) [default: 512].
         max_push_in_flight: usize = 512;
         /// Longest wait for in-flight work at shutdown, seconds [default: 10].
         shutdown_grace_secs: u64 = 10;
@@ -181,6 +191,23 @@ settings! {
         fcm_project_id: String;
         /// Extra root certificate (PEM) to trust for FCM, e.g. the CA mock-push writes.
         fcm_ca_file: PathBuf;
+        /// File holding the Mi Push AppSecret; with it, Xiaomi devices are pushed through Mi Push, not
+        /// the sink.
+        xiaomi_app_secret_file: PathBuf;
+        /// Android packages the AppSecret pushes to, comma-separated; a Xiaomi device with another
+        /// app_id is not pushed (DELIVERY_FAILED rejected: package_not_allowed) [default: any].
+        xiaomi_package: String;
+        /// Notification channel id registered with Xiaomi, sent as extra.channel_id [default: none].
+        xiaomi_channel_id: String;
+        /// Extra root certificate (PEM) to trust for Mi Push, e.g. the CA mock-push writes.
+        xiaomi_ca_file: PathBuf;
+        /// HMS app id (the OAuth client id) from AppGallery Connect.
+        hms_app_id: String;
+        /// File holding the HMS app secret (the OAuth client secret); with it and hms_app_id, HMS devices
+        /// are pushed through Push Kit, not the sink.
+        hms_app_secret_file: PathBuf;
+        /// Extra root certificate (PEM) to trust for HMS (Push Kit and the token endpoint).
+        hms_ca_file: PathBuf;
         /// Backend listener certificate chain (PEM); with the key and the client CA the backend API is
         /// mTLS.
         backend_tls_cert_file: PathBuf;

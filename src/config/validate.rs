@@ -59,6 +59,9 @@ impl Config {
         {
             return bad("apns_key_file needs apns_key_id and apns_team_id".into());
         }
+        if self.hms_app_secret_file.is_some() && self.hms_app_id.is_none() {
+            return bad("hms_app_secret_file needs hms_app_id".into());
+        }
         if !(1..=crate::challenge::MAX_TYPE_ATTEMPTS).contains(&self.type_number_attempts) {
             return bad(format!(
                 "type_number_attempts ({}) must be between 1 and {}",
@@ -190,6 +193,8 @@ impl Config {
             ),
             ("apns_ca_file", &self.apns_ca_file, Pem::Certificates),
             ("fcm_ca_file", &self.fcm_ca_file, Pem::Certificates),
+            ("xiaomi_ca_file", &self.xiaomi_ca_file, Pem::Certificates),
+            ("hms_ca_file", &self.hms_ca_file, Pem::Certificates),
             (
                 "backend_tls_cert_file",
                 &self.backend_tls_cert_file,
@@ -227,6 +232,19 @@ impl Config {
         }
         self.sealer()?;
         self.attestation()?;
+        for (setting, path) in [
+            ("xiaomi_app_secret_file", &self.xiaomi_app_secret_file),
+            ("hms_app_secret_file", &self.hms_app_secret_file),
+        ] {
+            if let Some(path) = path
+                && read(setting, path)?.trim().is_empty()
+            {
+                return Err(ConfigError::new(format!(
+                    "{setting} {}: is empty",
+                    path.display()
+                )));
+            }
+        }
         if let Some(path) = &self.fcm_service_account_file {
             let text = read("fcm_service_account_file", path)?;
             let key: serde_json::Value = serde_json::from_str(&text).map_err(|e| {

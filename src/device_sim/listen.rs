@@ -1,5 +1,6 @@
-//! `approval-relay device listen`: the phone "receives" its pushes from mock-push's push stream, fetches
-//! each challenge over the signed device API, and shows it or answers it after a think time.
+//! `approval-relay device listen`: the phone "receives" its pushes from mock-push's push stream (a
+//! poll-only phone polls ListPending instead), fetches each challenge over the signed device API, and
+//! shows it or answers it after a think time.
 
 use super::{KeyFile, Phone, describe, save, status};
 use crate::pb;
@@ -18,18 +19,60 @@ pub struct Listen<'a> {
     pub(super) auto: Option<&'a str>,
     pub(super) think_ms: u64,
     pub(super) once: bool,
+    pub(super) poll: Duration,
 }
 
+/// The challenge id and action a push carries: in FCM's `data` object, in HMS's `data` string or Mi
+/// Push's `payload` string (both JSON), or at the top of an APNs payload.
 fn challenge_of(push: &serde_json::Value) -> Option<(String, String)> {
     let payload = &push["payload"];
-    let fields = if payload.get("data").is_some() {
-        &payload["data"]
-    } else {
-        payload
+    let embedded = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+    };
+    let fields = match (&payload["data"], &payload["payload"]) {
+        (data @ serde_json::Value::Object(_), _) => data.clone(),
+        (data @ serde_json::Value::String(_), _) => embedded(data)?,
+        (_, form @ serde_json::Value::String(_)) => embedded(form)?,
+        _ => payload.clone(),
     };
     let id = fields["challenge_id"].as_str()?.to_owned();
     let action = fields["action"].as_str().unwrap_or("challenge").to_owned();
     Some((id, action))
+}
+
+/// A poll-only phone: asks ListPending every `listen.poll` and handles each challenge once.
+async fn poll(
+    listen: &Listen<'_>,
+    keys: &PathBuf,
+    file: &KeyFile,
+    phone: &mut Phone,
+    client: &mut DeviceServiceClient<Channel>,
+) -> Result<(), String> {
+    println!(
+        "polling for challenges every {} ms …",
+        listen.poll.as_millis()
+    );
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let request = phone.signed(Body::ListPending(pb::ListPendingBody {}));
+        let pending = client.list_pending(request).await;
+        save(keys, &file.with_counter(phone))?;
+        for challenge in pending.map_err(status)?.into_inner().challenges {
+            if !seen.insert(challenge.challenge_id.clone()) {
+                continue;
+            }
+            let result = handle(listen, phone, client, &challenge.challenge_id).await;
+            save(keys, &file.with_counter(phone))?;
+            if let Err(e) = result {
+                eprintln!("{}: {e}", challenge.challenge_id);
+            }
+            if listen.once {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(listen.poll).await;
+    }
 }
 
 pub(super) async fn run(
@@ -39,6 +82,9 @@ pub(super) async fn run(
     mut phone: Phone,
     mut client: DeviceServiceClient<Channel>,
 ) -> Result<(), String> {
+    if file.poll_only {
+        return poll(&listen, keys, &file, &mut phone, &mut client).await;
+    }
     if file.push_token.is_empty() {
         return Err("the key file has no push token; enroll again with this version".into());
     }
@@ -49,11 +95,17 @@ pub(super) async fn run(
         None => None,
     };
     let http = crate::push::http::http2_client(ca.as_deref()).map_err(|e| e.to_string())?;
-    let url = format!(
-        "{}/mock/pushes?token={}",
-        listen.mock.trim_end_matches('/'),
-        file.push_token
-    );
+    // With a fallback channel, every push is read and this phone's two tokens picked out.
+    let tokens = [file.push_token.as_str(), file.fallback_push_token.as_str()];
+    let url = if file.fallback_push_token.is_empty() {
+        format!(
+            "{}/mock/pushes?token={}",
+            listen.mock.trim_end_matches('/'),
+            file.push_token
+        )
+    } else {
+        format!("{}/mock/pushes", listen.mock.trim_end_matches('/'))
+    };
     let request = hyper::Request::get(&url)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
@@ -74,6 +126,9 @@ pub(super) async fn run(
             let Ok(push) = serde_json::from_slice::<serde_json::Value>(&line) else {
                 continue;
             };
+            if !push["token"].as_str().is_some_and(|t| tokens.contains(&t)) {
+                continue;
+            }
             let Some((id, action)) = challenge_of(&push) else {
                 continue;
             };

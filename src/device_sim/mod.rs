@@ -12,6 +12,7 @@ use crate::pb::device_request::Body;
 use crate::pb::device_service_client::DeviceServiceClient;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tonic::transport::Channel;
 
 /// Arguments of `approval-relay device`.
@@ -39,12 +40,15 @@ pub enum DeviceCommand {
         /// Device API address; taken from the URI when one is given.
         #[arg(long)]
         relay: Option<String>,
-        /// `fcm` or `apns`.
+        /// `fcm`, `apns`, `xiaomi`, `hms` or `poll-only` (no push: `device listen` polls).
         #[arg(long, default_value = "fcm")]
         platform: String,
-        /// Push token to register.
+        /// Push token to register (not sent for poll-only).
         #[arg(long, default_value = "simulated-push-token")]
         push_token: String,
+        /// A second channel, `PLATFORM:TOKEN` (e.g. `xiaomi:regid-1`), tried when the first fails.
+        #[arg(long)]
+        fallback: Option<String>,
         /// APNs topic or Android package.
         #[arg(long, default_value = "com.example.authenticator")]
         app_id: String,
@@ -101,6 +105,9 @@ pub enum DeviceCommand {
         /// Stop after the first challenge.
         #[arg(long)]
         once: bool,
+        /// For a poll-only phone: how often to poll ListPending, milliseconds.
+        #[arg(long, default_value_t = 2_000)]
+        poll_ms: u64,
     },
     /// List this phone's notices (new sign-ins, new devices, fraud reports, suspected clones).
     Notices,
@@ -245,6 +252,7 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         relay,
         platform,
         push_token,
+        fallback,
         app_id,
         name,
         algorithm,
@@ -264,15 +272,25 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
                 ));
             }
         };
-        let platform = match platform.as_str() {
-            "fcm" => pb::Platform::Fcm,
-            "apns" => pb::Platform::Apns,
-            other => return Err(format!("--platform must be fcm or apns, not {other:?}")),
+        let platform = platform_arg("--platform", platform)?;
+        let push_token = if platform == pb::Platform::PollOnly {
+            ""
+        } else {
+            push_token.as_str()
+        };
+        let fallback = match fallback.as_deref().map(|f| f.split_once(':')) {
+            None => None,
+            Some(Some((p, token))) => Some(pb::PushChannel {
+                platform: platform_arg("--fallback", p)?.into(),
+                push_token: token.to_owned(),
+            }),
+            Some(None) => return Err("--fallback must be PLATFORM:TOKEN".into()),
         };
         let mut phone = Phone::new(key);
         let mut client = connect(&relay).await?;
         let mut payload = phone.enroll_payload(&ticket, platform, push_token, app_id, name);
         payload.offline_code = *offline_code;
+        payload.fallback.clone_from(&fallback);
         let request = match (attest.as_deref(), attest_root) {
             (None, _) => phone.sign_enrollment(prost::Message::encode_to_vec(&payload)),
             (Some(kind), Some(dir)) => {
@@ -286,6 +304,8 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         phone.counter = response.counter;
         let mut file = KeyFile::from_phone(&phone, &relay, push_token);
         file.offline_code_secret = response.offline_code_secret;
+        file.poll_only = platform == pb::Platform::PollOnly;
+        file.fallback_push_token = fallback.map(|f| f.push_token).unwrap_or_default();
         save(&args.keys, &file)?;
         let assurance =
             pb::Assurance::try_from(response.assurance).map_or("unknown", |a| a.as_str_name());
@@ -313,6 +333,7 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
         auto,
         think_ms,
         once,
+        poll_ms,
     } = &args.command
     {
         let listen = listen::Listen {
@@ -321,6 +342,7 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
             auto: auto.as_deref(),
             think_ms: *think_ms,
             once: *once,
+            poll: Duration::from_millis((*poll_ms).max(50)),
         };
         return listen::run(listen, &args.keys, file, phone, client).await;
     }
@@ -409,4 +431,18 @@ async fn run(args: DeviceArgs) -> Result<(), String> {
     // The counter was used whether or not the relay accepted the request: keep it.
     save(&args.keys, &file.with_counter(&phone))?;
     result.map_err(status)
+}
+
+/// A `--platform` (or `--fallback`) name.
+fn platform_arg(flag: &str, name: &str) -> Result<pb::Platform, String> {
+    match name {
+        "fcm" => Ok(pb::Platform::Fcm),
+        "apns" => Ok(pb::Platform::Apns),
+        "xiaomi" => Ok(pb::Platform::Xiaomi),
+        "hms" => Ok(pb::Platform::Hms),
+        "poll-only" => Ok(pb::Platform::PollOnly),
+        other => Err(format!(
+            "{flag} must be fcm, apns, xiaomi, hms or poll-only, not {other:?}"
+        )),
+    }
 }

@@ -135,6 +135,7 @@ impl Phone {
     ) -> pb::EnrollPayload {
         pb::EnrollPayload {
             attestation: None,
+            fallback: None,
             offline_code: false,
             ticket: ticket.to_owned(),
             key_algorithm: self.key.algorithm().into(),
@@ -199,6 +200,12 @@ pub struct KeyFile {
     /// The push token registered at enrollment (how `device listen` finds this phone's pushes).
     #[serde(default)]
     pub push_token: String,
+    /// The fallback channel's token, if one was registered (listen watches for it too).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fallback_push_token: String,
+    /// Enrolled PLATFORM_POLL_ONLY: `device listen` polls ListPending instead of watching pushes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub poll_only: bool,
     /// The offline-code secret (base32) given at enrollment, if asked for. A real app keeps it in its
     /// keystore; the simulator's key file is as secret as its private key.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -219,6 +226,8 @@ impl KeyFile {
             private_key,
             counter: phone.counter,
             push_token: push_token.to_owned(),
+            fallback_push_token: String::new(),
+            poll_only: false,
             offline_code_secret: String::new(),
         }
     }
@@ -232,6 +241,8 @@ impl KeyFile {
             algorithm: self.algorithm.clone(),
             private_key: self.private_key.clone(),
             push_token: self.push_token.clone(),
+            fallback_push_token: self.fallback_push_token.clone(),
+            poll_only: self.poll_only,
             offline_code_secret: self.offline_code_secret.clone(),
         }
     }

@@ -156,11 +156,34 @@ pub fn platform(field: &'static str, value: i32) -> Result<Platform, Error> {
     match pb::Platform::try_from(value) {
         Ok(pb::Platform::Apns) => Ok(Platform::Apns),
         Ok(pb::Platform::Fcm) => Ok(Platform::Fcm),
+        Ok(pb::Platform::Xiaomi) => Ok(Platform::Xiaomi),
+        Ok(pb::Platform::Hms) => Ok(Platform::Hms),
+        Ok(pb::Platform::PollOnly) => Ok(Platform::PollOnly),
         _ => Err(Error::invalid(
             field,
-            "must be PLATFORM_APNS or PLATFORM_FCM",
+            "must be PLATFORM_APNS, PLATFORM_FCM, PLATFORM_XIAOMI, PLATFORM_HMS or PLATFORM_POLL_ONLY",
         )),
     }
+}
+
+/// A platform as the protos name it.
+pub fn platform_to_pb(p: Platform) -> pb::Platform {
+    match p {
+        Platform::Apns => pb::Platform::Apns,
+        Platform::Fcm => pb::Platform::Fcm,
+        Platform::Xiaomi => pb::Platform::Xiaomi,
+        Platform::Hms => pb::Platform::Hms,
+        Platform::PollOnly => pb::Platform::PollOnly,
+    }
+}
+
+fn via_to_pb(via: crate::challenge::Via) -> (i32, bool) {
+    (
+        via.platform
+            .map_or(pb::Platform::Unspecified, platform_to_pb)
+            .into(),
+        via.fallback,
+    )
 }
 
 /// Parses a required key algorithm.
@@ -294,15 +317,21 @@ pub fn challenge_to_pb(c: &Challenge) -> pb::Challenge {
             .targets
             .iter()
             .map(|d| {
-                let (state, reason) = match c.delivery(d) {
-                    DeliveryState::Pending => (pb::DeliveryState::Pending, String::new()),
-                    DeliveryState::Delivered => (pb::DeliveryState::Delivered, String::new()),
-                    DeliveryState::Failed(reason) => (pb::DeliveryState::Failed, reason),
+                let none = (pb::Platform::Unspecified.into(), false);
+                let (state, reason, (platform, fallback)) = match c.delivery(d) {
+                    DeliveryState::Pending => (pb::DeliveryState::Pending, String::new(), none),
+                    DeliveryState::Delivered(via) => {
+                        (pb::DeliveryState::Delivered, String::new(), via_to_pb(via))
+                    }
+                    DeliveryState::Failed(reason) => (pb::DeliveryState::Failed, reason, none),
+                    DeliveryState::PollOnly => (pb::DeliveryState::PollOnly, String::new(), none),
                 };
                 pb::DeviceDelivery {
                     device_id: d.to_string(),
                     state: state.into(),
                     reason,
+                    platform,
+                    fallback,
                 }
             })
             .collect(),
@@ -338,9 +367,14 @@ pub fn snapshot_to_pb(c: &Challenge, at_ms: i64) -> pb::ChallengeEvent {
 pub fn event_to_pb(e: &Event) -> pb::ChallengeEvent {
     use pb::challenge_event::Kind;
     let kind = match &e.kind {
-        EventKind::Delivered(d) => Kind::Delivered(pb::Delivered {
-            device_id: d.to_string(),
-        }),
+        EventKind::Delivered(d, via) => {
+            let (platform, fallback) = via_to_pb(*via);
+            Kind::Delivered(pb::Delivered {
+                device_id: d.to_string(),
+                platform,
+                fallback,
+            })
+        }
         EventKind::DeliveryFailed(d, reason) => Kind::DeliveryFailed(pb::DeliveryFailed {
             device_id: d.to_string(),
             reason: reason.clone(),
@@ -397,11 +431,13 @@ pub fn device_to_pb(d: &Device) -> pb::DeviceInfo {
     pb::DeviceInfo {
         device_id: d.id.to_string(),
         account_id: d.account.to_string(),
-        platform: match d.platform {
-            Platform::Apns => pb::Platform::Apns,
-            Platform::Fcm => pb::Platform::Fcm,
-        }
-        .into(),
+        platform: platform_to_pb(d.platform).into(),
+        fallback_platform: d
+            .fallback
+            .as_ref()
+            .map_or(pb::Platform::Unspecified, |f| platform_to_pb(f.platform))
+            .into(),
+        has_fallback_push_token: d.fallback.as_ref().is_some_and(|f| f.push_token.is_some()),
         app_id: d.app_id.clone(),
         display_name: d.display_name.clone(),
         key_algorithm: match d.key.algorithm() {

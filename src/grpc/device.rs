@@ -153,7 +153,16 @@ impl pb::device_service_server::DeviceService for DeviceApi {
             &body.push_token,
             convert::PUSH_TOKEN_MAX,
         )?;
-        let device = self.relay.update_push_token(&auth, &token).await?;
+        let fallback = convert::text(
+            "payload.update_push_token.fallback_push_token",
+            &body.fallback_push_token,
+            convert::PUSH_TOKEN_MAX,
+        )?;
+        let fallback = (!fallback.is_empty()).then_some(fallback);
+        let device = self
+            .relay
+            .update_push_token(&auth, &token, fallback.as_deref())
+            .await?;
         Ok(Response::new(pb::DeviceAck {
             counter: device.counter,
         }))

@@ -107,16 +107,33 @@ pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
     if p.timestamp_unix_ms == 0 {
         return Err(Error::invalid("payload.timestamp_unix_ms", "must be set"));
     }
+    let platform = convert::platform("payload.platform", p.platform)?;
+    let push_token = convert::text("payload.push_token", &p.push_token, convert::PUSH_TOKEN_MAX)?;
+    let fallback = p.fallback.as_ref().map(fallback).transpose()?;
+    crate::device::check_channels(
+        platform,
+        &push_token,
+        fallback.as_ref().map(|(p, t)| (*p, t.as_str())),
+    )
+    .map_err(|(of_fallback, e)| {
+        use crate::device::ChannelError as E;
+        let field = match (of_fallback, e) {
+            (false, _) => "payload.push_token",
+            (true, E::MissingToken) => "payload.fallback.push_token",
+            (true, _) => "payload.fallback.platform",
+        };
+        Error::invalid(field, e)
+    })?;
     let device = NewDevice {
         id: crate::challenge::DeviceId::generate_in(ticket.tag()),
         offline_code: None,
         attestation: crate::attest::Verdict::default(),
-        platform: convert::platform("payload.platform", p.platform)?,
-        push_token: convert::required_text(
-            "payload.push_token",
-            &p.push_token,
-            convert::PUSH_TOKEN_MAX,
-        )?,
+        platform,
+        push_token,
+        fallback: fallback.map(|(platform, token)| crate::device::Fallback {
+            platform,
+            push_token: Some(token),
+        }),
         app_id: convert::required_text("payload.app_id", &p.app_id, convert::APP_ID_MAX)?,
         key,
         display_name: convert::text(
@@ -139,6 +156,18 @@ pub fn open_enrollment(req: &pb::EnrollRequest) -> Result<Enrollment, Error> {
         evidence,
         client_data,
     })
+}
+
+/// The fallback channel's platform and token, their shape checked.
+fn fallback(c: &pb::PushChannel) -> Result<(crate::device::Platform, String), Error> {
+    Ok((
+        convert::platform("payload.fallback.platform", c.platform)?,
+        convert::text(
+            "payload.fallback.push_token",
+            &c.push_token,
+            convert::PUSH_TOKEN_MAX,
+        )?,
+    ))
 }
 
 /// `EnrollPayload.attestation`'s field number.

@@ -49,6 +49,7 @@ impl From<Error> for Status {
             Error::NoDeviceMeetsAssurance(_) => {
                 with_reason(code, message, "NO_DEVICE_MEETS_ASSURANCE")
             }
+            Error::MissingChannel(missing) => with_reason(code, message, missing.reason()),
             _ => Status::new(code, message),
         };
         if let Error::Limited(_, after) = &error
@@ -83,6 +84,7 @@ pub fn code(error: &Error) -> Code {
         | Error::OfflineCodesOff
         | Error::TooManyAuthenticators
         | Error::NoDeviceMeetsAssurance(_)
+        | Error::MissingChannel(_)
         | Error::Attestation(Refusal::NotConfigured) => Code::FailedPrecondition,
         Error::Attestation(Refusal::Malformed { .. }) => Code::InvalidArgument,
         Error::Attestation(_) => Code::PermissionDenied,

@@ -1,5 +1,6 @@
 //! `approval-relay mock-push`: runs the mock on its own, writes what the relay needs to trust it (the
-//! CA, a fresh APNs provider key) into a folder, and prints the relay flags that point at it.
+//! CA, a fresh APNs provider key, a Mi Push AppSecret, an HMS app secret) into a folder, and prints the
+//! relay flags that point at it.
 
 use super::{MockConfig, MockPush};
 use p256::ecdsa::SigningKey;
@@ -13,6 +14,8 @@ use std::process::ExitCode;
 pub const TEAM_ID: &str = "MOCKTEAM01";
 /// See [`TEAM_ID`].
 pub const KEY_ID: &str = "MOCKKEY001";
+/// The HMS app id (OAuth client id) the mock's generated app secret belongs to.
+pub const HMS_APP_ID: &str = "100000001";
 
 /// Arguments of `approval-relay mock-push`.
 #[derive(Debug, clap::Args)]
@@ -24,7 +27,7 @@ pub struct MockPushArgs {
     /// public roots, so it cannot reach a mock behind the generated CA.
     #[arg(long)]
     pub plaintext: bool,
-    /// Folder for ca.pem and apns-key.p8.
+    /// Folder for ca.pem, apns-key.p8, xiaomi-app-secret and hms-app-secret.
     #[arg(long, default_value = "mock-push")]
     pub out: PathBuf,
     /// A Firebase service-account key (JSON) whose OAuth assertions the mock accepts.
@@ -84,16 +87,33 @@ async fn run(args: MockPushArgs) -> anyhow::Result<()> {
         config.fcm_accounts.insert(email, public);
         config.fcm_projects.push(project);
     }
+    let xiaomi_secret = format!("{:032x}", rand::random::<u128>());
+    let xiaomi_file = args.out.join("xiaomi-app-secret");
+    std::fs::write(&xiaomi_file, &xiaomi_secret)?;
+    config.xiaomi_secrets.push(xiaomi_secret);
+    let hms_secret = format!("{:064x}", rand::random::<u128>());
+    let hms_file = args.out.join("hms-app-secret");
+    std::fs::write(&hms_file, &hms_secret)?;
+    config.hms_apps.insert(HMS_APP_ID.to_owned(), hms_secret);
     let mock = MockPush::start(args.listen, !args.plaintext, config).await?;
     let url = mock.base_url();
     let mut flags = format!(
         "--apns-url {url} --apns-key-file {} --apns-key-id {KEY_ID} --apns-team-id {TEAM_ID}",
         key_file.display()
     );
+    flags.push_str(&format!(
+        " --xiaomi-url {url} --xiaomi-app-secret-file {} --hms-url {url} --hms-token-url \
+         {url}/oauth2/v3/token --hms-app-id {HMS_APP_ID} --hms-app-secret-file {}",
+        xiaomi_file.display(),
+        hms_file.display()
+    ));
     if let Some(pem) = mock.ca_pem() {
         let ca = args.out.join("ca.pem");
         std::fs::write(&ca, pem)?;
-        flags.push_str(&format!(" --apns-ca-file {}", ca.display()));
+        let ca = ca.display();
+        flags.push_str(&format!(
+            " --apns-ca-file {ca} --xiaomi-ca-file {ca} --hms-ca-file {ca}"
+        ));
     }
     if let Some(path) = &args.fcm_service_account {
         flags.push_str(&format!(

@@ -4,6 +4,8 @@
 //! - `POST /mock/tokens/<token>` with `{"behavior": "dead" | "normal" | "silent"}`,
 //!   `{"behavior": "throttle", "retry_after_secs": 5, "times": 2}`, `{"behavior": "unavailable",
 //!   "times": 2}` or `{"behavior": "slow", "delay_ms": 500}` → 204.
+//! - `POST /mock/expire-tokens` → 204: every OAuth access token issued so far (FCM, HMS) is expired, so
+//!   the next push with one is refused as Google or Huawei refuse an expired token.
 //! - `POST /mock/outage` with `{"secs": 20}` → 204: every push of every token is answered 503
 //!   ServiceUnavailable for that long (a provider outage, for the fault-injection runs).
 //! - `GET /mock/pushes[?token=<token>]` → `application/x-ndjson`, one accepted push per line, until the

@@ -1,6 +1,6 @@
 //! `approval-relay mock-push`: a local stand-in for Apple's APNs, Google's FCM HTTP v1 and its OAuth2
-//! token endpoint, over HTTP/2 (TLS with a generated CA,
-//! or h2c), faithful enough that pointing the relay at the real service is a change of URL and
+//! token endpoint, Xiaomi's Mi Push and Huawei's HMS Push Kit with its OAuth token endpoint, over HTTP/2
+//! or HTTP/1.1 (TLS with a generated CA, or plaintext), faithful enough that pointing the relay at the real service is a change of URL and
 //! credentials only. It checks what Apple checks (provider JWT signature and age, topic, push type,
 //! priority, payload size), answers with Apple's status codes and JSON reasons, can be told per device
 //! token to fail (dead, throttled, unavailable n times, slow, silent), and hands every accepted push to
@@ -12,7 +12,9 @@ mod apns;
 pub mod cli;
 pub mod control;
 mod fcm;
+mod hms;
 pub mod tls;
+mod xiaomi;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -30,16 +32,19 @@ use tokio_util::sync::CancellationToken;
 /// How the mock treats one device token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Behavior {
-    /// 410 Unregistered: the app was removed.
+    /// The token reaches no app: APNs 410 Unregistered, FCM 404 UNREGISTERED, Mi Push `bad_regids`,
+    /// HMS 80300007.
     Dead,
-    /// 429 TooManyRequests with `retry-after`, `times` times, then normal.
+    /// Throttled `times` times, then normal: APNs 429 TooManyRequests and FCM 429 QUOTA_EXCEEDED with
+    /// `retry-after`, Mi Push code 10023 (no header: Xiaomi sends none), HMS 503 with `retry-after`.
     Throttle {
         /// Seconds in the `retry-after` header.
         retry_after_secs: u64,
         /// How many requests are throttled.
         times: u32,
     },
-    /// 503 ServiceUnavailable `times` times, then normal.
+    /// A server failure `times` times, then normal: APNs and FCM 503, Mi Push HTTP 503, HMS 500
+    /// 81000001.
     Unavailable {
         /// How many requests fail.
         times: u32,
@@ -56,15 +61,15 @@ const MAX_KEPT: usize = 100_000;
 /// One push the mock accepted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Delivery {
-    /// `apns` (or `fcm`).
+    /// `apns`, `fcm`, `xiaomi` or `hms`.
     pub provider: &'static str,
     /// The device token it was sent to.
     pub token: String,
-    /// `apns-collapse-id` / FCM collapse key.
+    /// `apns-collapse-id`, FCM collapse key, Mi Push `notify_id`, HMS notification `tag`.
     pub collapse_id: String,
     /// `alert` or `background`.
     pub push_type: String,
-    /// The JSON payload.
+    /// The JSON payload (APNs), the `message` (FCM, HMS), the form fields as an object (Mi Push).
     pub payload: serde_json::Value,
     /// When the mock accepted it, microseconds since the Unix epoch (for load tests on the same host).
     pub received_unix_us: u64,
@@ -83,6 +88,14 @@ pub struct MockConfig {
     pub fcm_accounts: HashMap<String, Vec<u8>>,
     /// FCM project ids accepted; empty accepts any.
     pub fcm_projects: Vec<String>,
+    /// Mi Push AppSecrets accepted in `Authorization: key=…`.
+    pub xiaomi_secrets: Vec<String>,
+    /// Android packages Mi Push accepts as `restricted_package_name`; empty accepts any.
+    pub xiaomi_packages: Vec<String>,
+    /// HMS apps: app id (OAuth client id) → app secret.
+    pub hms_apps: HashMap<String, String>,
+    /// How long an HMS access token lives (Huawei: an hour).
+    pub hms_token_lifetime: Duration,
 }
 
 impl Default for MockConfig {
@@ -93,6 +106,10 @@ impl Default for MockConfig {
             apns_token_max_age: Duration::from_secs(3600),
             fcm_accounts: HashMap::new(),
             fcm_projects: Vec::new(),
+            xiaomi_secrets: Vec::new(),
+            xiaomi_packages: Vec::new(),
+            hms_apps: HashMap::new(),
+            hms_token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -115,6 +132,27 @@ impl State {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(token.to_owned(), until);
+    }
+
+    /// Whether the mock ever issued `token` (expired or not).
+    fn token_issued(&self, token: &str) -> bool {
+        self.access_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(token)
+    }
+
+    /// Ends the life of every access token issued so far (FCM's and HMS's), as if an hour had passed.
+    fn expire_tokens(&self) {
+        let now = std::time::Instant::now();
+        for until in self
+            .access_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values_mut()
+        {
+            *until = now;
+        }
     }
 
     fn token_valid(&self, token: &str) -> bool {
@@ -287,6 +325,11 @@ impl MockPush {
         self.state.start_outage(duration);
     }
 
+    /// Expires every OAuth access token issued so far: the next push with one is refused as expired.
+    pub fn expire_access_tokens(&self) {
+        self.state.expire_tokens();
+    }
+
     /// Every push accepted from now on.
     pub fn listen(&self) -> broadcast::Receiver<Delivery> {
         self.state.deliveries.subscribe()
@@ -377,6 +420,18 @@ async fn route(
         fcm::token(state, req).await
     } else if path.starts_with("/v1/projects/") && post {
         fcm::send(state, req).await
+    } else if (path == "/v3/message/regid" || path == "/v2/message/regid") && post {
+        xiaomi::send(state, req).await
+    } else if path == "/oauth2/v3/token" && post {
+        hms::token(state, req).await
+    } else if path.starts_with("/v1/") && path.ends_with("/messages:send") && post {
+        hms::send(state, req).await
+    } else if path == "/mock/expire-tokens" && post {
+        state.expire_tokens();
+        hyper::Response::builder()
+            .status(204)
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default()
     } else if path.starts_with("/mock/tokens/") && post {
         return control::set_behavior(state, req).await;
     } else if path == "/mock/outage" && post {

@@ -1,11 +1,13 @@
 //! One push to one device, until it is delivered, dead, refused, or out of time: the classified answer
 //! decides (prune a dead token; retry a throttle, 5xx or connection error with exponential backoff and
 //! full jitter, or after `Retry-After`, within the provider's retry budget), and nothing is tried at or
-//! after the push's give-up instant, the retry's sleep included.
+//! after the push's give-up instant, the retry's sleep included. A device with a fallback channel is tried
+//! there when its own channel fails.
 
 use super::dispatcher::Dispatcher;
-use super::{PushMessage, PushOutcome};
-use crate::challenge::DeviceId;
+use super::{PushKind, PushMessage, PushOutcome};
+use crate::challenge::{DeviceId, Via};
+use crate::device::{Channel, Device};
 use rand::Rng;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -14,8 +16,80 @@ use tracing::Instrument;
 const BASE_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The failure of a push the relay stopped for its shutdown: no fallback is tried.
+const SHUTTING_DOWN: &str = "shutting_down";
 
 impl Dispatcher {
+    /// The push of `kind` about `id` to `device` through `channel`.
+    pub(super) fn message(
+        kind: PushKind,
+        id: &str,
+        device: &Device,
+        channel: Channel<'_>,
+        expires_at_ms: i64,
+        give_up_at: Instant,
+    ) -> PushMessage {
+        PushMessage {
+            kind,
+            id: id.to_owned(),
+            expires_at_ms,
+            give_up_at,
+            platform: channel.platform,
+            token: channel.token.to_owned(),
+            app_id: device.app_id.clone(),
+        }
+    }
+
+    /// Pushes through the device's own channel, then through its fallback if that failed: the channel
+    /// that delivered, or the failure reason (both channels' when both were tried).
+    pub(super) async fn deliver_device(
+        &self,
+        kind: PushKind,
+        id: &str,
+        device: &Device,
+        expires_at_ms: i64,
+        give_up_at: Instant,
+    ) -> Result<Via, String> {
+        let channels = device.channels();
+        let Some(&first) = channels.first() else {
+            return Err("no_push_token".into());
+        };
+        let second = channels.get(1).copied();
+        // With a fallback waiting, the first channel may spend half the time left, the fallback the rest.
+        let first_give_up = match second {
+            Some(_) => {
+                let now = Instant::now();
+                now + give_up_at.saturating_duration_since(now) / 2
+            }
+            None => give_up_at,
+        };
+        let message = Self::message(kind, id, device, first, expires_at_ms, first_give_up);
+        let Some(reason) = self.deliver(&message, &device.id).await else {
+            return Ok(Via::new(first.platform, first.fallback));
+        };
+        if first.fallback {
+            // The device's own token had died before: its fallback was all there was.
+            return Err(format!(
+                "no_push_token; fallback {}: {reason}",
+                first.platform.name()
+            ));
+        }
+        let Some(second) = second.filter(|_| reason != SHUTTING_DOWN) else {
+            return Err(reason);
+        };
+        metrics::counter!("relay_push_fallbacks_total", "provider" => self.provider.name(second.platform))
+            .increment(1);
+        tracing::info!(%reason, fallback = second.platform.name(), "push failed; trying the fallback channel");
+        let message = Self::message(kind, id, device, second, expires_at_ms, give_up_at);
+        match self.deliver(&message, &device.id).await {
+            None => Ok(Via::new(second.platform, true)),
+            Some(other) => Err(format!(
+                "{reason}; fallback {}: {other}",
+                second.platform.name()
+            )),
+        }
+    }
+
     /// Sends until delivered, dead, refused, or out of time; returns the failure reason if any.
     pub(super) async fn deliver(&self, message: &PushMessage, device: &DeviceId) -> Option<String> {
         let platform = self.provider.name(message.platform);
@@ -27,8 +101,11 @@ impl Dispatcher {
             }
             let started = Instant::now();
             let outcome = {
-                let Ok(_permit) = self.in_flight.acquire().await else {
-                    return Some("shutting_down".into());
+                let Some(limit) = self.in_flight.get(&message.platform) else {
+                    return Some("rejected: poll_only".into());
+                };
+                let Ok(_permit) = limit.acquire().await else {
+                    return Some(SHUTTING_DOWN.into());
                 };
                 let span = crate::telemetry::trace::span!(format!("push {platform}"), attempt);
                 self.provider.send(message).instrument(span).await

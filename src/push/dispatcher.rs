@@ -5,12 +5,12 @@
 
 use super::budget::Budgets;
 use super::reports::Reports;
-use super::{PushKind, PushMessage, PushProvider};
-use crate::challenge::{Challenge, ChallengeId, GIVE_UP_BEFORE_MS};
-use crate::device::Device;
+use super::{PushKind, PushProvider};
+use crate::challenge::{Challenge, ChallengeId, DeliveryState, GIVE_UP_BEFORE_MS};
+use crate::device::{Device, Platform};
 use crate::notice::Notice;
 use crate::store::Store;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -26,7 +26,9 @@ pub struct Dispatcher {
     pub(super) provider: Arc<dyn PushProvider>,
     pub(super) store: Arc<dyn Store>,
     tracker: TaskTracker,
-    pub(super) in_flight: Arc<Semaphore>,
+    /// Provider requests in flight, limited per platform: one slow provider cannot hold the permits
+    /// the others need.
+    pub(super) in_flight: Arc<HashMap<Platform, Semaphore>>,
     pub(super) budgets: Arc<Budgets>,
     owned: Arc<Mutex<HashSet<ChallengeId>>>,
 }
@@ -42,7 +44,7 @@ pub fn instant_before(deadline_ms: i64, ms_before: i64, clock_now_ms: i64) -> In
 }
 
 impl Dispatcher {
-    /// A dispatcher with at most `max_in_flight` provider requests at once.
+    /// A dispatcher with at most `max_in_flight` provider requests at once per platform.
     pub fn new(
         provider: Arc<dyn PushProvider>,
         store: Arc<dyn Store>,
@@ -53,7 +55,13 @@ impl Dispatcher {
             provider,
             store,
             tracker,
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            in_flight: Arc::new(
+                Platform::ALL
+                    .into_iter()
+                    .filter(|p| p.is_pushed())
+                    .map(|p| (p, Semaphore::new(max_in_flight.max(1))))
+                    .collect(),
+            ),
             budgets: Arc::new(Budgets::default()),
             owned: Arc::new(Mutex::new(HashSet::new())),
         }
@@ -85,6 +93,11 @@ impl Dispatcher {
     /// moment ago. The challenge is owned until every outcome is recorded.
     pub fn push_challenge(&self, challenge: &Challenge, devices: Vec<Device>, store_now_ms: i64) {
         self.own(&challenge.id);
+        // Poll-only devices have their outcome from the create step; nothing is sent to them.
+        let devices: Vec<Device> = devices
+            .into_iter()
+            .filter(|d| d.platform.is_pushed())
+            .collect();
         if devices.is_empty() {
             self.disown(&challenge.id);
             return;
@@ -101,23 +114,21 @@ impl Dispatcher {
                 tracing::info_span!("push", challenge_id = %challenge_id, device_id = %device.id);
             self.tracker.spawn(
                 async move {
-                    let failure = match device.push_token.clone() {
-                        None => Some("no_push_token".to_owned()),
-                        Some(token) => {
-                            let message = PushMessage {
-                                kind: PushKind::Challenge,
-                                id: challenge_id.to_string(),
-                                expires_at_ms,
-                                give_up_at,
-                                platform: device.platform,
-                                token,
-                                app_id: device.app_id.clone(),
-                            };
-                            this.deliver(&message, &device.id).await
-                        }
+                    let outcome = match this
+                        .deliver_device(
+                            PushKind::Challenge,
+                            &challenge_id.to_string(),
+                            &device,
+                            expires_at_ms,
+                            give_up_at,
+                        )
+                        .await
+                    {
+                        Ok(via) => DeliveryState::Delivered(via),
+                        Err(reason) => DeliveryState::Failed(reason),
                     };
                     if reports
-                        .report(&this.store, &challenge_id, device.id, failure)
+                        .report(&this.store, &challenge_id, device.id, outcome)
                         .await
                     {
                         this.disown(&challenge_id);
@@ -133,22 +144,32 @@ impl Dispatcher {
     pub fn withdraw(&self, challenge: &Challenge, devices: Vec<Device>) {
         // A withdrawal is worth delivering a little after the deadline too: the alert may still show.
         let expires_at_ms = challenge.expires_at_ms.max(challenge.ended_at_ms) + 60_000;
+        let give_up_at = instant_before(expires_at_ms, 0, crate::clock::now_ms());
         for device in devices {
             if !challenge.is_targeted(&device.id) {
                 continue;
             }
-            let Some(token) = device.push_token.clone() else {
+            // Through the channel that showed the alert: a withdrawal elsewhere would not remove it.
+            let fallback = match challenge.delivery(&device.id) {
+                DeliveryState::Delivered(via) => via.fallback,
+                DeliveryState::PollOnly => continue,
+                DeliveryState::Pending | DeliveryState::Failed(_) => false,
+            };
+            let Some(channel) = device
+                .channels()
+                .into_iter()
+                .find(|c| c.fallback == fallback)
+            else {
                 continue;
             };
-            let message = PushMessage {
-                kind: PushKind::Withdraw,
-                id: challenge.id.to_string(),
+            let message = Self::message(
+                PushKind::Withdraw,
+                &challenge.id.to_string(),
+                &device,
+                channel,
                 expires_at_ms,
-                give_up_at: instant_before(expires_at_ms, 0, crate::clock::now_ms()),
-                platform: device.platform,
-                token,
-                app_id: device.app_id.clone(),
-            };
+                give_up_at,
+            );
             let this = self.clone();
             let span = tracing::info_span!("withdraw", challenge_id = %challenge.id, device_id = %device.id);
             self.tracker.spawn(
@@ -166,25 +187,21 @@ impl Dispatcher {
         let expires_at_ms = notice
             .expires_at_ms
             .min(notice.created_at_ms.saturating_add(NOTICE_ALERT_MS));
+        let give_up_at = instant_before(expires_at_ms, 0, crate::clock::now_ms());
         for device in devices {
-            let Some(token) = device.push_token.clone() else {
+            if device.channels().is_empty() {
                 continue;
-            };
-            let message = PushMessage {
-                kind: PushKind::Notice,
-                id: notice.id.to_string(),
-                expires_at_ms,
-                give_up_at: instant_before(expires_at_ms, 0, crate::clock::now_ms()),
-                platform: device.platform,
-                token,
-                app_id: device.app_id.clone(),
-            };
+            }
             let this = self.clone();
+            let id = notice.id.to_string();
             let span =
                 tracing::info_span!("notice", notice_id = %notice.id, device_id = %device.id);
             self.tracker.spawn(
                 async move {
-                    if let Some(reason) = this.deliver(&message, &device.id).await {
+                    if let Err(reason) = this
+                        .deliver_device(PushKind::Notice, &id, &device, expires_at_ms, give_up_at)
+                        .await
+                    {
                         tracing::info!(%reason, "notice not delivered");
                     }
                 }

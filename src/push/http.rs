@@ -1,4 +1,4 @@
-//! The HTTP/2 client shared by the APNs and FCM clients, and the one exchange both make: send, wait no
+//! The HTTP client shared by the provider clients, and the one exchange they all make: send, wait no
 //! longer than the challenge allows, read status, `Retry-After` and the JSON body.
 
 use super::PushOutcome;
@@ -17,12 +17,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// An HTTP/2 client to a push provider.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// A hyper HTTP/2 client over rustls (ring) with Mozilla's roots plus an optional extra root, shared
-/// by the APNs and FCM clients.
+/// A hyper HTTP/2 client over rustls (ring) with Mozilla's roots plus an optional extra root, for APNs
+/// and FCM, which speak HTTP/2.
 ///
 /// # Errors
 /// The extra root is not a valid PEM certificate.
 pub fn http2_client(extra_root_pem: Option<&str>) -> anyhow::Result<HttpClient> {
+    client(extra_root_pem, true)
+}
+
+/// As [`http2_client`], but HTTP/2 only where the server offers it in ALPN and HTTP/1.1 otherwise (and
+/// over plain `http://`): Xiaomi's and Huawei's endpoints do not promise HTTP/2.
+///
+/// # Errors
+/// The extra root is not a valid PEM certificate.
+pub fn any_version_client(extra_root_pem: Option<&str>) -> anyhow::Result<HttpClient> {
+    client(extra_root_pem, false)
+}
+
+fn client(extra_root_pem: Option<&str>, http2_only: bool) -> anyhow::Result<HttpClient> {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = extra_root_pem {
@@ -41,13 +54,16 @@ pub fn http2_client(extra_root_pem: Option<&str>) -> anyhow::Result<HttpClient> 
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http2()
-        .wrap_connector(http);
+        .https_or_http();
+    let connector = if http2_only {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_all_versions().wrap_connector(http)
+    };
     Ok(Client::builder(TokioExecutor::new())
-        .http2_only(true)
+        .http2_only(http2_only)
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .http2_keep_alive_interval(Duration::from_secs(30))

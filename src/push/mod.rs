@@ -1,4 +1,5 @@
-//! Push delivery: the `PushProvider` seam (APNs, FCM, the development sink), what a push carries, and how
+//! Push delivery: the `PushProvider` seam (APNs, FCM, Mi Push, HMS, the development sink), what a push
+//! carries, and how
 //! a provider's answer is classified so that the dispatcher acts on it in one place.
 //!
 //! A push carries the challenge (or notice) id and a generic alert only (DESIGN.md guarantee 7): never the
@@ -9,11 +10,13 @@ pub mod budget;
 mod delivery;
 pub mod dispatcher;
 pub mod fcm;
+pub mod hms;
 pub mod http;
 pub mod jwt;
 mod reports;
 pub mod router;
 pub mod sink;
+pub mod xiaomi;
 
 use crate::device::Platform;
 use async_trait::async_trait;

@@ -4,13 +4,13 @@
 //! outcome waits longer than one round trip. The call that carries the last outcome says so, and the
 //! store drops the challenge's push work with it.
 
-use crate::challenge::{ChallengeId, DeviceId};
+use crate::challenge::{ChallengeId, DeliveryState, DeviceId};
 use crate::store::Store;
 use std::sync::Arc;
 
 /// Outcomes not yet sent, whether a task is sending, and how many are still to come.
 struct Queue {
-    outcomes: Vec<(DeviceId, Option<String>)>,
+    outcomes: Vec<(DeviceId, DeliveryState)>,
     sending: bool,
     remaining: usize,
 }
@@ -38,11 +38,11 @@ impl Reports {
         store: &Arc<dyn Store>,
         challenge: &ChallengeId,
         device: DeviceId,
-        failure: Option<String>,
+        outcome: DeliveryState,
     ) -> bool {
         {
             let mut queue = self.lock();
-            queue.outcomes.push((device, failure));
+            queue.outcomes.push((device, outcome));
             queue.remaining = queue.remaining.saturating_sub(1);
             if queue.sending {
                 return false; // The sending task takes it on its next turn.

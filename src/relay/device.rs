@@ -266,16 +266,28 @@ impl Relay {
         Ok(self.store.list_pending(&auth.device.id).await?)
     }
 
-    /// Replaces a device's push token.
+    /// Replaces a device's push token, and its fallback's when given.
     ///
     /// # Errors
-    /// `Auth` from the counter rule, or a store failure.
+    /// `MissingChannel` for a poll-only device or a fallback token without a fallback channel (before
+    /// the counter rule: nothing changes); `Auth` from the counter rule, or a store failure.
     pub async fn update_push_token(
         &self,
         auth: &Authenticated,
         token: &str,
+        fallback: Option<&str>,
     ) -> Result<Device, Error> {
-        match self.store.update_push_token(&auth.call, token).await? {
+        if !auth.device.platform.is_pushed() {
+            return Err(crate::device::MissingChannel::PollOnly.into());
+        }
+        if fallback.is_some() && auth.device.fallback.is_none() {
+            return Err(crate::device::MissingChannel::NoFallback.into());
+        }
+        match self
+            .store
+            .update_push_token(&auth.call, token, fallback)
+            .await?
+        {
             Ok(device) => Ok(device),
             Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
         }

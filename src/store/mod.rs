@@ -71,8 +71,10 @@ pub struct NewDevice {
     pub offline_code: Option<String>,
     /// Push service.
     pub platform: Platform,
-    /// Provider token.
+    /// Provider token; empty for a poll-only device.
     pub push_token: String,
+    /// Its second channel, if it registered one.
+    pub fallback: Option<crate::device::Fallback>,
     /// APNs topic or Android package.
     pub app_id: String,
     /// The device key.
@@ -276,11 +278,13 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the counter rule to a signed call (marking, auditing and reporting a clone).
     async fn accept_call(&self, call: &DeviceCall)
     -> Result<Result<Device, AuthError>, StoreError>;
-    /// Counter rule, then replaces the push token.
+    /// Counter rule, then replaces the push token (and the fallback's, when given and the device has a
+    /// fallback channel).
     async fn update_push_token(
         &self,
         call: &DeviceCall,
         token: &str,
+        fallback: Option<&str>,
     ) -> Result<Result<Device, AuthError>, StoreError>;
     /// Counter rule, then replaces the key.
     async fn rotate_key(
@@ -313,12 +317,12 @@ pub trait Store: Send + Sync + 'static {
         id: &ChallengeId,
     ) -> Result<Option<Result<Ended, Challenge>>, StoreError>;
     /// Records push outcomes, in order, as events (while the challenge is pending) and audit records, in
-    /// one atomic step. Each outcome is a device and its failure reason (`None`: delivered). With
+    /// one atomic step. Each outcome is a device and its delivery state (`Pending` is skipped). With
     /// `finished`, these are the last outcomes this replica owes: its push work is done.
     async fn record_deliveries(
         &self,
         id: &ChallengeId,
-        outcomes: &[(DeviceId, Option<String>)],
+        outcomes: &[(DeviceId, crate::challenge::DeliveryState)],
         finished: bool,
     ) -> Result<(), StoreError>;
     /// Pending challenges pushed to a device, oldest first.

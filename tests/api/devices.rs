@@ -34,6 +34,7 @@ async fn a_new_push_token_is_used_for_the_next_push(app: TestApp) {
     let mut phone = app.enroll(&account).await;
     let req = phone.signed(Body::UpdatePushToken(pb::UpdatePushTokenBody {
         push_token: "fresh-token".into(),
+        ..Default::default()
     }));
     let ack = app
         .device

@@ -160,6 +160,7 @@ async fn a_key_that_switches_back_to_its_previous_push_token_is_a_suspected_clon
     let update = |phone: &mut approval_relay::device_sim::Phone, token: &str| {
         phone.signed(Body::UpdatePushToken(pb::UpdatePushTokenBody {
             push_token: token.into(),
+            ..Default::default()
         }))
     };
     let original = format!("token-original-{}", account);

@@ -82,6 +82,8 @@ async fn outcome(watch: &mut tonic::Streaming<pb::ChallengeEvent>, within: Durat
                         return if d.state() == pb::DeliveryState::Delivered {
                             Kind::Delivered(pb::Delivered {
                                 device_id: d.device_id.clone(),
+                                platform: d.platform,
+                                fallback: d.fallback,
                             })
                         } else {
                             Kind::DeliveryFailed(pb::DeliveryFailed {

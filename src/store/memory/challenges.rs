@@ -4,8 +4,8 @@
 use super::state::State;
 use crate::audit::{Actor, AuditKind, AuditRecord, SecurityKind};
 use crate::challenge::{
-    AccountId, Challenge, ChallengeId, Claim, Decision, DeviceId, ExpireRefusal, LEASE_MS,
-    RELAY_LOST, RespondError, State as Phase,
+    AccountId, Challenge, ChallengeId, Claim, Decision, DeliveryState, DeviceId, ExpireRefusal,
+    LEASE_MS, RELAY_LOST, RespondError, State as Phase,
 };
 use crate::device::Device;
 use crate::limits::{Bucket, LimitRefusal};
@@ -147,7 +147,7 @@ impl State {
         }
         let superseded = self.supersede(&new.account, now);
         let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
-        let challenge = Challenge {
+        let mut challenge = Challenge {
             id: new.id,
             account: new.account,
             context: new.context,
@@ -164,6 +164,12 @@ impl State {
             pusher: self.replica.clone(),
             push_claims: 0,
         };
+        challenge.mark_poll_only(
+            targets
+                .iter()
+                .filter(|d| !d.platform.is_pushed())
+                .map(|d| &d.id),
+        );
         if let Some(key) = &challenge.idempotency_key {
             self.idempotency.insert(
                 (challenge.account.clone(), key.clone()),
@@ -273,7 +279,7 @@ impl State {
     pub fn record_deliveries(
         &mut self,
         id: &ChallengeId,
-        outcomes: &[(DeviceId, Option<String>)],
+        outcomes: &[(DeviceId, DeliveryState)],
         finished: bool,
         now: i64,
     ) {
@@ -285,20 +291,20 @@ impl State {
         {
             self.push_work.remove(id);
         }
-        for (device, failure) in outcomes {
+        for (device, outcome) in outcomes {
             let Some(c) = self.challenges.get_mut(id) else {
                 return;
             };
-            let event = c.record_delivery(device, failure.clone(), now);
-            let kind = if failure.is_some() {
-                AuditKind::PushFailed
-            } else {
-                AuditKind::PushDelivered
+            let event = c.record_delivery(device, outcome.clone(), now);
+            let kind = match outcome {
+                DeliveryState::Delivered(_) => AuditKind::PushDelivered,
+                DeliveryState::Failed(_) => AuditKind::PushFailed,
+                DeliveryState::Pending | DeliveryState::PollOnly => continue,
             };
             let record = AuditRecord::new(&c.account, kind, Actor::Relay)
                 .challenge(id)
                 .device(device)
-                .detail(failure.clone().unwrap_or_default());
+                .detail(outcome.audit_detail());
             self.audit(record, now);
             self.after.events.extend(event);
         }
@@ -372,7 +378,7 @@ impl State {
                 self.push_work.remove(&work.challenge);
                 let lost: Vec<_> = devices
                     .into_iter()
-                    .map(|d| (d, Some(RELAY_LOST.to_owned())))
+                    .map(|d| (d, DeliveryState::Failed(RELAY_LOST.to_owned())))
                     .collect();
                 self.record_deliveries(&work.challenge, &lost, false, now);
                 ClaimOutcome::GaveUp(lost.len())

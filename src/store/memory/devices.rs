@@ -53,7 +53,8 @@ impl State {
             id: new.id.clone(),
             account: account.clone(),
             platform: new.platform,
-            push_token: Some(new.push_token),
+            push_token: (!new.push_token.is_empty()).then_some(new.push_token),
+            fallback: new.fallback,
             app_id: new.app_id,
             key: new.key,
             display_name: new.display_name,
@@ -119,6 +120,7 @@ impl State {
         &mut self,
         call: &DeviceCall,
         token: &str,
+        fallback: Option<&str>,
         now: i64,
     ) -> Result<Device, AuthError> {
         let (current, changed) = {
@@ -143,6 +145,9 @@ impl State {
             .get_mut(&call.device)
             .ok_or(AuthError::UnknownDevice)?;
         device.push_token = Some(token.to_owned());
+        if let (Some(new), Some(f)) = (fallback, device.fallback.as_mut()) {
+            f.push_token = Some(new.to_owned());
+        }
         let device = device.clone();
         let record = AuditRecord::new(
             &device.account,
@@ -186,13 +191,22 @@ impl State {
             return;
         };
         // Only the token that failed: the phone may have sent a fresh one meanwhile.
-        if device.push_token.as_deref() != Some(token) {
+        let detail = if device.push_token.as_deref() == Some(token) {
+            device.push_token = None;
+            reason.to_owned()
+        } else if let Some(fallback) = device
+            .fallback
+            .as_mut()
+            .filter(|f| f.push_token.as_deref() == Some(token))
+        {
+            fallback.push_token = None;
+            format!("fallback: {reason}")
+        } else {
             return;
-        }
-        device.push_token = None;
+        };
         let record = AuditRecord::new(&device.account, AuditKind::PushTokenPruned, Actor::Relay)
             .device(id)
-            .detail(reason);
+            .detail(detail);
         self.audit(record, now);
     }
 }

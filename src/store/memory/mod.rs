@@ -120,8 +120,9 @@ impl Store for MemoryStore {
         &self,
         call: &DeviceCall,
         token: &str,
+        fallback: Option<&str>,
     ) -> Result<Result<Device, AuthError>, StoreError> {
-        self.step(|s, now| s.update_push_token(call, token, now))
+        self.step(|s, now| s.update_push_token(call, token, fallback, now))
     }
 
     async fn rotate_key(
@@ -173,7 +174,7 @@ impl Store for MemoryStore {
     async fn record_deliveries(
         &self,
         id: &ChallengeId,
-        outcomes: &[(DeviceId, Option<String>)],
+        outcomes: &[(DeviceId, crate::challenge::DeliveryState)],
         finished: bool,
     ) -> Result<(), StoreError> {
         self.step(|s, now| s.record_deliveries(id, outcomes, finished, now))

@@ -18,7 +18,7 @@ if tonumber(c[4] or '0') >= tonumber(ARGV[6]) or now >= tonumber(c[5]) - tonumbe
   local seq = tonumber(c[7])
   for _, device_id in ipairs(left) do
     audit(c[6], now, 'push_failed', 'relay', id, device_id, ARGV[8])
-    seq = record_push(KEYS[1], id, seq, now, device_id, ARGV[8])
+    seq = record_push(KEYS[1], id, seq, now, device_id, 'failed:' .. ARGV[8])
   end
   redis.call('HSET', KEYS[1], 'seq', seq)
   return {'gaveup', #left}

@@ -108,14 +108,19 @@ pub fn device(id: &DeviceId, h: &Hash) -> Result<Device, StoreError> {
     Ok(Device {
         id: id.clone(),
         account: AccountId::parse(field(h, "account")?).map_err(corrupt)?,
-        platform: match field(h, "platform")? {
-            "apns" => Platform::Apns,
-            "fcm" => Platform::Fcm,
-            other => return Err(corrupt(format!("unknown platform {other}"))),
-        },
+        platform: platform(field(h, "platform")?)?,
         push_token: h
             .get("token")
             .map(|t| String::from_utf8_lossy(t).into_owned()),
+        fallback: match opt_field(h, "fb_platform") {
+            "" => None,
+            name => Some(crate::device::Fallback {
+                platform: platform(name)?,
+                push_token: h
+                    .get("fb_token")
+                    .map(|t| String::from_utf8_lossy(t).into_owned()),
+            }),
+        },
         app_id: opt_field(h, "app").to_owned(),
         key: PublicKey::parse(algorithm, key_bytes).map_err(corrupt)?,
         display_name: opt_field(h, "name").to_owned(),
@@ -130,6 +135,43 @@ pub fn device(id: &DeviceId, h: &Hash) -> Result<Device, StoreError> {
         },
         attestation: attestation(h)?,
     })
+}
+
+fn platform(name: &str) -> Result<Platform, StoreError> {
+    Platform::from_name(name).ok_or_else(|| corrupt(format!("unknown platform {name}")))
+}
+
+/// A push outcome as stored in a challenge's `dl:<device>` field and passed to delivery.lua:
+/// `delivered:<channel>` (challenge::Via::label), `failed:<reason>` (tabs, which separate event fields,
+/// become spaces) or `poll`; `None` for `Pending`, which is not stored.
+pub fn delivery_value(state: &DeliveryState) -> Option<String> {
+    match state {
+        DeliveryState::Pending => None,
+        DeliveryState::Delivered(via) => Some(format!("delivered:{}", via.label())),
+        DeliveryState::Failed(reason) => Some(format!("failed:{}", reason.replace('\t', " "))),
+        DeliveryState::PollOnly => Some("poll".to_owned()),
+    }
+}
+
+/// The outcome in a `dl:<device>` field ([`delivery_value`]; `delivered` alone from older relays).
+fn delivery_state(value: &str) -> Result<DeliveryState, StoreError> {
+    if let Some(reason) = value.strip_prefix("failed:") {
+        return Ok(DeliveryState::Failed(reason.to_owned()));
+    }
+    if value == "poll" {
+        return Ok(DeliveryState::PollOnly);
+    }
+    let label = match value.strip_prefix("delivered") {
+        Some("") => "",
+        Some(rest) => rest.strip_prefix(':').unwrap_or(rest),
+        None => return Err(corrupt(format!("unknown delivery {value}"))),
+    };
+    Ok(DeliveryState::Delivered(via(label)?))
+}
+
+fn via(label: &str) -> Result<crate::challenge::Via, StoreError> {
+    crate::challenge::Via::from_label(label)
+        .ok_or_else(|| corrupt(format!("unknown channel {label}")))
 }
 
 /// A device's attestation verdict; devices enrolled before attestation existed have none.
@@ -184,9 +226,22 @@ pub fn ended(
 
 /// The device fields the relay writes at enrollment (the script adds account, state, counter, times).
 pub fn new_device_fields(d: &crate::store::NewDevice) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
+    let mut fields = Vec::with_capacity(12);
+    // A poll-only device has no token field at all, as a device whose token was pruned.
+    if !d.push_token.is_empty() {
+        fields.push(("token", d.push_token.as_bytes().to_vec()));
+    }
+    if let Some(fallback) = &d.fallback {
+        fields.push((
+            "fb_platform",
+            platform_name(fallback.platform).as_bytes().to_vec(),
+        ));
+        if let Some(token) = &fallback.push_token {
+            fields.push(("fb_token", token.as_bytes().to_vec()));
+        }
+    }
+    fields.extend([
         ("platform", platform_name(d.platform).as_bytes().to_vec()),
-        ("token", d.push_token.as_bytes().to_vec()),
         ("app", d.app_id.as_bytes().to_vec()),
         ("alg", algorithm_name(d.key.algorithm()).as_bytes().to_vec()),
         ("key", d.key.to_bytes()),
@@ -209,7 +264,8 @@ pub fn new_device_fields(d: &crate::store::NewDevice) -> Vec<(&'static str, Vec<
                 .as_bytes()
                 .to_vec(),
         ),
-    ]
+    ]);
+    fields
 }
 
 fn mode_name(m: NumberMode) -> &'static str {
@@ -369,19 +425,14 @@ pub fn challenge(id: &ChallengeId, h: &Hash) -> Result<Challenge, StoreError> {
         .collect::<Result<Vec<u32>, _>>();
     let idem = opt_field(h, "idem");
     let targets = id_list(h, "targets")?;
-    // Push outcomes: `dl:<device id>` = `delivered` or `failed:<reason>` (delivery.lua).
+    // Push outcomes: `dl:<device id>` (delivery_value).
     let deliveries = targets
         .iter()
-        .filter_map(|d| {
-            let value = opt_field(h, &format!("dl:{d}"));
-            let state = match value.strip_prefix("failed:") {
-                Some(reason) => DeliveryState::Failed(reason.to_owned()),
-                None if value == "delivered" => DeliveryState::Delivered,
-                None => return None,
-            };
-            Some((d.clone(), state))
+        .filter_map(|d| match opt_field(h, &format!("dl:{d}")) {
+            "" => None,
+            value => Some(delivery_state(value).map(|state| (d.clone(), state))),
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Challenge {
         id: id.clone(),
         account: AccountId::parse(field(h, "account")?).map_err(corrupt)?,
@@ -427,7 +478,7 @@ pub fn event(id: &ChallengeId, payload: &[u8]) -> Result<Event, StoreError> {
     let sequence = seq.parse().map_err(corrupt)?;
     let at_ms = at.parse().map_err(corrupt)?;
     let kind = match kind {
-        "delivered" => EventKind::Delivered(DeviceId::parse(device).map_err(corrupt)?),
+        "delivered" => EventKind::Delivered(DeviceId::parse(device).map_err(corrupt)?, via(extra)?),
         "failed" => {
             EventKind::DeliveryFailed(DeviceId::parse(device).map_err(corrupt)?, extra.to_owned())
         }

@@ -51,7 +51,7 @@ if min_rank > 0 then
   -- As the memory store: a device meets the minimum when its rank is at least it (absent: 0, none).
   local kept_ids, kept = {}, {}
   for i, device_id in ipairs(targets) do
-    if (tonumber(redis.call('HGET', PREFIX .. 'dev:' .. device_id, 'rank')) or 0) >= min_rank then
+    if (tonumber(hash_get(devices[i], 'rank')) or 0) >= min_rank then
       table.insert(kept_ids, device_id)
       table.insert(kept, devices[i])
     end
@@ -78,6 +78,14 @@ end
 local expires = now + ttl
 local fields = {}
 for i = 14, #ARGV do table.insert(fields, ARGV[i]) end
+-- Poll-only targets are never pushed: their outcome is set now (Challenge::mark_poll_only), so no sweep
+-- takes their pushes for unfinished.
+for i, device_id in ipairs(targets) do
+  if hash_get(devices[i], 'platform') == 'poll_only' then
+    table.insert(fields, 'dl:' .. device_id)
+    table.insert(fields, 'poll')
+  end
+end
 redis.call('HSET', KEYS[3], 'account', account, 'state', 'pending', 'seq', 0, 'created', now, 'expires', expires,
   'ended', 0, 'by', '', 'reason', '', 'targets', ',' .. table.concat(targets, ',') .. ',', unpack(fields))
 redis.call('PEXPIREAT', KEYS[3], expires + retention)

@@ -338,8 +338,15 @@ impl Store for RedisStore {
         &self,
         call: &DeviceCall,
         token: &str,
+        fallback: Option<&str>,
     ) -> Result<Result<Device, AuthError>, StoreError> {
-        self.touch(call, "token", token.as_bytes(), b"").await
+        self.touch(
+            call,
+            "token",
+            token.as_bytes(),
+            fallback.unwrap_or_default().as_bytes(),
+        )
+        .await
     }
 
     async fn rotate_key(
@@ -428,14 +435,15 @@ impl Store for RedisStore {
     async fn record_deliveries(
         &self,
         id: &ChallengeId,
-        outcomes: &[(DeviceId, Option<String>)],
+        outcomes: &[(DeviceId, crate::challenge::DeliveryState)],
         finished: bool,
     ) -> Result<(), StoreError> {
         let mut inv = self.script(&self.scripts.delivery, keys::prefix(id.tag()));
         inv.key(keys::challenge(id)).arg(id.as_str());
-        for (device, failure) in outcomes {
-            inv.arg(device.as_str())
-                .arg(failure.as_deref().unwrap_or_default().replace('\t', " "));
+        for (device, outcome) in outcomes {
+            if let Some(value) = codec::delivery_value(outcome) {
+                inv.arg(device.as_str()).arg(value);
+            }
         }
         let _: i64 = self.run(&inv).await?;
         if finished {

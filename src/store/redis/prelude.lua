@@ -33,17 +33,25 @@ local function publish(challenge_id, seq, now, kind, device, extra)
 end
 
 -- One push outcome of a pending challenge (challenge::Challenge::record_delivery): recorded in its
--- hash, published with the next sequence number, which is returned. `failure` '' means delivered.
-local function record_push(key, challenge_id, seq, now, device_id, failure)
+-- hash, published with the next sequence number, which is returned. `value` is as stored in `dl:<device>`
+-- (codec::delivery_value): 'delivered:<channel>' or 'failed:<reason>'.
+local function record_push(key, challenge_id, seq, now, device_id, value)
   seq = seq + 1
-  if failure == '' then
-    redis.call('HSET', key, 'dl:' .. device_id, 'delivered')
-    publish(challenge_id, seq, now, 'delivered', device_id, '')
+  redis.call('HSET', key, 'dl:' .. device_id, value)
+  if string.sub(value, 1, 7) == 'failed:' then
+    publish(challenge_id, seq, now, 'failed', device_id, string.sub(value, 8))
   else
-    redis.call('HSET', key, 'dl:' .. device_id, 'failed:' .. failure)
-    publish(challenge_id, seq, now, 'failed', device_id, failure)
+    publish(challenge_id, seq, now, 'delivered', device_id, string.sub(value, 11))
   end
   return seq
+end
+
+-- A field of a flat HGETALL reply (nil when absent).
+local function hash_get(flat, name)
+  for i = 1, #flat - 1, 2 do
+    if flat[i] == name then return flat[i + 1] end
+  end
+  return nil
 end
 
 -- The counter rule (auth::counter_is_fresh, device::Device::accept_counter). Returns nil when the call is

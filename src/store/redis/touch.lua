@@ -1,5 +1,6 @@
 -- Counter rule for a device call, with an optional change: a new push token or a new key.
--- KEYS[1] device hash. ARGV[3] device id, ARGV[4] counter, ARGV[5] op (touch|token|key), ARGV[6], ARGV[7] values.
+-- KEYS[1] device hash. ARGV[3] device id, ARGV[4] counter, ARGV[5] op (touch|token|key), ARGV[6], ARGV[7] values
+-- (token: the new token and the new fallback token or ''; key: the algorithm and the key).
 local device_id = ARGV[3]
 local now = now_ms()
 local refused, account = accept_counter(KEYS[1], device_id, ARGV[4], now)
@@ -15,6 +16,10 @@ if ARGV[5] == 'token' then
       return {'refused', 'token_flip'}
     end
     redis.call('HSET', KEYS[1], 'token', ARGV[6], 'ptoken', t[1] or '', 'tchanged', now)
+  end
+  -- A new fallback token ('' leaves it), for a device that registered a fallback channel.
+  if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[1], 'fb_platform') == 1 then
+    redis.call('HSET', KEYS[1], 'fb_token', ARGV[7])
   end
   audit(account, now, 'push_token_updated', 'device:' .. device_id, '', device_id, '')
 elseif ARGV[5] == 'key' then
