@@ -51,6 +51,8 @@ pub(super) async fn token(
     if client_id.is_empty() {
         return oauth_error(1102, 20001, "client_id is empty");
     }
+    // Counted under `oauth:<client id>`, for tests of token reuse.
+    state.count_request(&format!("oauth:{client_id}"));
     let Some(secret) = state.config.hms_apps.get(client_id) else {
         return oauth_error(1203, 12303, "client_id does not exist");
     };

@@ -335,7 +335,8 @@ impl MockPush {
         self.state.deliveries.subscribe()
     }
 
-    /// How many requests for a token reached the mock, whatever the answer.
+    /// How many requests for a token reached the mock, whatever the answer (`oauth:<client id>` counts an
+    /// HMS app's token requests).
     pub fn requests_for(&self, token: &str) -> u32 {
         self.state
             .requests

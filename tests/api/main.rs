@@ -3,6 +3,8 @@
 #[macro_use]
 mod helpers;
 mod attestation;
+mod channels;
+mod fallback;
 mod flood;
 mod limits;
 mod metrics;

@@ -239,8 +239,18 @@ pub(crate) async fn deliveries_for(mock: &MockPush, token: &str, n: usize) -> Ve
     deliveries_of(mock, token, n, false).await
 }
 
+/// Whether a push is a notice's: its action at the top (APNs), in FCM's data object, or in HMS's data
+/// or Mi Push's payload string.
 fn is_notice(d: &Delivery) -> bool {
-    d.payload["action"] == "notice" || d.payload["data"]["action"] == "notice"
+    let embedded = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .is_some_and(|inner| inner["action"] == "notice")
+    };
+    d.payload["action"] == "notice"
+        || d.payload["data"]["action"] == "notice"
+        || embedded(&d.payload["data"])
+        || embedded(&d.payload["payload"])
 }
 
 /// The challenge pushes (or, with `notices`, the notice pushes) a token received, once there are `n`.
