@@ -178,12 +178,32 @@ fn status(e: tonic::Status) -> String {
 fn describe(kind: Option<pb::challenge_event::Kind>) -> String {
     use pb::challenge_event::Kind;
     match kind {
-        Some(Kind::Snapshot(c)) => format!(
-            "SNAPSHOT state={} number={}",
-            c.state().as_str_name(),
-            c.number
+        Some(Kind::Snapshot(c)) => {
+            let mut text = format!(
+                "SNAPSHOT state={} number={}",
+                c.state().as_str_name(),
+                c.number
+            );
+            for d in &c.deliveries {
+                text.push_str(&format!(
+                    "\n  DELIVERY device={} state={}{}{}",
+                    d.device_id,
+                    d.state().as_str_name(),
+                    via(d.platform(), d.fallback),
+                    if d.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" reason={}", d.reason)
+                    }
+                ));
+            }
+            text
+        }
+        Some(Kind::Delivered(d)) => format!(
+            "DELIVERED device={}{}",
+            d.device_id,
+            via(d.platform(), d.fallback)
         ),
-        Some(Kind::Delivered(d)) => format!("DELIVERED device={}", d.device_id),
         Some(Kind::DeliveryFailed(d)) => {
             format!("DELIVERY_FAILED device={} reason={}", d.device_id, d.reason)
         }
@@ -467,4 +487,17 @@ async fn run(args: BackendArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// ` via=xiaomi` (` via=xiaomi fallback`) for a delivered push; empty when the provider is unknown.
+fn via(platform: pb::Platform, fallback: bool) -> String {
+    let name = match platform {
+        pb::Platform::Unspecified => return String::new(),
+        pb::Platform::Apns => "apns",
+        pb::Platform::Fcm => "fcm",
+        pb::Platform::Xiaomi => "xiaomi",
+        pb::Platform::Hms => "hms",
+        pb::Platform::PollOnly => "poll_only",
+    };
+    format!(" via={name}{}", if fallback { " fallback" } else { "" })
 }

@@ -205,6 +205,7 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
     assert!(!refused.status.success(), "a revoked phone is refused");
 
     offline_code_and_known_sign_ins(&dir, &backend);
+    xiaomi_and_poll_only_phones(&dir, &backend, &mock_addr);
     let log = std::fs::read_to_string(dir.join("relay.log")).expect("log");
     let keys = std::fs::read_to_string(dir.join("carol.json")).expect("carol's keys");
     let secret = keys
@@ -222,6 +223,101 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
         "the offline-code secret is in the relay's trace log"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for a `device listen --once` to end and returns what it printed; it must have approved.
+fn approved_by(mut listener: Killed, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = listener.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{what} never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = listener.0.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).expect("read");
+    }
+    assert!(status.success(), "{what}: {out}");
+    assert!(out.contains("CHALLENGE_STATE_APPROVED"), "{what}: {out}");
+    out
+}
+
+/// The README's Xiaomi phone (Mi Push through mock-push, the relay using the flags mock-push printed)
+/// and a poll-only phone that finds its challenge by polling.
+fn xiaomi_and_poll_only_phones(dir: &std::path::Path, backend: &str, mock_addr: &str) {
+    for (account, keys, platform) in [
+        ("li@example.com", "li.json", "xiaomi"),
+        ("pat@example.com", "pat.json", "poll-only"),
+    ] {
+        let uri = stdout(dir, &["backend", "--relay", backend, "enroll", account]);
+        run(
+            dir,
+            &[
+                "device",
+                "--keys",
+                keys,
+                "enroll",
+                uri.trim(),
+                "--platform",
+                platform,
+                "--push-token",
+                "mi-regid-0001",
+            ],
+        );
+        let listener = Killed(
+            Command::new(BIN)
+                .current_dir(dir)
+                .args([
+                    "device",
+                    "--keys",
+                    keys,
+                    "listen",
+                    "--mock",
+                    &format!("https://{mock_addr}"),
+                    "--ca-file",
+                    "mock/ca.pem",
+                    "--auto",
+                    "approve",
+                    "--once",
+                    "--poll-ms",
+                    "200",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("listener starts"),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let id = stdout(
+            dir,
+            &[
+                "backend", "--relay", backend, "create", account, "--mode", "none",
+            ],
+        );
+        let out = approved_by(listener, platform);
+        assert!(out.contains("push received"), "{out}");
+        let devices = stdout(dir, &["backend", "--relay", backend, "devices", account]);
+        let expected = if platform == "xiaomi" {
+            "PLATFORM_XIAOMI"
+        } else {
+            "PLATFORM_POLL_ONLY"
+        };
+        assert!(devices.contains(expected), "{devices}");
+        let watched = stdout(dir, &["backend", "--relay", backend, "watch", id.trim()]);
+        assert!(
+            watched.lines().any(|l| l.starts_with("APPROVED")),
+            "{watched}"
+        );
+        // The snapshot says which provider accepted the push, or that the phone polls.
+        let delivery = if platform == "xiaomi" {
+            "DELIVERY_STATE_DELIVERED via=xiaomi"
+        } else {
+            "DELIVERY_STATE_POLL_ONLY"
+        };
+        assert!(watched.contains(delivery), "{watched}");
+    }
 }
 
 /// The README's offline-code and known-sign-in walkthrough: a phone with an offline code approves a
