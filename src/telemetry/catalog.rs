@@ -6,7 +6,7 @@
 use metrics::{describe_counter, describe_gauge, describe_histogram};
 
 /// Label values of `relay_pushes_total{provider}` (and the other per-provider series).
-pub const PROVIDERS: &[&str] = &["apns", "fcm", "sink"];
+pub const PROVIDERS: &[&str] = &["apns", "fcm", "xiaomi", "hms", "sink"];
 /// Label values of `relay_pushes_total{outcome}`: the classified provider answers.
 pub const PUSH_OUTCOMES: &[&str] = &[
     "delivered",
@@ -98,7 +98,17 @@ pub fn register() {
         "relay_push_tokens_pruned_total",
         "Push tokens removed because the provider said they are dead."
     );
+    describe_counter!(
+        "relay_push_fallbacks_total",
+        "Pushes sent through a device's fallback channel after its own channel failed, by the fallback's provider."
+    );
+    describe_counter!(
+        "relay_push_oauth_tokens_total",
+        "OAuth access tokens fetched from a provider's token endpoint (HMS; FCM's are gcp_auth's)."
+    );
+    zero("relay_push_oauth_tokens_total", &[("provider", "hms")]);
     for provider in PROVIDERS {
+        zero("relay_push_fallbacks_total", &[("provider", provider)]);
         for outcome in PUSH_OUTCOMES {
             zero(
                 "relay_pushes_total",
