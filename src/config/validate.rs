@@ -371,6 +371,31 @@ mod tests {
     }
 
     #[test]
+    fn push_secrets_need_their_app_and_must_not_be_empty() {
+        let c = Config {
+            hms_app_secret_file: Some("secret".into()),
+            ..Config::default()
+        };
+        let err = c.validate().expect_err("no app id").to_string();
+        assert!(
+            err.contains("hms_app_secret_file needs hms_app_id"),
+            "{err}"
+        );
+        let empty = std::env::temp_dir().join(format!("empty-secret-{}", rand::random::<u64>()));
+        std::fs::write(&empty, " \n").expect("write");
+        let c = Config {
+            xiaomi_app_secret_file: Some(empty.clone()),
+            ..Config::default()
+        };
+        let err = c.check_files().expect_err("empty").to_string();
+        let _ = std::fs::remove_file(&empty);
+        assert!(
+            err.starts_with("xiaomi_app_secret_file ") && err.ends_with("is empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_named_file_that_is_missing_is_refused_with_its_setting() {
         let c = Config {
             apns_key_file: Some("/nonexistent/key.p8".into()),

@@ -13,6 +13,9 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// Longest wait for one provider answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer's body that is read: every provider answers in well under 1 KB, and a body
+/// past this is read as no JSON at all (a hostile or broken endpoint cannot make the relay buffer it).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// An HTTP/2 client to a push provider.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -85,7 +88,8 @@ pub struct Answer {
 /// after it is useless, and the watcher should still hear DELIVERY_FAILED while the challenge is pending.
 ///
 /// # Errors
-/// `Retry` for a timeout, a connection error, or no time left.
+/// `Retry` for a timeout, a connection error, or no time left. The body is `Null` when it is not JSON or
+/// longer than 64 KiB.
 pub async fn exchange(
     client: &HttpClient,
     request: hyper::Request<Full<Bytes>>,
@@ -108,12 +112,16 @@ pub async fn exchange(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs);
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    // The body is waited for no longer than the headers were: a provider trickling it cannot hold a push.
+    let left = give_up_at.saturating_duration_since(std::time::Instant::now());
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect();
+    let Ok(collected) = tokio::time::timeout(REQUEST_TIMEOUT.min(left), body).await else {
+        return Err(PushOutcome::Retry(
+            None,
+            "timeout reading the answer".into(),
+        ));
+    };
+    let bytes = collected.map(|b| b.to_bytes()).unwrap_or_default();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     Ok(Answer {
         status,

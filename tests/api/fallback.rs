@@ -203,7 +203,12 @@ per_store!(
 async fn channel_shapes_are_refused_with_the_field_at_fault() {
     let app = spawn_app().await;
     // Platform, push token, fallback channel, the field the refusal names.
-    type Case<'a> = (pb::Platform, &'a str, Option<(pb::Platform, &'a str)>, &'a str);
+    type Case<'a> = (
+        pb::Platform,
+        &'a str,
+        Option<(pb::Platform, &'a str)>,
+        &'a str,
+    );
     let cases: [Case; 6] = [
         (pb::Platform::PollOnly, "tok", None, "payload.push_token"),
         (pb::Platform::Xiaomi, "", None, "payload.push_token"),
