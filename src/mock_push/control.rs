@@ -7,7 +7,8 @@
 //! - `POST /mock/expire-tokens` → 204: every OAuth access token issued so far (FCM, HMS) is expired, so
 //!   the next push with one is refused as Google or Huawei refuse an expired token.
 //! - `POST /mock/outage` with `{"secs": 20}` → 204: every push of every token is answered 503
-//!   ServiceUnavailable for that long (a provider outage, for the fault-injection runs).
+//!   ServiceUnavailable for that long (HMS: 500 81000001, Mi Push: an empty 503) (a provider outage, for
+//!   the fault-injection runs).
 //! - `GET /mock/pushes[?token=<token>]` → `application/x-ndjson`, one accepted push per line, until the
 //!   client leaves.
 

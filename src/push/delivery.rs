@@ -41,7 +41,9 @@ impl Dispatcher {
     }
 
     /// Pushes through the device's own channel, then through its fallback if that failed: the channel
-    /// that delivered, or the failure reason (both channels' when both were tried).
+    /// that delivered, or the failure reason (both channels' when both were tried). A fallback whose
+    /// provider is the development sink while the device's own is real is not tried: the sink would
+    /// report DELIVERED for a push that never left (`not_configured`).
     pub(super) async fn deliver_device(
         &self,
         kind: PushKind,
@@ -54,6 +56,19 @@ impl Dispatcher {
         let Some(&first) = channels.first() else {
             return Err("no_push_token".into());
         };
+        if first.fallback {
+            // The device's own token had died before: its fallback is all there is.
+            let name = first.platform.name();
+            if !self.fallback_configured(device, first) {
+                return Err(format!("no_push_token; fallback {name}: not_configured"));
+            }
+            self.count_fallback(first);
+            let message = Self::message(kind, id, device, first, expires_at_ms, give_up_at);
+            return match self.deliver(&message, &device.id).await {
+                None => Ok(Via::new(first.platform, true)),
+                Some(reason) => Err(format!("no_push_token; fallback {name}: {reason}")),
+            };
+        }
         let second = channels.get(1).copied();
         // With a fallback waiting, the first channel may spend half the time left, the fallback the rest.
         let first_give_up = match second {
@@ -65,29 +80,34 @@ impl Dispatcher {
         };
         let message = Self::message(kind, id, device, first, expires_at_ms, first_give_up);
         let Some(reason) = self.deliver(&message, &device.id).await else {
-            return Ok(Via::new(first.platform, first.fallback));
+            return Ok(Via::new(first.platform, false));
         };
-        if first.fallback {
-            // The device's own token had died before: its fallback was all there was.
-            return Err(format!(
-                "no_push_token; fallback {}: {reason}",
-                first.platform.name()
-            ));
-        }
         let Some(second) = second.filter(|_| reason != SHUTTING_DOWN) else {
             return Err(reason);
         };
-        metrics::counter!("relay_push_fallbacks_total", "provider" => self.provider.name(second.platform))
-            .increment(1);
-        tracing::info!(%reason, fallback = second.platform.name(), "push failed; trying the fallback channel");
+        let name = second.platform.name();
+        if !self.fallback_configured(device, second) {
+            return Err(format!("{reason}; fallback {name}: not_configured"));
+        }
+        self.count_fallback(second);
+        tracing::info!(%reason, fallback = name, "push failed; trying the fallback channel");
         let message = Self::message(kind, id, device, second, expires_at_ms, give_up_at);
         match self.deliver(&message, &device.id).await {
             None => Ok(Via::new(second.platform, true)),
-            Some(other) => Err(format!(
-                "{reason}; fallback {}: {other}",
-                second.platform.name()
-            )),
+            Some(other) => Err(format!("{reason}; fallback {name}: {other}")),
         }
+    }
+
+    /// False for a fallback the development sink stands in for while the device's own provider is
+    /// real (in development, with every provider the sink, the fallback is "delivered" like the rest).
+    fn fallback_configured(&self, device: &Device, fallback: Channel<'_>) -> bool {
+        self.provider.name(fallback.platform) != "sink"
+            || self.provider.name(device.platform) == "sink"
+    }
+
+    fn count_fallback(&self, fallback: Channel<'_>) {
+        metrics::counter!("relay_push_fallbacks_total", "provider" => self.provider.name(fallback.platform))
+            .increment(1);
     }
 
     /// Sends until delivered, dead, refused, or out of time; returns the failure reason if any.

@@ -149,35 +149,37 @@ impl Dispatcher {
             if !challenge.is_targeted(&device.id) {
                 continue;
             }
-            // Through the channel that showed the alert: a withdrawal elsewhere would not remove it.
-            let fallback = match challenge.delivery(&device.id) {
-                DeliveryState::Delivered(via) => via.fallback,
+            // Through the channel that showed the alert: a withdrawal elsewhere would not remove it. While
+            // the outcome is unknown (still sending, or not recorded yet) the alert may be on either.
+            let channels = device.channels();
+            let through: Vec<_> = match challenge.delivery(&device.id) {
+                DeliveryState::Delivered(via) => channels
+                    .into_iter()
+                    .filter(|c| c.fallback == via.fallback)
+                    .collect(),
                 DeliveryState::PollOnly => continue,
-                DeliveryState::Pending | DeliveryState::Failed(_) => false,
+                DeliveryState::Pending => channels,
+                DeliveryState::Failed(_) => channels.into_iter().take(1).collect(),
             };
-            let Some(channel) = device
-                .channels()
-                .into_iter()
-                .find(|c| c.fallback == fallback)
-            else {
-                continue;
-            };
-            let message = Self::message(
-                PushKind::Withdraw,
-                &challenge.id.to_string(),
-                &device,
-                channel,
-                expires_at_ms,
-                give_up_at,
-            );
-            let this = self.clone();
-            let span = tracing::info_span!("withdraw", challenge_id = %challenge.id, device_id = %device.id);
-            self.tracker.spawn(
-                async move {
-                    let _ = this.deliver(&message, &device.id).await;
-                }
-                .instrument(span),
-            );
+            for channel in through {
+                let message = Self::message(
+                    PushKind::Withdraw,
+                    &challenge.id.to_string(),
+                    &device,
+                    channel,
+                    expires_at_ms,
+                    give_up_at,
+                );
+                let this = self.clone();
+                let device_id = device.id.clone();
+                let span = tracing::info_span!("withdraw", challenge_id = %challenge.id, device_id = %device.id);
+                self.tracker.spawn(
+                    async move {
+                        let _ = this.deliver(&message, &device_id).await;
+                    }
+                    .instrument(span),
+                );
+            }
         }
     }
 

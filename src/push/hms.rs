@@ -21,8 +21,11 @@ use std::time::{Duration, Instant};
 pub const PRODUCTION: &str = "https://push-api.cloud.huawei.com";
 /// Huawei's OAuth 2.0 token endpoint.
 pub const TOKEN_URL: &str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token";
-/// A token is fetched again this long before Huawei says it expires.
+/// A token is fetched again this long before Huawei says it expires (or at half its life if shorter).
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+/// A failed token fetch is answered from memory this long: pushes queued behind it fail at once instead
+/// of each asking again (Huawei allows 1,000 token requests per 5 minutes per app).
+const FAILURE_HOLD: Duration = Duration::from_secs(5);
 /// Push Kit's result code for success.
 pub const SUCCESS: &str = "80000000";
 
@@ -47,12 +50,19 @@ struct Token {
     until: Instant,
 }
 
+/// The current token, or the last fetch's failure while it is held.
+#[derive(Default)]
+struct Cache {
+    token: Option<Token>,
+    failed: Option<(PushOutcome, Instant)>,
+}
+
 /// Sends pushes through HMS Push Kit.
 pub struct HmsProvider {
     client: HttpClient,
     settings: HmsSettings,
     /// One fetch at a time: Huawei allows 1,000 token requests per 5 minutes per app.
-    token: tokio::sync::Mutex<Option<Token>>,
+    token: tokio::sync::Mutex<Cache>,
 }
 
 impl HmsProvider {
@@ -69,19 +79,44 @@ impl HmsProvider {
         Ok(Self {
             client: any_version_client(settings.extra_root_pem.as_deref())?,
             settings,
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(Cache::default()),
         })
     }
 
     /// The cached token, or a new one; `stale` is a token Push Kit refused, never returned again.
     async fn token(&self, stale: Option<&str>, give_up_at: Instant) -> Result<String, PushOutcome> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref()
+        // Another push may be fetching: wait for it no longer than this push may take.
+        let Ok(mut cached) = tokio::time::timeout_at(give_up_at.into(), self.token.lock()).await
+        else {
+            return Err(PushOutcome::Retry(
+                None,
+                "oauth: token fetch in progress".into(),
+            ));
+        };
+        if let Some(t) = cached.token.as_ref()
             && t.until > Instant::now()
             && Some(t.value.as_str()) != stale
         {
             return Ok(t.value.clone());
         }
+        if let Some((outcome, until)) = &cached.failed
+            && *until > Instant::now()
+        {
+            return Err(outcome.clone());
+        }
+        let fetched = self.fetch(give_up_at).await;
+        match &fetched {
+            Ok(token) => {
+                cached.failed = None;
+                cached.token = Some(token.clone());
+            }
+            Err(outcome) => cached.failed = Some((outcome.clone(), Instant::now() + FAILURE_HOLD)),
+        }
+        fetched.map(|t| t.value)
+    }
+
+    /// Asks the token endpoint for a new access token.
+    async fn fetch(&self, give_up_at: Instant) -> Result<Token, PushOutcome> {
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "client_credentials")
             .append_pair("client_id", &self.settings.app_id)
@@ -96,14 +131,12 @@ impl HmsProvider {
         match (answer.status, body["access_token"].as_str()) {
             (200, Some(value)) if !value.is_empty() => {
                 let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3600));
-                let token = Token {
-                    value: value.to_owned(),
-                    until: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN).max(lifetime / 2),
-                };
-                *cached = Some(token);
                 metrics::counter!("relay_push_oauth_tokens_total", "provider" => "hms")
                     .increment(1);
-                Ok(value.to_owned())
+                Ok(Token {
+                    value: value.to_owned(),
+                    until: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN).max(lifetime / 2),
+                })
             }
             (429 | 500..=599, _) => Err(PushOutcome::Retry(
                 answer.retry_after,

@@ -114,10 +114,11 @@ pub fn notify_id(id: &str) -> u32 {
 
 /// Mi Push status and answer → what the dispatcher must do, for a request to the one id `regid`.
 pub fn classify(status: u16, body: &serde_json::Value, regid: &str) -> PushOutcome {
-    if status == 429 || status >= 500 || body.is_null() {
+    if status == 429 || status >= 500 || (status == 200 && body.is_null()) {
         return PushOutcome::Retry(None, format!("{status}"));
     }
     if status != 200 {
+        // A wrong xiaomi_url (an HTML 404, say): retrying does not help.
         return PushOutcome::Rejected(format!("{status}"));
     }
     let code = body["code"].as_i64().unwrap_or(-1);
@@ -243,6 +244,10 @@ mod tests {
         ));
         assert!(matches!(
             classify(404, &json!({}), "r1"),
+            PushOutcome::Rejected(_)
+        ));
+        assert!(matches!(
+            classify(404, &serde_json::Value::Null, "r1"),
             PushOutcome::Rejected(_)
         ));
     }

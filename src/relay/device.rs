@@ -269,19 +269,26 @@ impl Relay {
     /// Replaces a device's push token, and its fallback's when given.
     ///
     /// # Errors
-    /// `MissingChannel` for a poll-only device or a fallback token without a fallback channel (before
-    /// the counter rule: nothing changes); `Auth` from the counter rule, or a store failure.
+    /// `Auth` from the counter rule (applied first, as to any signed request), then `MissingChannel` for
+    /// a poll-only device or a fallback token without a fallback channel (only the counter moved), or a
+    /// store failure.
     pub async fn update_push_token(
         &self,
         auth: &Authenticated,
         token: &str,
         fallback: Option<&str>,
     ) -> Result<Device, Error> {
-        if !auth.device.platform.is_pushed() {
-            return Err(crate::device::MissingChannel::PollOnly.into());
-        }
-        if fallback.is_some() && auth.device.fallback.is_none() {
-            return Err(crate::device::MissingChannel::NoFallback.into());
+        let missing = if !auth.device.platform.is_pushed() {
+            Some(crate::device::MissingChannel::PollOnly)
+        } else if fallback.is_some() && auth.device.fallback.is_none() {
+            Some(crate::device::MissingChannel::NoFallback)
+        } else {
+            None
+        };
+        if let Some(missing) = missing {
+            // A revoked, cloned or replayed request is refused as such, not for its channel.
+            self.accept(auth).await?;
+            return Err(missing.into());
         }
         match self
             .store

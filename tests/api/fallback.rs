@@ -151,6 +151,9 @@ async fn a_poll_only_phone_is_never_pushed_polls_and_approves(store: &str) {
     assert_eq!(info.platform(), pb::Platform::PollOnly);
     assert!(!info.has_push_token);
     let challenge = env.app.create(&account, pb::NumberMatchMode::Choose).await;
+    // The create answer already says so, on every store.
+    assert_eq!(challenge.deliveries.len(), 1);
+    assert_eq!(challenge.deliveries[0].state(), pb::DeliveryState::PollOnly);
     // Past the push lease: no replica takes its pushes for unfinished (nor reports it lost).
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     let seen = env.app.get(&challenge.challenge_id).await;
@@ -292,9 +295,12 @@ async fn token_updates_for_a_missing_channel_are_refused() {
             .expect("error info");
         assert_eq!(info.reason, reason);
     }
+    // Each request's counter was consumed, as any signed request's is; nothing else changed.
     let devices = app.devices(&account).await;
+    assert!(devices.iter().all(|d| d.counter == 1), "{devices:?}");
     assert!(
-        devices.iter().all(|d| d.counter == 0),
-        "nothing changed: {devices:?}"
+        devices
+            .iter()
+            .all(|d| d.fallback_platform() == pb::Platform::Unspecified)
     );
 }

@@ -166,7 +166,7 @@ impl RedisStore {
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     superseded.push(codec::ended(&id, at(old, 1)?, at(old, 2)?)?);
                 }
-                let challenge = Challenge {
+                let mut challenge = Challenge {
                     id: new.id,
                     account: new.account,
                     context: new.context,
@@ -183,6 +183,13 @@ impl RedisStore {
                     pusher: String::new(),
                     push_claims: 0,
                 };
+                // As create.lua recorded them, so the create answer matches what a read shows.
+                challenge.mark_poll_only(
+                    devices
+                        .iter()
+                        .filter(|d| !d.platform.is_pushed())
+                        .map(|d| &d.id),
+                );
                 Ok(CreateOutcome::Created(challenge, devices, superseded))
             }
         }

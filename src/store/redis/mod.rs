@@ -441,6 +441,10 @@ impl Store for RedisStore {
         let mut inv = self.script(&self.scripts.delivery, keys::prefix(id.tag()));
         inv.key(keys::challenge(id)).arg(id.as_str());
         for (device, outcome) in outcomes {
+            // Poll-only is set by the create step, never recorded as a push outcome (memory skips it too).
+            if *outcome == crate::challenge::DeliveryState::PollOnly {
+                continue;
+            }
             if let Some(value) = codec::delivery_value(outcome) {
                 inv.arg(device.as_str()).arg(value);
             }
