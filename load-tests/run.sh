@@ -16,12 +16,17 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-redis_port=$(free_port); mock_port=$(free_port)
+redis_port=$(free_port); probe_port=$(free_port); mock_port=$(free_port)
 a_backend=$(free_port); a_device=$(free_port); a_admin=$(free_port)
 b_backend=$(free_port); b_device=$(free_port); b_admin=$(free_port)
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
   --logfile "$work/redis.log" --daemonize no &
+pids+=($!)
+# The redis-benchmark probe gets a Redis of its own: its keys must not sit in the relays' Redis.
+mkdir -p "$work/probe"
+redis-server --port "$probe_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work/probe" \
+  --logfile "$work/probe/redis.log" --daemonize no &
 pids+=($!)
 
 # FCM's OAuth exchange goes to the mock: a copy of the test service account pointing there.
@@ -58,6 +63,7 @@ mkdir -p load-tests/reports
 # worst case; the limit probes run on the same machine first.
 "$bin/relay-load" --backend "127.0.0.1:$a_backend" --device "127.0.0.1:$b_device" \
   --mock "http://127.0.0.1:$mock_port" --mock-dir "$work/mock" \
-  --redis-url "redis://127.0.0.1:$redis_port" --relay-pids "$pid_a,$pid_b" \
+  --redis-url "redis://127.0.0.1:$redis_port" --probe-redis-url "redis://127.0.0.1:$probe_port" \
+  --relay-pids "$pid_a,$pid_b" \
   --admins "127.0.0.1:$a_admin,127.0.0.1:$b_admin" \
   --out load-tests/reports/latest.json --plot load-tests/reports/latest.svg "$@"

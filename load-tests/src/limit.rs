@@ -37,7 +37,11 @@ pub struct Limit {
 /// Runs both probes.
 pub async fn measure(options: &Options) -> anyhow::Result<Limit> {
     eprintln!("measuring the machine's limit (redis-benchmark, HTTP/2 pushes to the mock)...");
-    let redis_scripts_per_s = redis_benchmark(&options.redis_url).await?;
+    let probe = options
+        .probe_redis_url
+        .as_deref()
+        .unwrap_or(&options.redis_url);
+    let redis_scripts_per_s = redis_benchmark(probe).await?;
     let pushes_per_s = push_probe(options).await?;
     let d = options.devices_per_account.max(1) as f64;
     let redis_challenges_per_s = redis_scripts_per_s / REDIS_ROUND_TRIPS_PER_CHALLENGE;

@@ -33,9 +33,13 @@ pub struct Options {
     /// mock-push's output folder (its APNs key, for the push-limit probe).
     #[arg(long, default_value = "mock-push")]
     pub mock_dir: PathBuf,
-    /// Redis, for INFO commandstats and the redis-benchmark probe.
+    /// The relays' Redis, for INFO commandstats.
     #[arg(long, default_value = "redis://127.0.0.1:6390")]
     pub redis_url: String,
+    /// A Redis of its own for the redis-benchmark probe, so that the probe's keys (about 260,000, with
+    /// a 60 s TTL) never sit in the relays' Redis during the measured run [default: --redis-url].
+    #[arg(long)]
+    pub probe_redis_url: Option<String>,
     /// Admin listeners of the replicas (their `relay_redis_seconds_count` gives round trips).
     #[arg(long, value_delimiter = ',')]
     pub admins: Vec<String>,
