@@ -134,36 +134,7 @@ pub(crate) fn token(provider: &str) -> String {
 pub(crate) async fn first_outcome(app: &TestApp, account: &str) -> (pb::Challenge, Kind) {
     let challenge = app.create(account, pb::NumberMatchMode::None).await;
     let mut watch = app.watch(&challenge.challenge_id).await;
-    let kind = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let event = watch.message().await.expect("event").expect("open");
-            match event.kind.expect("kind") {
-                k @ (Kind::Delivered(_) | Kind::DeliveryFailed(_)) => return k,
-                Kind::Snapshot(c) => {
-                    if let Some(d) = c
-                        .deliveries
-                        .iter()
-                        .find(|d| d.state() != pb::DeliveryState::Pending)
-                    {
-                        return match d.state() {
-                            pb::DeliveryState::Delivered => Kind::Delivered(pb::Delivered {
-                                device_id: d.device_id.clone(),
-                                platform: d.platform,
-                                fallback: d.fallback,
-                            }),
-                            _ => Kind::DeliveryFailed(pb::DeliveryFailed {
-                                device_id: d.device_id.clone(),
-                                reason: d.reason.clone(),
-                            }),
-                        };
-                    }
-                }
-                other => panic!("ended before its push outcome: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("a push outcome in time");
+    let kind = crate::reliability::outcome(&mut watch, PATIENCE).await;
     (challenge, kind)
 }
 

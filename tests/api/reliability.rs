@@ -62,7 +62,10 @@ impl Drop for Replica {
 }
 
 /// Reads a watch until its push outcome for one device, or fails after `within`.
-async fn outcome(watch: &mut tonic::Streaming<pb::ChallengeEvent>, within: Duration) -> Kind {
+pub(crate) async fn outcome(
+    watch: &mut tonic::Streaming<pb::ChallengeEvent>,
+    within: Duration,
+) -> Kind {
     tokio::time::timeout(within, async {
         loop {
             let event = watch

@@ -162,21 +162,7 @@ fn a_simulated_phone_receives_its_push_from_mock_push_and_approves() {
         "none",
     ];
     let id = stdout(&dir, &create);
-    let mut listener = listener;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = listener.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the phone never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut out = String::new();
-    if let Some(mut stdout) = listener.0.stdout.take() {
-        std::io::Read::read_to_string(&mut stdout, &mut out).expect("read");
-    }
-    assert!(status.success(), "listener failed: {out}");
-    assert!(out.contains("CHALLENGE_STATE_APPROVED"), "{out}");
+    approved_by(listener, "the APNs phone");
     let watched = stdout(&dir, &["backend", "--relay", &backend, "watch", id.trim()]);
     assert!(
         watched.lines().any(|l| l.starts_with("APPROVED")),
