@@ -1,12 +1,18 @@
 //! Deadlines and the shared periodic work: one timer task per replica (a `DelayQueue`, not a task per
-//! challenge) that expires each challenge it knows of at its deadline, and once a second the sweep
-//! (`relay::sweep`: overdue challenges whose creating replica is gone, push work nobody is doing) and
+//! challenge) that expires each challenge watched here at its deadline, and once a second the sweep
+//! (`relay::sweep`: overdue challenges whatever replica created them, push work nobody is doing) and
 //! the heartbeat. Both only ask the store; the store judges the deadline by its own clock, so a timer
 //! that fires early or twice changes nothing. Nothing here waits for the store inline: every expiry
 //! runs in its own task, bounded, so deadlines never queue behind each other or behind a slow call.
+//!
+//! A timer exists so that a watcher here sees EXPIRED on time; when the watchers are gone (the
+//! challenge ended and they got its terminal event, or they hung up) a watch timer does nothing at all
+//! when it fires: a decided challenge costs no store call at its deadline. Challenges nobody watches
+//! here are the sweep's, which finds them in the overdue index within a second of their deadline.
 
 use crate::challenge::ChallengeId;
 use crate::relay::Relay;
+use crate::watch::Hub;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +26,22 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Expiries in flight at once from the timers.
 const EXPIRIES_AT_ONCE: usize = 64;
 
+/// Why a timer was set, which decides whether it still matters when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// For the watchers of the challenge on this replica: skipped when none is left.
+    Watch,
+    /// For the sweep, which handed the challenge out early (its index score was an estimate): always run,
+    /// since the index no longer holds it.
+    Backstop,
+}
+
 /// Schedules expiries on this replica's timer task.
 #[derive(Clone)]
-pub struct ExpiryHandle(mpsc::UnboundedSender<(ChallengeId, Duration)>);
+pub struct ExpiryHandle(mpsc::UnboundedSender<(ChallengeId, Duration, Timer)>);
 
 /// The receiving end, run by [`run`].
-pub struct ExpiryQueue(mpsc::UnboundedReceiver<(ChallengeId, Duration)>);
+pub struct ExpiryQueue(mpsc::UnboundedReceiver<(ChallengeId, Duration, Timer)>);
 
 /// A connected handle and queue.
 pub fn channel() -> (ExpiryHandle, ExpiryQueue) {
@@ -35,16 +51,21 @@ pub fn channel() -> (ExpiryHandle, ExpiryQueue) {
 
 impl ExpiryHandle {
     /// Expire `id` after `delay` (the time left until its deadline).
-    pub fn schedule(&self, id: ChallengeId, delay: Duration) {
+    pub fn schedule(&self, id: ChallengeId, delay: Duration, timer: Timer) {
         // Fails only after shutdown, when the sweep of the next replica takes over.
-        let _ = self.0.send((id, delay));
+        let _ = self.0.send((id, delay, timer));
     }
+}
+
+/// True when a timer that fired still has a reason to ask the store.
+pub fn still_needed(timer: Timer, id: &ChallengeId, hub: &Hub) -> bool {
+    timer == Timer::Backstop || hub.contains(id)
 }
 
 /// Runs the timers, the sweep and the heartbeat until `shutdown`.
 pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationToken) {
     let ExpiryQueue(mut rx) = queue;
-    let mut timers: DelayQueue<ChallengeId> = DelayQueue::new();
+    let mut timers: DelayQueue<(ChallengeId, Timer)> = DelayQueue::new();
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let permits = Arc::new(Semaphore::new(EXPIRIES_AT_ONCE));
@@ -53,14 +74,19 @@ pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationTo
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            Some((id, delay)) = rx.recv() => {
-                timers.insert(id, delay);
+            Some((id, delay, timer)) = rx.recv() => {
+                timers.insert((id, timer), delay);
             }
             Some(expired) = timers.next(), if !timers.is_empty() => {
+                let (id, timer) = expired.into_inner();
+                if !still_needed(timer, &id, relay.hub()) {
+                    metrics::counter!("relay_expiry_timers_skipped_total").increment(1);
+                    continue;
+                }
                 let (relay, permits) = (Arc::clone(&relay), Arc::clone(&permits));
                 tokio::spawn(async move {
                     let Ok(_permit) = permits.acquire_owned().await else { return };
-                    relay.expire_or_reschedule(expired.into_inner()).await;
+                    relay.expire_or_reschedule(id, timer).await;
                 });
             }
             _ = tick.tick() => {

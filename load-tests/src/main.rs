@@ -170,6 +170,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         report.watch_capacity = Some(watches::capacity(&options, &driver).await?);
     }
     report.relay_peak_rss_bytes = system::peak_rss(&options.relay_pids);
+    report.timeline = driver.timeline();
     report.finish(&options)?;
     if let Some(path) = &options.plot {
         plot::draw(path, &report)?;

@@ -56,6 +56,9 @@ pub struct Window {
     pub measured_secs: f64,
     /// Challenges sent, warm-up included.
     pub total_sent: u64,
+    /// Create intended → push accepted, per second of the run (warm-up included), keyed by the
+    /// intended second since the driver started: a stall shows as one bad second, not a bad step.
+    pub seconds: BTreeMap<u64, Histogram<u64>>,
 }
 
 impl Window {
@@ -71,6 +74,7 @@ impl Window {
             rate,
             measured_secs: 0.0,
             total_sent: 0,
+            seconds: BTreeMap::new(),
         }
     }
 
@@ -116,6 +120,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// When the driver started (µs since the epoch): second 0 of the timeline.
+    epoch_us: u64,
     fleet: Fleet,
     device: Vec<Channel>,
     next_device: AtomicUsize,
@@ -128,9 +134,27 @@ impl Shared {
     }
 }
 
+/// One second of the run's timeline: p99 create → push of the challenges intended in it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Second {
+    /// Seconds since the driver started.
+    pub t_s: u64,
+    /// The run it belongs to (`fixed rate`, `ramp 400/s`, …).
+    pub phase: String,
+    /// The rate asked for.
+    pub rate: u32,
+    /// Pushes accepted at the mock for challenges intended in this second.
+    pub pushes: u64,
+    /// p99 create → push, ms.
+    pub p99_ms: f64,
+    /// Slowest create → push, ms.
+    pub max_ms: f64,
+}
+
 /// Drives challenges and phones; one per process.
 pub struct Driver {
     shared: Arc<Shared>,
+    timeline: Mutex<Vec<Second>>,
     senders: Vec<mpsc::UnboundedSender<pb::StreamChallengesRequest>>,
     backend: Vec<Channel>,
     next_request: AtomicU64,
@@ -149,6 +173,7 @@ impl Driver {
         let accounts = fleet.accounts.len();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            epoch_us: now_us(),
             fleet,
             device,
             next_device: AtomicUsize::new(0),
@@ -168,6 +193,7 @@ impl Driver {
         tokio::spawn(handle_pushes(Arc::clone(&shared), pushes));
         Ok(Self {
             shared,
+            timeline: Mutex::new(Vec::new()),
             senders,
             backend,
             next_request: AtomicU64::new(1),
@@ -282,7 +308,27 @@ impl Driver {
         state.early.clear();
         window.measured_secs = measured_secs;
         window.total_sent = total;
+        drop(state);
+        self.timeline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(window.seconds.iter().map(|(t, h)| Second {
+                t_s: *t,
+                phase: label.to_owned(),
+                rate,
+                pushes: h.len(),
+                p99_ms: ms(h.value_at_quantile(0.99)),
+                max_ms: ms(h.max()),
+            }));
         window
+    }
+
+    /// Every second of every run so far, in order.
+    pub fn timeline(&self) -> Vec<Second> {
+        self.timeline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn finish(&self, id: u64, error: Option<&str>) {
@@ -421,10 +467,17 @@ fn on_push(shared: &Arc<Shared>, push: Push) {
         let first = !flight.answered;
         flight.answered = true;
         let (measured, intended) = (flight.measured, flight.intended_us);
-        if measured && let Some(w) = state.window.as_mut() {
+        let latency = push.received_unix_us.saturating_sub(intended).max(1);
+        if let Some(w) = state.window.as_mut() {
+            if measured {
+                let _ = w.create_to_push.record(latency);
+            }
+            let second = intended.saturating_sub(shared.epoch_us) / 1_000_000;
             let _ = w
-                .create_to_push
-                .record(push.received_unix_us.saturating_sub(intended).max(1));
+                .seconds
+                .entry(second)
+                .or_insert_with(histogram)
+                .record(latency);
         }
         first.then_some(id)
     };

@@ -3,7 +3,7 @@
 
 use crate::Options;
 use crate::limit::Limit;
-use crate::measure::{Window, ms};
+use crate::measure::{Second, Window, ms};
 use crate::system;
 use crate::watches::{Burst, Capacity};
 use hdrhistogram::Histogram;
@@ -68,6 +68,8 @@ pub struct Report {
     pub watch_capacity: Option<Capacity>,
     /// Highest VmHWM of the replicas.
     pub relay_peak_rss_bytes: Option<u64>,
+    /// p99 create → push second by second over every run.
+    pub timeline: Vec<Second>,
 }
 
 impl Report {
@@ -93,6 +95,7 @@ impl Report {
             burst: None,
             watch_capacity: None,
             relay_peak_rss_bytes: None,
+            timeline: Vec::new(),
         }
     }
 
@@ -215,6 +218,16 @@ impl Report {
             map.insert("ramp".into(), json!(self.ramp));
             map.insert("burst".into(), json!(self.burst));
             map.insert("watch_capacity".into(), json!(self.watch_capacity));
+            let capacity = self.watch_capacity.as_ref();
+            map.insert(
+                "relay_rss_before_bytes".into(),
+                json!(capacity.map(|c| c.rss_before_bytes)),
+            );
+            map.insert(
+                "relay_rss_after_close_bytes".into(),
+                json!(capacity.map(|c| c.rss_after_close_bytes)),
+            );
+            map.insert("timeline".into(), json!(self.timeline));
         }
         let report = json!({
             "scenario": self.scenario,
@@ -297,15 +310,40 @@ fn human(report: &Value) -> String {
     }
     if let Some(c) = r["watch_capacity"].as_object() {
         out.push(format!(
-            "watches: {} open, {:.0} bytes each; RSS {:.1} → {:.1} → {:.1} MiB after close; p99 create→push {:.2} ms, respond→watch {:.2} ms meanwhile",
+            "watches: {} open, {:.0} bytes each; RSS {:.1} → {:.1} → {:.1} MiB after close ({}); p99 create→push {:.2} ms, respond→watch {:.2} ms meanwhile",
             c["opened"],
             c["bytes_per_watch"].as_f64().unwrap_or(0.0),
             c["rss_before_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
             c["rss_open_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
             c["rss_after_close_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            c["rss_recovered_after_s"]
+                .as_f64()
+                .map_or("not within 25% in 60 s".into(), |s| format!("within 25% after {s:.1} s")),
             c["create_to_push_p99_ms"].as_f64().unwrap_or(0.0),
             c["respond_to_watch_p99_ms"].as_f64().unwrap_or(0.0),
         ));
     }
+    let target = report["scenario"]["ramp"]["target_p99_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
+    let slow: Vec<String> = r["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["p99_ms"].as_f64().unwrap_or(0.0) > target)
+        .map(|s| {
+            format!(
+                "t={}s ({}) {:.1} ms",
+                s["t_s"],
+                s["phase"].as_str().unwrap_or(""),
+                s["p99_ms"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    out.push(if slow.is_empty() {
+        format!("timeline: no second with p99 create→push over {target} ms")
+    } else {
+        format!("timeline: seconds over {target} ms: {}", slow.join(", "))
+    });
     out.join("\n")
 }

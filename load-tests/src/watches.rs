@@ -32,12 +32,15 @@ pub struct Capacity {
     pub streams: usize,
     /// Streams that got their snapshot.
     pub opened: usize,
-    /// Replica A's RSS before, with the streams open, and 5 s after they closed.
+    /// Replica A's RSS before the streams opened.
     pub rss_before_bytes: u64,
-    /// See `rss_before_bytes`.
+    /// Replica A's RSS with the streams open.
     pub rss_open_bytes: u64,
-    /// See `rss_before_bytes`.
+    /// Replica A's RSS once it came back within 25% of `rss_before_bytes`, or 60 s after the streams
+    /// closed if it never did.
     pub rss_after_close_bytes: u64,
+    /// Seconds from the last stream closing to RSS within 25% of before; `None`: not within 60 s.
+    pub rss_recovered_after_s: Option<f64>,
     /// (open − before) / streams.
     pub bytes_per_watch: f64,
     /// p99 create → push with the streams open, at the fixed rate, ms.
@@ -175,14 +178,26 @@ pub async fn capacity(options: &Options, driver: &Driver) -> anyhow::Result<Capa
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_after_close_bytes = system::rss(pid).unwrap_or(0);
+    // The goal: back within 25% of before within 60 s of the last stream closing.
+    let closed = Instant::now();
+    let back = rss_before_bytes + rss_before_bytes / 4;
+    let (rss_after_close_bytes, rss_recovered_after_s) = loop {
+        let now = system::rss(pid).unwrap_or(0);
+        if now <= back {
+            break (now, Some(closed.elapsed().as_secs_f64()));
+        }
+        if closed.elapsed() >= Duration::from_secs(60) {
+            break (now, None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     Ok(Capacity {
         streams: options.watches,
         opened,
         rss_before_bytes,
         rss_open_bytes,
         rss_after_close_bytes,
+        rss_recovered_after_s,
         bytes_per_watch: rss_open_bytes.saturating_sub(rss_before_bytes) as f64
             / opened.max(1) as f64,
         create_to_push_p99_ms: ms(live.create_to_push.value_at_quantile(0.99)),

@@ -8,7 +8,7 @@ use crate::challenge::{
 };
 use crate::device::{Device, Enrollment, Ticket};
 use crate::error::Error;
-use crate::expiry::ExpiryHandle;
+use crate::expiry::{ExpiryHandle, Timer};
 use crate::push::Dispatcher;
 use crate::store::{AuditPage, CreateOutcome, DeviceCall, Ended, NewChallenge, Store};
 use crate::watch::{Hub, Registration, Sink};
@@ -152,6 +152,11 @@ impl Relay {
         self
     }
 
+    /// This replica's watchers.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
     /// The limits in force.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -264,13 +269,17 @@ impl Relay {
                     tracing::info!(challenge_id = %old.challenge.id, by = %challenge.id, "challenge superseded");
                     self.ended(old);
                 }
-                let left = challenge
-                    .expires_at_ms
-                    .saturating_sub(challenge.created_at_ms);
-                self.expiry.schedule(
-                    challenge.id.clone(),
-                    Duration::from_millis(left.unsigned_abs()),
-                );
+                // A timer only for a watcher here; an unwatched challenge is the sweep's (crate::expiry).
+                if registration.is_some() {
+                    let left = challenge
+                        .expires_at_ms
+                        .saturating_sub(challenge.created_at_ms);
+                    self.expiry.schedule(
+                        challenge.id.clone(),
+                        Duration::from_millis(left.unsigned_abs()),
+                        Timer::Watch,
+                    );
+                }
                 self.dispatcher
                     .push_challenge(&challenge, devices, challenge.created_at_ms);
                 tracing::info!(challenge_id = %challenge.id, devices = challenge.targets.len(), "challenge created");
@@ -282,6 +291,9 @@ impl Relay {
                     self.store.subscribe(&challenge.id).await?;
                 }
                 let challenge = self.get_challenge(&challenge.id).await?;
+                if registration.is_some() {
+                    self.watch_deadline(&challenge);
+                }
                 // A retry of a create whose answer was lost: its pushes may be owed to nobody.
                 self.resume_pushes(&challenge).await;
                 Ok((challenge, false, registration))
@@ -383,8 +395,11 @@ impl Relay {
                 .expires_at_ms
                 .saturating_sub(crate::clock::now_ms())
                 .max(0);
-            self.expiry
-                .schedule(c.id.clone(), Duration::from_millis(left.unsigned_abs()));
+            self.expiry.schedule(
+                c.id.clone(),
+                Duration::from_millis(left.unsigned_abs()),
+                Timer::Watch,
+            );
         }
     }
 

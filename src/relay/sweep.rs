@@ -5,6 +5,7 @@
 
 use super::Relay;
 use crate::challenge::{Challenge, ChallengeId};
+use crate::expiry::Timer;
 use crate::store::{ClaimOutcome, ExpireOutcome, PushWork};
 use std::collections::HashMap;
 use std::future::Future;
@@ -67,15 +68,15 @@ impl Relay {
         let relay = Arc::clone(&self);
         let expiries = bounded(due.overdue, move |id| {
             let relay = Arc::clone(&relay);
-            async move { relay.expire_or_reschedule(id).await }
+            async move { relay.expire_or_reschedule(id, Timer::Backstop).await }
         });
         tokio::join!(expiries, self.take_over(due.pushes));
     }
 
-    /// Expires `id`, or sets a timer for when it is due.
-    pub async fn expire_or_reschedule(&self, id: ChallengeId) {
+    /// Expires `id`, or sets a timer of the same kind for when it is due.
+    pub async fn expire_or_reschedule(&self, id: ChallengeId, timer: Timer) {
         if let Some(left) = self.expire(&id).await {
-            self.expiry.schedule(id, left);
+            self.expiry.schedule(id, left, timer);
         }
     }
 

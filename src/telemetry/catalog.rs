@@ -134,6 +134,16 @@ pub fn register() {
         "Watchers dropped because they did not keep up."
     );
     zero("relay_watchers_dropped_total", &[("reason", "full")]);
+    describe_counter!(
+        "relay_expiry_timers_skipped_total",
+        "Deadline timers that fired with no watcher of their challenge left here, so did nothing."
+    );
+    zero("relay_expiry_timers_skipped_total", &[]);
+    describe_counter!(
+        "relay_overdue_removed_total",
+        "Ended challenges taken out of Redis's overdue index (batched removals)."
+    );
+    zero("relay_overdue_removed_total", &[]);
 
     describe_counter!(
         "relay_responses_refused_total",

@@ -19,6 +19,7 @@ mod redis_tls;
 mod cluster;
 mod codes;
 mod container;
+mod deadlines;
 mod devices;
 mod flow;
 mod push;

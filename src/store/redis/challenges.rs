@@ -164,7 +164,7 @@ impl RedisStore {
                     let old = array(old)?;
                     let id = ChallengeId::parse(&text(at(old, 0)?)?)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    superseded.push(codec::ended(&id, at(old, 1)?, at(old, 2)?)?);
+                    superseded.push(self.ended(&id, at(old, 1)?, at(old, 2)?)?);
                 }
                 let mut challenge = Challenge {
                     id: new.id,
@@ -261,7 +261,7 @@ impl RedisStore {
             };
             return Ok(Err(refusal));
         }
-        let ended = codec::ended(id, at(items, 3)?, at(items, 4)?)?;
+        let ended = self.ended(id, at(items, 3)?, at(items, 4)?)?;
         if matches!(ended.challenge.state, State::FraudReported(_)) {
             streams::append_security(
                 &mut self.conn(),

@@ -12,6 +12,7 @@ mod conn;
 mod factors;
 mod helpers;
 mod keys;
+mod overdue;
 mod pushes;
 mod records;
 mod scripts;
@@ -44,6 +45,7 @@ pub struct RedisStore {
     publish: &'static str,
     scripts: Scripts,
     subscriber: Subscriber,
+    forgetter: overdue::Forgetter,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -73,6 +75,7 @@ impl RedisStore {
             StoreError::Unavailable(format!("redis at {}: {e}", target.addresses()))
         };
         let conn = Conn::connect(target, None).await.map_err(at)?;
+        let forgetter = overdue::Forgetter::start(conn.clone(), shutdown.clone());
         let subscriber = subscriber::start(target, conn.clone(), hub, shutdown)
             .await
             .map_err(|e| {
@@ -86,7 +89,15 @@ impl RedisStore {
             limits,
             replica,
             helpers: helpers::Helpers::default(),
+            forgetter,
         })
+    }
+
+    /// A challenge a script just ended (codec::ended), its overdue entry handed to the forgetter.
+    fn ended(&self, id: &ChallengeId, h: &Value, withdraw: &Value) -> Result<Ended, StoreError> {
+        let ended = codec::ended(id, h, withdraw)?;
+        self.forgetter.ended(id);
+        Ok(ended)
     }
 
     /// An invocation of `script` with the two arguments every script starts with (prelude.lua): the key
@@ -407,7 +418,7 @@ impl Store for RedisStore {
             "notdue" => Ok(ExpireOutcome::NotDue(std::time::Duration::from_millis(
                 int(at(items, 1)?)?.unsigned_abs(),
             ))),
-            "ok" => Ok(ExpireOutcome::Expired(Box::new(codec::ended(
+            "ok" => Ok(ExpireOutcome::Expired(Box::new(self.ended(
                 id,
                 at(items, 3)?,
                 at(items, 4)?,
@@ -424,7 +435,7 @@ impl Store for RedisStore {
         let items = array(&reply)?;
         match text(at(items, 0)?)?.as_str() {
             "missing" => Ok(None),
-            "ok" => Ok(Some(Ok(codec::ended(id, at(items, 3)?, at(items, 4)?)?))),
+            "ok" => Ok(Some(Ok(self.ended(id, at(items, 3)?, at(items, 4)?)?))),
             _ => Ok(Some(Err(codec::challenge(
                 id,
                 &codec::hash(at(items, 2)?)?,

@@ -11,11 +11,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Trails whose TTL this script already renewed: one PEXPIRE per trail per script, however many records.
+local renewed = {}
+local function renew(key)
+  if not renewed[key] then
+    redis.call('PEXPIRE', key, LONG_TTL_MS)
+    renewed[key] = true
+  end
+end
+
 local function audit(account, now, kind, actor, challenge, device, detail)
   local key = PREFIX .. 'audit:' .. account
   redis.call('XADD', key, 'MAXLEN', '~', AUDIT_CAP, '*', 'at', now, 'kind', kind, 'actor', actor,
     'challenge', challenge or '', 'device', device or '', 'detail', detail or '')
-  redis.call('PEXPIRE', key, LONG_TTL_MS)
+  renew(key)
 end
 
 -- A refusal of a request that failed authentication, in the account's trail of such refusals: capped apart
@@ -24,7 +33,7 @@ local function audit_refused(account, now, kind, device, detail)
   local key = PREFIX .. 'refused:' .. account
   redis.call('XADD', key, 'MAXLEN', '~', REFUSED_CAP, '*', 'at', now, 'kind', kind, 'actor', 'unauthenticated',
     'challenge', '', 'device', device or '', 'detail', detail or '')
-  redis.call('PEXPIRE', key, LONG_TTL_MS)
+  renew(key)
 end
 
 local function publish(challenge_id, seq, now, kind, device, extra)
@@ -77,10 +86,11 @@ local function active_devices(list_key, skip_a, skip_b)
   local ids, hashes = {}, {}
   for _, device_id in ipairs(redis.call('LRANGE', list_key, 0, -1)) do
     if device_id ~= skip_a and device_id ~= skip_b then
-      local dev_key = PREFIX .. 'dev:' .. device_id
-      if redis.call('HGET', dev_key, 'state') == 'active' then
+      -- One HGETALL, the state read from it: the hash is returned anyway.
+      local hash = redis.call('HGETALL', PREFIX .. 'dev:' .. device_id)
+      if hash_get(hash, 'state') == 'active' then
         table.insert(ids, device_id)
-        table.insert(hashes, redis.call('HGETALL', dev_key))
+        table.insert(hashes, hash)
       end
     end
   end

@@ -21,8 +21,11 @@ impl RedisStore {
                 due.unreachable += 1;
                 continue;
             };
-            let (work, ids): (Vec<String>, Vec<String>) =
+            let (work, mut ids): (Vec<String>, Vec<String>) =
                 members.into_iter().partition(|m| m.starts_with("p:"));
+            // Only as many as this round hands out are taken from the index; the rest wait for the next
+            // round (taking them and dropping them past the limit would lose them).
+            ids.truncate(limit.saturating_sub(due.overdue.len()));
             due.pushes.extend(work.iter().filter_map(|m| {
                 let (owner, id) = m.strip_prefix("p:")?.split_once(':')?;
                 Some(PushWork {

@@ -1,0 +1,140 @@
+//! What a challenge costs at its deadline: nothing once it is decided (its watchers' timers skip it and
+//! its overdue entry is gone soon after the decision), and an unwatched pending one is still expired by
+//! the sweep within about a second. Script calls are counted with Redis's own `INFO commandstats`.
+
+use crate::helpers::*;
+use approval_relay::pb;
+use approval_relay::pb::challenge_event::Kind;
+use std::time::{Duration, Instant};
+
+/// Plain connections to every Redis node behind `app` (none for the memory store).
+fn nodes(app: &TestApp) -> Vec<redis::Connection> {
+    match (&app.redis, &app.cluster) {
+        (Some(node), _) => vec![node.connection()],
+        (None, Some(cluster)) => cluster.nodes.iter().map(|n| n.connection()).collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+/// Script calls so far, summed over the nodes.
+fn script_calls(nodes: &mut [redis::Connection]) -> u64 {
+    nodes
+        .iter_mut()
+        .map(|c| {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(c)
+                .expect("INFO");
+            info.lines()
+                .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+                .filter_map(|l| {
+                    l.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// True while any overdue-index shard (README: `ar:due:{0}` … `ar:due:{15}`) on any node holds `id`.
+fn indexed(nodes: &mut [redis::Connection], id: &str) -> bool {
+    nodes.iter_mut().any(|c| {
+        (0..16).any(|shard| {
+            // On Cluster a shard lives on one node; the others answer MOVED, which is not a hit.
+            redis::cmd("ZSCORE")
+                .arg(format!("ar:due:{{{shard}}}"))
+                .arg(id)
+                .query::<Option<f64>>(c)
+                .ok()
+                .flatten()
+                .is_some()
+        })
+    })
+}
+
+async fn a_decided_challenge_costs_no_store_call_at_its_deadline(app: TestApp) {
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let challenge = app.create_short(&account, 2).await;
+    let watch = app.watch(&challenge.challenge_id).await;
+    app.approve(&mut phone, &challenge).await.expect("approve");
+    assert!(matches!(
+        decisive(&drain(watch).await).as_slice(),
+        [Kind::Snapshot(_), Kind::Approved(_)]
+    ));
+
+    let mut nodes = nodes(&app);
+    if !nodes.is_empty() {
+        // Out of the overdue index soon after the decision (removals are batched for 100 ms).
+        let until = Instant::now() + Duration::from_secs(2);
+        while indexed(&mut nodes, &challenge.challenge_id) {
+            assert!(
+                Instant::now() < until,
+                "still in the overdue index 2 s after the decision"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let before = script_calls(&mut nodes);
+    // Past the deadline and two sweeps: the watcher's timer fires and is skipped, the sweep finds nothing.
+    let deadline = u64::try_from(challenge.expires_at_unix_ms).expect("deadline");
+    let now = u64::try_from(approval_relay::clock::now_ms()).expect("now");
+    tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now) + 2_500)).await;
+    assert_eq!(
+        script_calls(&mut nodes),
+        before,
+        "a decided challenge ran a script at its deadline"
+    );
+    let ended = app.get(&challenge.challenge_id).await;
+    assert_eq!(ended.state(), pb::ChallengeState::Approved);
+    let terminal = app
+        .audit_details(&account)
+        .await
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k,
+                pb::AuditKind::ChallengeApproved | pb::AuditKind::ChallengeExpired
+            )
+        })
+        .count();
+    assert_eq!(terminal, 1, "exactly one terminal audit record");
+}
+
+async fn an_unwatched_challenge_is_expired_by_the_sweep(app: TestApp) {
+    let account = account();
+    let _phone = app.enroll(&account).await;
+    let challenge = app.create_short(&account, 1).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    let ended = loop {
+        let now = app.get(&challenge.challenge_id).await;
+        if now.state() != pb::ChallengeState::Pending {
+            break now;
+        }
+        assert!(Instant::now() < until, "not expired 5 s after a 1 s TTL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended.state(), pb::ChallengeState::Expired);
+    let late_by = ended.ended_at_unix_ms - ended.expires_at_unix_ms;
+    // The sweep runs once a second on every replica.
+    assert!(
+        (0..2_000).contains(&late_by),
+        "expired {late_by} ms after the deadline"
+    );
+    let expiries = app
+        .audit_details(&account)
+        .await
+        .iter()
+        .filter(|(k, _)| *k == pb::AuditKind::ChallengeExpired)
+        .count();
+    assert_eq!(expiries, 1);
+}
+
+on_every_store!(
+    a_decided_challenge_costs_no_store_call_at_its_deadline,
+    an_unwatched_challenge_is_expired_by_the_sweep
+);
