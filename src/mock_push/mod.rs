@@ -280,7 +280,9 @@ impl MockPush {
             behaviors: Mutex::new(HashMap::new()),
             // Room for a second of pushes at load-test rates before a slow reader loses any.
             deliveries: broadcast::channel(16_384).0,
-            accepted: Mutex::new(std::collections::VecDeque::new()),
+            // Room for all it keeps from the start: growing it doubles and copies under the lock that
+            // every push handler takes, a stall of several ms at 65,536 pushes that load tests saw.
+            accepted: Mutex::new(std::collections::VecDeque::with_capacity(MAX_KEPT)),
             requests: Mutex::new(HashMap::new()),
             verified_jwts: Mutex::new(std::collections::HashSet::new()),
             access_tokens: Mutex::new(HashMap::new()),
