@@ -42,7 +42,7 @@ pids+=($!)
 for _ in $(seq 50); do [ -f "$work/mock/apns-key.p8" ] && redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 relay() { # backend device admin
-  env RUST_LOG=warn ${RELAY_ENV:-} "$bin/approval-relay" serve --redis-url "redis://127.0.0.1:$redis_port" \
+  env RUST_LOG=warn MIMALLOC_PURGE_DELAY=0 ${RELAY_ENV:-} "$bin/approval-relay" serve --redis-url "redis://127.0.0.1:$redis_port" \
     --backend-addr "127.0.0.1:$1" --device-addr "127.0.0.1:$2" --admin-addr "127.0.0.1:$3" \
     --apns-url "http://127.0.0.1:$mock_port" --apns-key-file "$work/mock/apns-key.p8" \
     --apns-key-id MOCKKEY001 --apns-team-id MOCKTEAM01 \
