@@ -61,7 +61,7 @@ done
 mkdir -p load-tests/reports
 # Redis, the mock, both replicas and the generator share the machine's cores, as in production's
 # worst case; the limit probes run on the same machine first.
-"$bin/relay-load" --backend "127.0.0.1:$a_backend" --device "127.0.0.1:$b_device" \
+"$bin/relay-load" --backend "127.0.0.1:$a_backend" --device "127.0.0.1:$b_device" --device-a "127.0.0.1:$a_device" \
   --mock "http://127.0.0.1:$mock_port" --mock-dir "$work/mock" \
   --redis-url "redis://127.0.0.1:$redis_port" --probe-redis-url "redis://127.0.0.1:$probe_port" \
   --relay-pids "$pid_a,$pid_b" \

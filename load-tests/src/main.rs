@@ -27,6 +27,10 @@ pub struct Options {
     /// Replica B's device API (phones answer there).
     #[arg(long, default_value = "127.0.0.1:50062")]
     pub device: String,
+    /// Replica A's device API: with it, the scale-out phase runs the ramp again with replica A doing
+    /// all the work (creates, watches and the phones' answers), for one replica against two.
+    #[arg(long)]
+    pub device_a: Option<String>,
     /// mock-push's base URL (h2c).
     #[arg(long, default_value = "http://127.0.0.1:8443")]
     pub mock: String,
@@ -148,18 +152,12 @@ async fn run(options: Options) -> anyhow::Result<()> {
     report.record_round_trips(&fixed, &trips_before, &trips_after);
 
     if options.ramp_start > 0 {
-        // One slow step can be a hiccup (a scheduler stall on a busy 2-core box): the ramp goes on until
-        // two steps in a row miss, and the highest passing step counts.
-        let mut rate = options.ramp_start;
-        let mut misses = 0;
-        while rate <= options.ramp_max && misses < 2 {
-            let step = driver
-                .run_rate(rate, 2, options.ramp_step_secs, &format!("ramp {rate}/s"))
-                .await;
-            let passed = step.passes(options.target_p99_ms);
-            report.record_ramp_step(rate, &step, passed);
-            misses = if passed { 0 } else { misses + 1 };
-            rate += options.ramp_step;
+        report.ramp = ramp(&options, &driver, &mut report, "ramp").await;
+        if driver.set_one_replica(true) {
+            eprintln!("scale-out: the ramp again with replica A alone");
+            let one = ramp(&options, &driver, &mut report, "one replica").await;
+            driver.set_one_replica(false);
+            report.record_scale_out(one);
         }
     }
 
@@ -176,6 +174,29 @@ async fn run(options: Options) -> anyhow::Result<()> {
         plot::draw(path, &report)?;
     }
     Ok(())
+}
+
+/// Steps up the rate until two steps in a row miss. One slow step can be a hiccup (a scheduler stall on a
+/// busy 2-core box): the ramp goes on until two steps in a row miss, and the highest passing step counts.
+async fn ramp(
+    options: &Options,
+    driver: &measure::Driver,
+    report: &mut report::Report,
+    label: &str,
+) -> Vec<report::RampStep> {
+    let mut steps = Vec::new();
+    let mut rate = options.ramp_start;
+    let mut misses = 0;
+    while rate <= options.ramp_max && misses < 2 {
+        let step = driver
+            .run_rate(rate, 2, options.ramp_step_secs, &format!("{label} {rate}/s"))
+            .await;
+        let passed = step.passes(options.target_p99_ms);
+        steps.push(report.ramp_step(label, rate, &step, passed));
+        misses = if passed { 0 } else { misses + 1 };
+        rate += options.ramp_step;
+    }
+    steps
 }
 
 /// One rustls provider for the process (the relay library's clients expect one installed).

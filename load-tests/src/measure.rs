@@ -124,6 +124,10 @@ struct Shared {
     epoch_us: u64,
     fleet: Fleet,
     device: Vec<Channel>,
+    /// Replica A's device API, for the one-replica runs (`--device-a`); empty when not given.
+    device_a: Vec<Channel>,
+    /// Phones answer through replica A instead of B (scale-out: one replica does all the work).
+    one_replica: std::sync::atomic::AtomicBool,
     next_device: AtomicUsize,
     think: Duration,
 }
@@ -170,12 +174,18 @@ impl Driver {
     ) -> anyhow::Result<Self> {
         let backend = channels(&options.backend, 4).await?;
         let device = channels(&options.device, 4).await?;
+        let device_a = match &options.device_a {
+            Some(addr) => channels(addr, 4).await?,
+            None => Vec::new(),
+        };
         let accounts = fleet.accounts.len();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             epoch_us: now_us(),
             fleet,
             device,
+            device_a,
+            one_replica: std::sync::atomic::AtomicBool::new(false),
             next_device: AtomicUsize::new(0),
             think: options.think(),
         });
@@ -199,6 +209,14 @@ impl Driver {
             next_request: AtomicU64::new(1),
             accounts,
         })
+    }
+
+    /// From now on phones answer through replica A (true) or B (false). False when `--device-a` was
+    /// not given.
+    pub fn set_one_replica(&self, one: bool) -> bool {
+        let one = one && !self.shared.device_a.is_empty();
+        self.shared.one_replica.store(one, Ordering::Relaxed);
+        one
     }
 
     /// Replica A's backend connections.
@@ -493,7 +511,12 @@ fn on_push(shared: &Arc<Shared>, push: Push) {
             }
             let channel = {
                 let i = shared.next_device.fetch_add(1, Ordering::Relaxed);
-                shared.device[i % shared.device.len()].clone()
+                let pool = if shared.one_replica.load(Ordering::Relaxed) {
+                    &shared.device_a
+                } else {
+                    &shared.device
+                };
+                pool[i % pool.len()].clone()
             };
             let mut phone = phone.lock().await;
             let request = phone.signed(pb::device_request::Body::Respond(pb::RespondBody {

@@ -1,5 +1,6 @@
 //! The SVG: latency distributions of the fixed-rate run (percentile on a "nines" axis, so the tail is
-//! visible) and the ramp (p99 create → push against the asked rate, with the target line).
+//! visible), the ramp (p99 create → push against the asked rate, with the target line), and the
+//! timeline (p99 create → push second by second over every run, so one stalled second stands out).
 
 use crate::measure::ms;
 use crate::report::Report;
@@ -20,9 +21,10 @@ fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
 
 /// Draws the report's figures into `path`.
 pub fn draw(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
+    let root = SVGBackend::new(path, (1000, 1300)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (top, bottom) = root.split_vertically(480);
+    let (top, rest) = root.split_vertically(480);
+    let (bottom, timeline) = rest.split_vertically(420);
     if let Some(w) = &report.fixed {
         let series = [
             ("create → push at mock", &w.create_to_push, RED),
@@ -114,6 +116,54 @@ pub fn draw(path: &Path, report: &Report) -> anyhow::Result<()> {
             ))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    draw_timeline(&timeline, report)?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn draw_timeline(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    report: &Report,
+) -> anyhow::Result<()> {
+    if report.timeline.is_empty() {
+        return Ok(());
+    }
+    let xmax = report.timeline.iter().map(|s| s.t_s).max().unwrap_or(1) as f64 + 1.0;
+    let ymax = report
+        .timeline
+        .iter()
+        .map(|s| s.p99_ms)
+        .fold(12.0, f64::max)
+        .min(100.0)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "timeline: p99 create → push per second (all runs)",
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the generator started")
+        .y_desc("p99 ms")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let points = report
+        .timeline
+        .iter()
+        .map(|s| Circle::new((s.t_s as f64, s.p99_ms.min(ymax)), 2, BLUE.filled()));
+    chart
+        .draw_series(points)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, 10.0), (xmax, 10.0)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

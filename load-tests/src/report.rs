@@ -70,6 +70,8 @@ pub struct Report {
     pub relay_peak_rss_bytes: Option<u64>,
     /// p99 create → push second by second over every run.
     pub timeline: Vec<Second>,
+    /// One replica against two.
+    scale_out: Value,
 }
 
 impl Report {
@@ -96,6 +98,7 @@ impl Report {
             watch_capacity: None,
             relay_peak_rss_bytes: None,
             timeline: Vec::new(),
+            scale_out: Value::Null,
         }
     }
 
@@ -166,8 +169,8 @@ impl Report {
         }
     }
 
-    /// Records one ramp step.
-    pub fn record_ramp_step(&mut self, rate: u32, w: &Window, passed: bool) {
+    /// One ramp step, printed.
+    pub fn ramp_step(&self, label: &str, rate: u32, w: &Window, passed: bool) -> RampStep {
         let step = RampStep {
             rate,
             achieved_per_s: w.approved as f64 / w.measured_secs.max(1e-9),
@@ -177,7 +180,7 @@ impl Report {
             passed,
         };
         eprintln!(
-            "  ramp {:>6}/s: achieved {:>8.0}/s  p99 create→push {:>7.2} ms  p99 respond→watch {:>6.2} ms  errors {}  {}",
+            "  {label} {:>6}/s: achieved {:>8.0}/s  p99 create→push {:>7.2} ms  p99 respond→watch {:>6.2} ms  errors {}  {}",
             step.rate,
             step.achieved_per_s,
             step.create_to_push_p99_ms,
@@ -185,7 +188,20 @@ impl Report {
             step.errors,
             if passed { "ok" } else { "over target" }
         );
-        self.ramp.push(step);
+        step
+    }
+
+    /// Records the one-replica ramp beside the two-replica one.
+    pub fn record_scale_out(&mut self, one_replica: Vec<RampStep>) {
+        let best = |steps: &[RampStep]| steps.iter().filter(|s| s.passed).map(|s| s.rate).max();
+        self.scale_out = json!({
+            "two_replicas_sustained_per_s": best(&self.ramp),
+            "one_replica_sustained_per_s": best(&one_replica),
+            "one_replica_ramp": one_replica,
+            "cluster_vs_single_node": Value::Null,
+            "note": "one replica: replica A takes the creates, the watches and the phones' answers while B idles; \
+                     two replicas on a 3-master Cluster are not measured by run.sh yet",
+        });
     }
 
     /// The highest passing ramp rate.
@@ -228,6 +244,7 @@ impl Report {
                 json!(capacity.map(|c| c.rss_after_close_bytes)),
             );
             map.insert("timeline".into(), json!(self.timeline));
+            map.insert("scale_out".into(), self.scale_out.clone());
         }
         let report = json!({
             "scenario": self.scenario,
@@ -288,6 +305,12 @@ fn human(report: &Value) -> String {
             r["sustained_rate_per_s"]
         ),
     ];
+    if let Some(scale) = r["scale_out"].as_object() {
+        out.push(format!(
+            "scale-out: sustained {}/s with two replicas, {}/s with replica A alone",
+            scale["two_replicas_sustained_per_s"], scale["one_replica_sustained_per_s"]
+        ));
+    }
     if let Some(limit) = r["limit"].as_object() {
         out.push(format!(
             "machine limit: {:.0} challenges/s (redis {:.0}/s, pushes {:.0}/s); ratio {}",
