@@ -41,8 +41,9 @@ PY
 pids+=($!)
 for _ in $(seq 50); do [ -f "$work/mock/apns-key.p8" ] && redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-relay() { # backend device admin
-  env RUST_LOG=warn MIMALLOC_PURGE_DELAY=0 ${RELAY_ENV:-} "$bin/approval-relay" serve --redis-url "redis://127.0.0.1:$redis_port" \
+store=(--redis-url "redis://127.0.0.1:$redis_port")
+relay() { # backend device admin (the store from $store)
+  env RUST_LOG=warn MIMALLOC_PURGE_DELAY=0 ${RELAY_ENV:-} "$bin/approval-relay" serve "${store[@]}" \
     --backend-addr "127.0.0.1:$1" --device-addr "127.0.0.1:$2" --admin-addr "127.0.0.1:$3" \
     --apns-url "http://127.0.0.1:$mock_port" --apns-key-file "$work/mock/apns-key.p8" \
     --apns-key-id MOCKKEY001 --apns-team-id MOCKTEAM01 \
@@ -52,11 +53,12 @@ relay() { # backend device admin
     --max-push-in-flight 2048 > "$work/relay-$1.log" 2>&1 &
   pids+=($!)
 }
+ready() { for port in "$@"; do
+  for _ in $(seq 100); do "$bin/approval-relay" health --ready --admin "127.0.0.1:$port" 2>/dev/null && break; sleep 0.1; done
+done; }
 relay "$a_backend" "$a_device" "$a_admin"; pid_a=${pids[-1]}
 relay "$b_backend" "$b_device" "$b_admin"; pid_b=${pids[-1]}
-for port in "$a_admin" "$b_admin"; do
-  for _ in $(seq 100); do "$bin/approval-relay" health --ready --admin "127.0.0.1:$port" 2>/dev/null && break; sleep 0.1; done
-done
+ready "$a_admin" "$b_admin"
 
 mkdir -p load-tests/reports
 # Redis, the mock, both replicas and the generator share the machine's cores, as in production's
@@ -67,3 +69,60 @@ mkdir -p load-tests/reports
   --relay-pids "$pid_a,$pid_b" \
   --admins "127.0.0.1:$a_admin,127.0.0.1:$b_admin" \
   --out load-tests/reports/latest.json --plot load-tests/reports/latest.svg "$@"
+
+# Scale-out, second half: the same two replicas on a 3-master Redis Cluster instead of one node, the
+# ramp only (default options: the extra arguments above are not passed again), merged into the report as
+# results.scale_out.cluster_vs_single_node. SKIP_CLUSTER=1 skips it.
+[ -n "${SKIP_CLUSTER:-}" ] && exit 0
+kill "$pid_a" "$pid_b"; wait "$pid_a" "$pid_b" 2>/dev/null || true
+cluster_port() { python3 -c 'import socket, random
+while True:
+    p = random.randint(20000, 55000); ok = True
+    for q in (p, p + 10000):
+        s = socket.socket()
+        try: s.bind(("127.0.0.1", q))
+        except OSError: ok = False
+        s.close()
+    if ok: print(p); break'; }
+seeds=()
+for i in 1 2 3; do
+  port=$(cluster_port); mkdir -p "$work/cluster-$i"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work/cluster-$i" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --logfile "$work/cluster-$i/redis.log" &
+  pids+=($!); seeds+=("127.0.0.1:$port")
+done
+for s in "${seeds[@]}"; do for _ in $(seq 50); do redis-cli -p "${s##*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
+redis-cli --cluster create "${seeds[@]}" --cluster-replicas 0 --cluster-yes > "$work/cluster.log"
+for _ in $(seq 100); do redis-cli -p "${seeds[0]##*:}" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+store=(--redis-cluster-nodes "$(printf 'redis://%s,' "${seeds[@]}" | sed 's/,$//')")
+c_backend=$(free_port); c_device=$(free_port); c_admin=$(free_port)
+d_backend=$(free_port); d_device=$(free_port); d_admin=$(free_port)
+relay "$c_backend" "$c_device" "$c_admin"; pid_c=${pids[-1]}
+relay "$d_backend" "$d_device" "$d_admin"; pid_d=${pids[-1]}
+ready "$c_admin" "$d_admin"
+# INFO commandstats of one node is a third of the Cluster's: only the rates and CPU are read here.
+"$bin/relay-load" --backend "127.0.0.1:$c_backend" --device "127.0.0.1:$d_device" \
+  --mock "http://127.0.0.1:$mock_port" --mock-dir "$work/mock" \
+  --redis-url "redis://${seeds[0]}" --relay-pids "$pid_c,$pid_d" \
+  --admins "127.0.0.1:$c_admin,127.0.0.1:$d_admin" --skip-limit --duration 5 --burst 0 --watches 0 \
+  --out "$work/cluster.json" > "$work/cluster-run.log" 2>&1 || { cat "$work/cluster-run.log" >&2; exit 1; }
+python3 - "$work/cluster.json" load-tests/reports/latest.json <<'PY2'
+import json, sys
+cluster = json.load(open(sys.argv[1]))["results"]
+path = sys.argv[2]
+report = json.load(open(path))
+scale = report["results"].get("scale_out") or {}
+scale["cluster_vs_single_node"] = {
+    "single_node_sustained_per_s": report["results"]["sustained_rate_per_s"],
+    "cluster_sustained_per_s": cluster["sustained_rate_per_s"],
+    "cluster_ramp": cluster["ramp"],
+    "cluster_relay_cpu_seconds_per_1000_challenges": cluster["relay_cpu_seconds_per_1000_challenges"],
+    "cluster_redis_round_trips_per_challenge": cluster["redis_round_trips_per_challenge"],
+    "cluster": "3 masters, no replicas, on the same 2 cores",
+}
+report["results"]["scale_out"] = scale
+json.dump(report, open(path, "w"), indent=2)
+open(path, "a").write("\n")
+print(f"scale-out: two replicas sustained {scale['cluster_vs_single_node']['single_node_sustained_per_s']}/s on one Redis node, "
+      f"{cluster['sustained_rate_per_s']}/s on a 3-master Cluster")
+PY2
