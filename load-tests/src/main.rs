@@ -189,7 +189,12 @@ async fn ramp(
     let mut misses = 0;
     while rate <= options.ramp_max && misses < 2 {
         let step = driver
-            .run_rate(rate, 2, options.ramp_step_secs, &format!("{label} {rate}/s"))
+            .run_rate(
+                rate,
+                2,
+                options.ramp_step_secs,
+                &format!("{label} {rate}/s"),
+            )
             .await;
         let passed = step.passes(options.target_p99_ms);
         steps.push(report.ramp_step(label, rate, &step, passed));
