@@ -1,7 +1,7 @@
 //! `relay-load`: the identity backend and a fleet of phones against running relay replicas, Redis and
-//! mock-push, in open loop. One `standard` run measures, in order: the machine's own limit for the
-//! minimum work per challenge, latency at a fixed rate, the highest rate that keeps p99 create → push
-//! under target (ramp), and the cost of idle watch streams. It prints a summary and writes a JSON report
+//! mock-push, in open loop. One `standard` run measures, in order: latency at a fixed rate, the highest
+//! rate that keeps p99 create → push under target (ramp), the same with one replica, and the cost of idle
+//! watch streams; beside them the limit, a run of the same against `relay-reference`. It prints a summary and writes a JSON report
 //! and an SVG plot. `load-tests/run.sh` starts everything and runs it.
 
 mod fleet;
@@ -40,10 +40,6 @@ pub struct Options {
     /// The relays' Redis, for INFO commandstats.
     #[arg(long, default_value = "redis://127.0.0.1:6390")]
     pub redis_url: String,
-    /// A Redis of its own for the redis-benchmark probe, so that the probe's keys (about 260,000, with
-    /// a 60 s TTL) never sit in the relays' Redis during the measured run [default: --redis-url].
-    #[arg(long)]
-    pub probe_redis_url: Option<String>,
     /// Admin listeners of the replicas (their `relay_redis_seconds_count` gives round trips).
     #[arg(long, value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -98,9 +94,10 @@ pub struct Options {
     /// StreamChallenges streams that carry the creates.
     #[arg(long, default_value_t = 8)]
     pub streams: usize,
-    /// Skip the machine-limit probes.
+    /// The report of a run against `relay-reference` (the limit): its sustained rate becomes
+    /// `limit.reference_per_s`, and the relay's is reported as a ratio of it.
     #[arg(long)]
-    pub skip_limit: bool,
+    pub reference_report: Option<PathBuf>,
     /// JSON report.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -132,8 +129,8 @@ async fn run(options: Options) -> anyhow::Result<()> {
     let fleet = fleet::Fleet::enroll(&options).await?;
     let mut report = report::Report::new(&options);
 
-    if !options.skip_limit {
-        report.limit = Some(limit::measure(&options).await?);
+    if let Some(path) = &options.reference_report {
+        report.limit = Some(limit::read(path)?);
     }
     let pushes = pushes::subscribe(&options.mock).await?;
     let driver = measure::Driver::start(&options, fleet, pushes).await?;

@@ -213,7 +213,7 @@ impl Report {
     pub fn finish(&mut self, options: &Options) -> anyhow::Result<()> {
         let sustained = self.sustained_rate();
         if let (Some(limit), Some(rate)) = (self.limit.as_mut(), sustained) {
-            limit.ratio = Some(f64::from(rate) / limit.challenges_per_s);
+            limit.ratio = Some(f64::from(rate) / limit.reference_per_s);
         }
         let mut results = self.fixed_json.clone();
         if let Value::Object(map) = &mut results {
@@ -313,10 +313,10 @@ fn human(report: &Value) -> String {
     }
     if let Some(limit) = r["limit"].as_object() {
         out.push(format!(
-            "machine limit: {:.0} challenges/s (redis {:.0}/s, pushes {:.0}/s); ratio {}",
-            limit["challenges_per_s"].as_f64().unwrap_or(0.0),
-            limit["redis_challenges_per_s"].as_f64().unwrap_or(0.0),
-            limit["push_challenges_per_s"].as_f64().unwrap_or(0.0),
+            "limit: relay-reference sustained {:.0} challenges/s ({:.3} s CPU per 1,000, {:.1} Redis commands each); ratio {}",
+            limit["reference_per_s"].as_f64().unwrap_or(0.0),
+            limit["reference_cpu_seconds_per_1000_challenges"].as_f64().unwrap_or(0.0),
+            limit["reference_redis_commands_per_challenge"].as_f64().unwrap_or(0.0),
             limit["ratio"]
                 .as_f64()
                 .map_or("n/a".into(), |x| format!("{x:.2}"))
