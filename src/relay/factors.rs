@@ -65,12 +65,12 @@ impl Relay {
         account: &AccountId,
         ctx: &LoginContext,
     ) -> Result<SignInVerdict, Error> {
-        let (set, devices, authenticators, now) = tokio::try_join!(
-            self.store.known_sign_ins(account),
-            self.store.list_devices(account),
-            self.store.authenticators(account),
-            self.store.now_ms(),
-        )?;
+        let crate::store::SignInFacts {
+            known: set,
+            devices,
+            authenticators,
+            now_ms: now,
+        } = self.store.sign_in_facts(account).await?;
         let evaluation = Evaluation::of(ctx, &set, now, self.policy.remember_window);
         let pushable = pushable(&devices, ctx);
         let offline_code = !usable(&authenticators, &devices, now).is_empty();

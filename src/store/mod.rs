@@ -241,6 +241,19 @@ pub struct AuditPage {
     pub next: Option<String>,
 }
 
+/// An account's state a sign-in is evaluated against ([`Store::sign_in_facts`]).
+#[derive(Debug, Clone)]
+pub struct SignInFacts {
+    /// Remembered sign-in devices and places, expired ones included.
+    pub known: Remembered,
+    /// Devices, oldest first.
+    pub devices: Vec<Device>,
+    /// Authenticators, unusable ones included.
+    pub authenticators: Vec<Authenticator>,
+    /// The store's clock, Unix ms.
+    pub now_ms: i64,
+}
+
 /// The relay's persistence and atomic transitions. Every mutating method is one atomic step.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -410,6 +423,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// An account's authenticators, unusable ones included.
     async fn authenticators(&self, account: &AccountId) -> Result<Vec<Authenticator>, StoreError>;
+    /// What evaluating a sign-in reads (known sign-ins, devices, authenticators, the store clock), in
+    /// one round trip where the store can. Reads only: no atomicity is promised or needed.
+    async fn sign_in_facts(&self, account: &AccountId) -> Result<SignInFacts, StoreError> {
+        let (known, devices, authenticators, now_ms) = tokio::try_join!(
+            self.known_sign_ins(account),
+            self.list_devices(account),
+            self.authenticators(account),
+            self.now_ms(),
+        )?;
+        Ok(SignInFacts {
+            known,
+            devices,
+            authenticators,
+            now_ms,
+        })
+    }
     /// Deletes an authenticator (with its device, or a pending one that expired); whether it existed.
     async fn remove_authenticator(&self, account: &AccountId, id: &str)
     -> Result<bool, StoreError>;

@@ -10,6 +10,23 @@ fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The known sign-ins in a `known:` hash. A value that does not parse is treated as never seen (and
+/// dropped by the next remember).
+fn known_of(hash: &codec::Hash) -> Remembered {
+    hash.iter()
+        .filter(|(f, _)| KnownKey::from_field(f).is_some())
+        .filter_map(|(f, v)| Some((f.clone(), Seen::decode(std::str::from_utf8(v).ok()?)?)))
+        .collect()
+}
+
+/// The authenticators in an `otp:` hash (its `id:…` fields are their bookkeeping).
+fn authenticators_of(hash: &codec::Hash) -> Result<Vec<Authenticator>, StoreError> {
+    hash.iter()
+        .filter(|(f, _)| !f.contains(':'))
+        .map(|(id, record)| codec::authenticator(id, record, hash))
+        .collect()
+}
+
 impl RedisStore {
     pub(super) async fn read_known(&self, account: &AccountId) -> Result<Remembered, StoreError> {
         let hash: codec::Hash = self
@@ -17,12 +34,30 @@ impl RedisStore {
             .hgetall(keys::known(account))
             .await
             .map_err(unavailable)?;
-        // A value that does not parse is treated as never seen (and dropped by the next remember).
-        Ok(hash
-            .iter()
-            .filter(|(f, _)| KnownKey::from_field(f).is_some())
-            .filter_map(|(f, v)| Some((f.clone(), Seen::decode(std::str::from_utf8(v).ok()?)?)))
-            .collect())
+        Ok(known_of(&hash))
+    }
+
+    /// Devices, known sign-ins, authenticators and the clock in one script call (reads.lua `sign_in`).
+    pub(super) async fn read_sign_in_facts(
+        &self,
+        account: &AccountId,
+    ) -> Result<SignInFacts, StoreError> {
+        let reply: Value = self
+            .run(
+                self.script(&self.scripts.reads, keys::prefix(account.tag()))
+                    .key(keys::devices(account))
+                    .key(keys::known(account))
+                    .key(keys::authenticators(account))
+                    .arg("sign_in"),
+            )
+            .await?;
+        let parts = codec::array(&reply)?;
+        Ok(SignInFacts {
+            devices: codec::devices(codec::at(parts, 0)?)?,
+            known: known_of(&codec::hash(codec::at(parts, 1)?)?),
+            authenticators: authenticators_of(&codec::hash(codec::at(parts, 2)?)?)?,
+            now_ms: codec::int(codec::at(parts, 3)?)?,
+        })
     }
 
     pub(super) async fn remember(
@@ -102,10 +137,7 @@ impl RedisStore {
             .hgetall(keys::authenticators(account))
             .await
             .map_err(unavailable)?;
-        hash.iter()
-            .filter(|(f, _)| !f.contains(':'))
-            .map(|(id, record)| codec::authenticator(id, record, &hash))
-            .collect()
+        authenticators_of(&hash)
     }
 
     pub(super) async fn delete_authenticator(

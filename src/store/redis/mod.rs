@@ -653,6 +653,10 @@ impl Store for RedisStore {
         self.read_authenticators(account).await
     }
 
+    async fn sign_in_facts(&self, account: &AccountId) -> Result<SignInFacts, StoreError> {
+        self.read_sign_in_facts(account).await
+    }
+
     async fn remove_authenticator(
         &self,
         account: &AccountId,
