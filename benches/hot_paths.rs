@@ -1,6 +1,6 @@
 //! Criterion benches of the per-request work that does no I/O: opening and verifying a device envelope
-//! (P-256 and Ed25519), validating and building a challenge, deciding it, and encoding the event a
-//! watcher receives. `cargo bench --bench hot_paths`.
+//! (P-256 and Ed25519), a device key as a store read decodes it, validating and building a challenge,
+//! deciding it, and encoding the event a watcher receives. `cargo bench --bench hot_paths`.
 #![allow(missing_docs)]
 
 use approval_relay::challenge::{
@@ -44,15 +44,38 @@ fn envelopes(c: &mut Criterion) {
         )
         .expect("key");
         let wire = request.encode_to_vec();
+        let stored_bytes = stored.to_bytes();
         c.bench_function(&format!("envelope_open_and_verify_{name}"), |b| {
             b.iter(|| {
                 let signed = pb::SignedRequest::decode(black_box(wire.as_slice())).expect("decode");
                 let opened = envelope::open(&signed, "Respond", |b| matches!(b, Body::Respond(_)))
                     .expect("open");
-                stored
-                    .verify(&signed.payload, &signed.signature)
-                    .expect("verify");
+                // The device's key as a store read gives it, then the one verification.
+                approval_relay::auth::PublicKey::stored(
+                    stored.algorithm(),
+                    black_box(&stored_bytes),
+                )
+                .expect("stored key")
+                .verify(&signed.payload, &signed.signature)
+                .expect("verify");
                 opened
+            });
+        });
+        // What every device read cost before keys were kept encoded (a full parse: for Ed25519 a point
+        // decompression), against what it costs now.
+        c.bench_function(&format!("device_key_parse_{name}"), |b| {
+            b.iter(|| {
+                approval_relay::auth::PublicKey::parse(stored.algorithm(), black_box(&stored_bytes))
+                    .expect("key")
+            });
+        });
+        c.bench_function(&format!("device_key_from_store_{name}"), |b| {
+            b.iter(|| {
+                approval_relay::auth::PublicKey::stored(
+                    stored.algorithm(),
+                    black_box(&stored_bytes),
+                )
+                .expect("key")
             });
         });
     }

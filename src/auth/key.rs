@@ -13,14 +13,22 @@ pub enum KeyAlgorithm {
     Ed25519,
 }
 
-/// A parsed device key, ready to verify.
+/// A device key in its canonical encoding (uncompressed SEC1, 65 bytes, or raw Ed25519, 32 bytes).
+/// A phone's key is fully checked once, by [`PublicKey::parse`] at enrollment and rotation; a key read
+/// back from the store ([`PublicKey::stored`]) is checked for shape only and decoded when a signature is
+/// verified. Devices are read several times per challenge (the evaluation, the create, the pushes' claim,
+/// the withdrawals) and only one of those reads verifies: an Ed25519 point decompression on each read
+/// was ~10% of the relay's CPU under load.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublicKey {
-    /// A P-256 key.
-    EcdsaP256(p256::ecdsa::VerifyingKey),
-    /// An Ed25519 key.
-    Ed25519(ed25519_dalek::VerifyingKey),
+pub struct PublicKey {
+    algorithm: KeyAlgorithm,
+    canonical: Vec<u8>,
 }
+
+/// Length of an uncompressed SEC1 P-256 point.
+const P256_UNCOMPRESSED: usize = 65;
+/// Length of an Ed25519 key.
+const ED25519_LEN: usize = 32;
 
 impl PublicKey {
     /// Parses a key as a phone sends it: SEC1 point or SPKI DER for P-256, 32 raw bytes for Ed25519.
@@ -28,68 +36,89 @@ impl PublicKey {
     /// # Errors
     /// [`AuthError::MalformedKey`] when the bytes are not a valid key of that algorithm.
     pub fn parse(algorithm: KeyAlgorithm, bytes: &[u8]) -> Result<Self, AuthError> {
-        match algorithm {
+        let canonical = match algorithm {
             KeyAlgorithm::EcdsaP256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
                 .or_else(|_| p256::ecdsa::VerifyingKey::from_public_key_der(bytes))
-                .map(Self::EcdsaP256)
-                .map_err(|_| AuthError::MalformedKey),
-            KeyAlgorithm::Ed25519 => {
-                let raw: [u8; 32] = bytes.try_into().map_err(|_| AuthError::MalformedKey)?;
-                let key = ed25519_dalek::VerifyingKey::from_bytes(&raw)
-                    .map_err(|_| AuthError::MalformedKey)?;
-                if key.is_weak() {
-                    return Err(AuthError::MalformedKey);
-                }
-                Ok(Self::Ed25519(key))
-            }
+                .map_err(|_| AuthError::MalformedKey)?
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            KeyAlgorithm::Ed25519 => ed25519(bytes)?.to_bytes().to_vec(),
+        };
+        Ok(Self {
+            algorithm,
+            canonical,
+        })
+    }
+
+    /// A key read back from the store, in the canonical encoding [`PublicKey::to_bytes`] gave: only its
+    /// shape is checked here (a point that is not on the curve fails every verification instead).
+    ///
+    /// # Errors
+    /// [`AuthError::MalformedKey`] when the length or the SEC1 tag is wrong for the algorithm.
+    pub fn stored(algorithm: KeyAlgorithm, bytes: &[u8]) -> Result<Self, AuthError> {
+        let shaped = match algorithm {
+            KeyAlgorithm::EcdsaP256 => bytes.len() == P256_UNCOMPRESSED && bytes[0] == 4,
+            KeyAlgorithm::Ed25519 => bytes.len() == ED25519_LEN,
+        };
+        if !shaped {
+            return Err(AuthError::MalformedKey);
         }
+        Ok(Self {
+            algorithm,
+            canonical: bytes.to_vec(),
+        })
     }
 
     /// The algorithm of this key.
     pub fn algorithm(&self) -> KeyAlgorithm {
-        match self {
-            Self::EcdsaP256(_) => KeyAlgorithm::EcdsaP256,
-            Self::Ed25519(_) => KeyAlgorithm::Ed25519,
-        }
+        self.algorithm
     }
 
     /// Canonical encoding kept in the store: uncompressed SEC1 (65 bytes) or raw Ed25519 (32 bytes).
     pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            Self::EcdsaP256(k) => k.to_encoded_point(false).as_bytes().to_vec(),
-            Self::Ed25519(k) => k.to_bytes().to_vec(),
-        }
+        self.canonical.clone()
     }
 
     /// Verifies `signature` over exactly `message`.
     ///
     /// # Errors
     /// [`AuthError::MalformedSignature`] when the signature cannot be decoded,
-    /// [`AuthError::BadSignature`] when it does not verify.
+    /// [`AuthError::BadSignature`] when it does not verify (or the stored key is not a valid point).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), AuthError> {
-        match self {
-            Self::EcdsaP256(key) => {
-                // Parsed here only to tell a malformed signature from a wrong one; ring verifies, as its
-                // P-256 is several times faster than the pure-Rust one (the Criterion bench
-                // `envelope_open_and_verify_p256` measured 338 µs before, with p256's verifier).
+        match self.algorithm {
+            KeyAlgorithm::EcdsaP256 => {
+                // Parsed here only to tell a malformed signature from a wrong one; ring verifies (and
+                // checks the point), as its P-256 is several times faster than the pure-Rust one (the
+                // Criterion bench `envelope_open_and_verify_p256` measured 338 µs with p256's verifier).
                 p256::ecdsa::Signature::from_der(signature)
                     .map_err(|_| AuthError::MalformedSignature)?;
-                let point = key.to_encoded_point(false);
                 ring::signature::UnparsedPublicKey::new(
                     &ring::signature::ECDSA_P256_SHA256_ASN1,
-                    point.as_bytes(),
+                    &self.canonical,
                 )
                 .verify(message, signature)
                 .map_err(|_| AuthError::BadSignature)
             }
-            Self::Ed25519(key) => {
+            KeyAlgorithm::Ed25519 => {
                 let sig = ed25519_dalek::Signature::from_slice(signature)
                     .map_err(|_| AuthError::MalformedSignature)?;
+                let key = ed25519(&self.canonical).map_err(|_| AuthError::BadSignature)?;
                 key.verify_strict(message, &sig)
                     .map_err(|_| AuthError::BadSignature)
             }
         }
     }
+}
+
+/// A valid Ed25519 point that is not of small order.
+fn ed25519(bytes: &[u8]) -> Result<ed25519_dalek::VerifyingKey, AuthError> {
+    let raw: [u8; ED25519_LEN] = bytes.try_into().map_err(|_| AuthError::MalformedKey)?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| AuthError::MalformedKey)?;
+    if key.is_weak() {
+        return Err(AuthError::MalformedKey);
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -143,6 +172,49 @@ mod tests {
             key.verify(b"payload", &sig[..63]),
             Err(AuthError::MalformedSignature)
         );
+    }
+
+    #[test]
+    fn a_stored_key_verifies_as_the_parsed_one_and_a_bad_stored_one_verifies_nothing() {
+        let sk = ed25519_dalek::SigningKey::generate(&mut OsRng);
+        let parsed =
+            PublicKey::parse(KeyAlgorithm::Ed25519, sk.verifying_key().as_bytes()).expect("key");
+        let stored = PublicKey::stored(KeyAlgorithm::Ed25519, &parsed.to_bytes()).expect("shape");
+        assert_eq!(stored, parsed);
+        let sig = sk.sign(b"payload").to_bytes();
+        assert_eq!(stored.verify(b"payload", &sig), Ok(()));
+        // A small-order point and a non-point have the right shape but verify nothing.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        not_a_point[31] = 0x80;
+        for bytes in [[0u8; 32], not_a_point] {
+            let stored = PublicKey::stored(KeyAlgorithm::Ed25519, &bytes).expect("shape");
+            assert_eq!(
+                stored.verify(b"payload", &sig),
+                Err(AuthError::BadSignature)
+            );
+        }
+        let p = p256::ecdsa::SigningKey::random(&mut OsRng);
+        let der: p256::ecdsa::Signature = p.sign(b"payload");
+        let point = p.verifying_key().to_encoded_point(false);
+        let stored = PublicKey::stored(KeyAlgorithm::EcdsaP256, point.as_bytes()).expect("shape");
+        assert_eq!(stored.verify(b"payload", der.to_der().as_bytes()), Ok(()));
+        let stored = PublicKey::stored(KeyAlgorithm::EcdsaP256, &[4; 65]).expect("shape");
+        assert_eq!(
+            stored.verify(b"payload", der.to_der().as_bytes()),
+            Err(AuthError::BadSignature)
+        );
+        for (algorithm, bytes) in [
+            (KeyAlgorithm::Ed25519, &[1u8; 31][..]),
+            (KeyAlgorithm::EcdsaP256, &[4u8; 64][..]),
+            (KeyAlgorithm::EcdsaP256, &[2u8; 65][..]),
+            (KeyAlgorithm::EcdsaP256, &point.as_bytes()[..33]),
+        ] {
+            assert_eq!(
+                PublicKey::stored(algorithm, bytes),
+                Err(AuthError::MalformedKey)
+            );
+        }
     }
 
     #[test]

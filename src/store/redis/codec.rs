@@ -122,7 +122,7 @@ pub fn device(id: &DeviceId, h: &Hash) -> Result<Device, StoreError> {
             }),
         },
         app_id: opt_field(h, "app").to_owned(),
-        key: PublicKey::parse(algorithm, key_bytes).map_err(corrupt)?,
+        key: PublicKey::stored(algorithm, key_bytes).map_err(corrupt)?,
         display_name: opt_field(h, "name").to_owned(),
         created_at_ms: num(h, "created")?,
         last_seen_ms: num(h, "seen")?,
