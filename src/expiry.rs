@@ -14,12 +14,13 @@ use crate::challenge::ChallengeId;
 use crate::relay::Relay;
 use crate::watch::Hub;
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::time::DelayQueue;
+use tokio_util::time::{DelayQueue, delay_queue};
 
 /// How often the store is swept and the heartbeat sent.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -65,7 +66,7 @@ pub fn still_needed(timer: Timer, id: &ChallengeId, hub: &Hub) -> bool {
 /// Runs the timers, the sweep and the heartbeat until `shutdown`.
 pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationToken) {
     let ExpiryQueue(mut rx) = queue;
-    let mut timers: DelayQueue<(ChallengeId, Timer)> = DelayQueue::new();
+    let mut timers = Timers::default();
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let permits = Arc::new(Semaphore::new(EXPIRIES_AT_ONCE));
@@ -75,10 +76,9 @@ pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationTo
         tokio::select! {
             () = shutdown.cancelled() => return,
             Some((id, delay, timer)) = rx.recv() => {
-                timers.insert((id, timer), delay);
+                timers.insert(id, delay, timer);
             }
-            Some(expired) = timers.next(), if !timers.is_empty() => {
-                let (id, timer) = expired.into_inner();
+            Some((id, timer)) = timers.next(), if !timers.is_empty() => {
                 if !still_needed(timer, &id, relay.hub()) {
                     metrics::counter!("relay_expiry_timers_skipped_total").increment(1);
                     continue;
@@ -90,6 +90,7 @@ pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationTo
                 });
             }
             _ = tick.tick() => {
+                timers.compact();
                 let (beat, beating) = (Arc::clone(&relay), Arc::clone(&beating));
                 tokio::spawn(async move { heartbeat(&beat, &beating).await });
                 // One sweep at a time: a slow one is not stacked on.
@@ -101,6 +102,67 @@ pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationTo
                     });
                 }
             }
+        }
+    }
+}
+
+/// The timers of one replica: one watch timer per challenge however many watches asked for it, and every
+/// backstop as given. (A timer per watch kept 100,000 timers for 200 challenges, and their slab, for the
+/// challenges' whole TTL after the streams closed.)
+#[derive(Default)]
+struct Timers {
+    queue: DelayQueue<(ChallengeId, Timer)>,
+    watched: HashMap<ChallengeId, delay_queue::Key>,
+}
+
+impl Timers {
+    /// Adds a timer; a watch timer for a challenge that has one moves it earlier if this one is earlier.
+    fn insert(&mut self, id: ChallengeId, delay: Duration, timer: Timer) {
+        if timer == Timer::Backstop {
+            self.queue.insert((id, timer), delay);
+            return;
+        }
+        match self.watched.get(&id) {
+            Some(key) => {
+                let when = tokio::time::Instant::now() + delay;
+                if when < self.queue.deadline(key) {
+                    self.queue.reset_at(key, when);
+                }
+            }
+            None => {
+                let key = self.queue.insert((id.clone(), timer), delay);
+                self.watched.insert(id, key);
+            }
+        }
+    }
+
+    /// The next timer to fire.
+    async fn next(&mut self) -> Option<(ChallengeId, Timer)> {
+        let (id, timer) = self.queue.next().await?.into_inner();
+        if timer == Timer::Watch {
+            self.watched.remove(&id);
+        }
+        Some((id, timer))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Gives back the room of timers that fired, once it is mostly empty (neither the slab nor the map
+    /// shrinks by itself after a burst of watches).
+    fn compact(&mut self) {
+        let len = self.queue.len();
+        if self.queue.capacity() > 4 * len + 1024 {
+            self.queue.compact();
+        }
+        if self.watched.capacity() > 4 * self.watched.len() + 1024 {
+            self.watched.shrink_to(2 * self.watched.len());
         }
     }
 }
@@ -118,5 +180,73 @@ async fn heartbeat(relay: &Relay, beating: &AtomicBool) {
                 tracing::warn!(%error, "heartbeat failed: other replicas may take over this one's pushes");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenge::AccountId;
+
+    fn ids(n: usize) -> Vec<ChallengeId> {
+        let account = AccountId::parse("a").expect("valid");
+        (0..n).map(|_| ChallengeId::generate(&account)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_challenge_watched_many_times_has_one_timer_that_fires_once() {
+        let ids = ids(2);
+        let id = |n: usize| ids[n - 1].clone();
+        let mut timers = Timers::default();
+        for _ in 0..1_000 {
+            timers.insert(id(1), Duration::from_secs(600), Timer::Watch);
+        }
+        timers.insert(id(2), Duration::from_millis(40), Timer::Watch);
+        assert_eq!(timers.len(), 2);
+        // An earlier deadline for the same challenge moves its one timer.
+        timers.insert(id(1), Duration::from_millis(10), Timer::Watch);
+        assert_eq!(timers.len(), 2);
+        assert_eq!(timers.next().await, Some((id(1), Timer::Watch)));
+        assert_eq!(timers.next().await, Some((id(2), Timer::Watch)));
+        assert!(timers.is_empty());
+        // Fired, it can be set again (a watch after a reschedule).
+        timers.insert(id(1), Duration::from_millis(10), Timer::Watch);
+        assert_eq!(timers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn backstops_are_kept_apart_from_watch_timers() {
+        let ids = ids(1);
+        let id = |_: usize| ids[0].clone();
+        let mut timers = Timers::default();
+        timers.insert(id(1), Duration::from_millis(20), Timer::Watch);
+        timers.insert(id(1), Duration::from_millis(10), Timer::Backstop);
+        timers.insert(id(1), Duration::from_millis(30), Timer::Backstop);
+        assert_eq!(timers.len(), 3);
+        assert_eq!(timers.next().await, Some((id(1), Timer::Backstop)));
+        assert_eq!(timers.next().await, Some((id(1), Timer::Watch)));
+        assert_eq!(timers.next().await, Some((id(1), Timer::Backstop)));
+    }
+
+    #[tokio::test]
+    async fn room_comes_back_after_a_burst_fired() {
+        let mut timers = Timers::default();
+        for id in ids(20_000) {
+            timers.insert(id, Duration::ZERO, Timer::Watch);
+        }
+        for _ in 0..20_000 {
+            timers.next().await;
+        }
+        timers.compact();
+        assert!(
+            timers.queue.capacity() < 1_024,
+            "{}",
+            timers.queue.capacity()
+        );
+        assert!(
+            timers.watched.capacity() < 1_024,
+            "{}",
+            timers.watched.capacity()
+        );
     }
 }

@@ -495,12 +495,12 @@ impl Relay {
 /// stream is polled by the gRPC response and drops its hub registration when the client goes away.
 fn watch_stream(
     snapshot: Challenge,
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Arc<Event>>,
     registration: Registration,
 ) -> WatchStream {
     enum Step {
-        Snapshot(Box<Challenge>, mpsc::Receiver<Event>, Registration),
-        Live(u64, mpsc::Receiver<Event>, Registration),
+        Snapshot(Box<Challenge>, mpsc::Receiver<Arc<Event>>, Registration),
+        Live(u64, mpsc::Receiver<Arc<Event>>, Registration),
         Terminal(Event),
         Done,
     }
@@ -520,12 +520,13 @@ fn watch_stream(
                     None => return Some((Err(Error::Lagged), Step::Done)),
                     Some(e) if e.sequence <= seen => {}
                     Some(e) if e.is_terminal() => {
-                        return Some((Ok(WatchItem::Event(e)), Step::Done));
+                        return Some((Ok(WatchItem::Event(Arc::unwrap_or_clone(e))), Step::Done));
                     }
                     Some(e) => {
+                        let seen = e.sequence;
                         return Some((
-                            Ok(WatchItem::Event(e.clone())),
-                            Step::Live(e.sequence, rx, reg),
+                            Ok(WatchItem::Event(Arc::unwrap_or_clone(e))),
+                            Step::Live(seen, rx, reg),
                         ));
                     }
                 }
