@@ -9,9 +9,67 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    approval_relay::cli::main(shutdown_signal()).await
+fn main() -> ExitCode {
+    // As #[tokio::main] (a worker per core, every driver), plus the allocator's collection when a worker
+    // has gone idle (see `idle_collect`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(idle_collect::parking)
+        .on_thread_unpark(idle_collect::unparked)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(approval_relay::cli::main(shutdown_signal())),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lets mimalloc hand memory back once a worker is idle. mimalloc puts a block freed by a thread other
+/// than its allocator's on that page's cross-thread list, and only the owning thread collects it, as a
+/// side effect of allocating; once traffic stops (100,000 watch streams closed) the workers stop
+/// allocating, and pages full of such blocks stayed resident: 463–863 MiB of ~1 GiB after 60 s in four of
+/// seven load runs. A collection walks the whole heap (with 100,000 streams open, collecting once a second
+/// on every park raised p99 create → push from 8.5 to 30 ms), so it runs only after a worker slept at
+/// least `IDLE` (never under load) and at most once per `EVERY`.
+mod idle_collect {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    /// A sleep this long means the worker has no traffic to serve.
+    const IDLE: Duration = Duration::from_millis(50);
+    /// At most one collection per worker per this.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    thread_local! {
+        static PARKED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+        static LAST_SLEEP: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+        static COLLECTED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+
+    /// A worker is about to sleep: collect if its last sleep was long and it has not collected lately.
+    pub fn parking() {
+        let now = Instant::now();
+        PARKED_AT.set(Some(now));
+        if LAST_SLEEP.get() < IDLE || COLLECTED_AT.get().is_some_and(|at| now - at < EVERY) {
+            return;
+        }
+        COLLECTED_AT.set(Some(now));
+        // SAFETY: mi_collect takes no pointer; it frees and purges the calling thread's own pages and is
+        // safe to call at any time from any thread using mimalloc (the global allocator here).
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_collect(true);
+        }
+    }
+
+    /// A worker woke up: remember how long it slept.
+    pub fn unparked() {
+        if let Some(at) = PARKED_AT.get() {
+            LAST_SLEEP.set(at.elapsed());
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
