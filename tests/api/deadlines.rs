@@ -5,6 +5,7 @@
 use crate::helpers::*;
 use approval_relay::pb;
 use approval_relay::pb::challenge_event::Kind;
+use approval_relay::pb::device_request::Body;
 use std::time::{Duration, Instant};
 
 /// Plain connections to every Redis node behind `app` (none for the memory store).
@@ -54,6 +55,65 @@ fn indexed(nodes: &mut [redis::Connection], id: &str) -> bool {
                 .is_some()
         })
     })
+}
+
+/// True while the account's pending index (README: `ar:{<tag>}:pend:<account>`) on any node holds `id`.
+fn pending_indexed(nodes: &mut [redis::Connection], account: &str, id: &str) -> bool {
+    // The tag is the second dot-separated part of an issued id (README, ids).
+    let tag = id.split('.').nth(1).expect("an issued id");
+    nodes.iter_mut().any(|c| {
+        redis::cmd("ZSCORE")
+            .arg(format!("ar:{{{tag}}}:pend:{account}"))
+            .arg(id)
+            .query::<Option<f64>>(c)
+            .ok()
+            .flatten()
+            .is_some()
+    })
+}
+
+async fn an_ended_challenge_leaves_its_accounts_pending_index(app: TestApp) {
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let mut nodes = nodes(&app);
+    let approved = app.create(&account, pb::NumberMatchMode::None).await;
+    let cancelled = app.create(&account, pb::NumberMatchMode::None).await;
+    if !nodes.is_empty() {
+        for c in [&approved, &cancelled] {
+            assert!(
+                pending_indexed(&mut nodes, &account, &c.challenge_id),
+                "a pending challenge is indexed"
+            );
+        }
+    }
+    app.approve(&mut phone, &approved).await.expect("approve");
+    app.challenges
+        .clone()
+        .cancel_challenge(pb::CancelChallengeRequest {
+            challenge_id: cancelled.challenge_id.clone(),
+        })
+        .await
+        .expect("cancel");
+    for c in [&approved, &cancelled] {
+        // On every store the same answer: nothing pending; on Redis the index no longer holds them, so a
+        // later create does not read them again.
+        assert!(
+            !pending_indexed(&mut nodes, &account, &c.challenge_id),
+            "an ended challenge stays indexed"
+        );
+    }
+    let pending = app
+        .device
+        .clone()
+        .list_pending(phone.signed(Body::ListPending(pb::ListPendingBody {})))
+        .await
+        .expect("list pending")
+        .into_inner()
+        .challenges;
+    assert!(
+        pending.is_empty(),
+        "ListPending still lists an ended challenge"
+    );
 }
 
 async fn a_decided_challenge_costs_no_store_call_at_its_deadline(app: TestApp) {
@@ -135,6 +195,7 @@ async fn an_unwatched_challenge_is_expired_by_the_sweep(app: TestApp) {
 }
 
 on_every_store!(
+    an_ended_challenge_leaves_its_accounts_pending_index,
     a_decided_challenge_costs_no_store_call_at_its_deadline,
     an_unwatched_challenge_is_expired_by_the_sweep
 );

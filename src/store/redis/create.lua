@@ -69,6 +69,7 @@ if #pending >= max_pending then
     local old_key = PREFIX .. 'ch:' .. old_id
     local seq = redis.call('HINCRBY', old_key, 'seq', 1)
     redis.call('HSET', old_key, 'state', 'cancelled', 'ended', now)
+    redis.call('ZREM', KEYS[4], old_id)
     audit(account, now, 'challenge_cancelled', 'relay', old_id, '', 'superseded')
     publish(old_id, seq, now, 'cancelled', '', '')
     local old = redis.call('HGETALL', old_key)

@@ -11,6 +11,7 @@ if now >= tonumber(c[3]) then target = 'expired' end
 local at = now
 local seq = tonumber(c[4]) + 1
 redis.call('HSET', KEYS[1], 'state', target, 'ended', at, 'seq', seq)
+unpend(c[1], id)
 local actor = 'backend'
 if target == 'expired' then actor = 'relay' end
 audit(c[1], now, ended_kind(target), actor, id, '', '')

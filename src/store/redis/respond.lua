@@ -35,6 +35,7 @@ if decision == 'approved' and c[5] ~= 'none' then
 end
 local seq = tonumber(c[7]) + 1
 redis.call('HSET', KEYS[2], 'state', decision, 'by', device_id, 'reason', reason, 'ended', now, 'seq', seq)
+unpend(account, challenge_id)
 audit(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
 publish(challenge_id, seq, now, decision, device_id, reason)
 cool_after(account, decision, now, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
