@@ -150,11 +150,15 @@ async fn run(options: Options) -> anyhow::Result<()> {
 
     if options.ramp_start > 0 {
         report.ramp = ramp(&options, &driver, &mut report, "ramp").await;
+        let waited = system::settle(&quiet_pids(&options)).await;
+        eprintln!("after the ramp: relays and generator quiet after {waited:.0} s");
         if driver.set_one_replica(true) {
             eprintln!("scale-out: the ramp again with replica A alone");
             let one = ramp(&options, &driver, &mut report, "one replica").await;
             driver.set_one_replica(false);
             report.record_scale_out(one);
+            let waited = system::settle(&quiet_pids(&options)).await;
+            eprintln!("after the one-replica ramp: relays and generator quiet after {waited:.0} s");
         }
     }
 
@@ -171,6 +175,13 @@ async fn run(options: Options) -> anyhow::Result<()> {
         plot::draw(path, &report)?;
     }
     Ok(())
+}
+
+/// The processes that must be quiet before a phase starts: the replicas and this generator.
+fn quiet_pids(options: &Options) -> Vec<u32> {
+    let mut pids = options.relay_pids.clone();
+    pids.push(std::process::id());
+    pids
 }
 
 /// Steps up the rate until two steps in a row miss. One slow step can be a hiccup (a scheduler stall on a

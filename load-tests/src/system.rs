@@ -33,6 +33,22 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
+/// Waits until the processes are quiet (under 5% of a core over a second), at most 30 s; returns the
+/// seconds waited. A ramp ends past saturation, and the next phase must not start on its backlog.
+pub async fn settle(pids: &[u32]) -> f64 {
+    let started = std::time::Instant::now();
+    let mut before = cpu_seconds(pids);
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = cpu_seconds(pids);
+        if now - before < 0.05 {
+            break;
+        }
+        before = now;
+    }
+    started.elapsed().as_secs_f64()
+}
+
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
