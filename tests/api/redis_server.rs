@@ -22,12 +22,12 @@ pub(crate) fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_with(free_port(), Vec::new())
+        Self::start_on_free_port(free_port, &[])
     }
 
     /// A Cluster-enabled node on a port whose bus port (port + 10000) is free too.
     pub fn start_cluster_node() -> Self {
-        let port = loop {
+        let port = || loop {
             let candidate: u16 = 20_000 + (rand::random::<u16>() % 35_000);
             let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
             if free(candidate) && free(candidate + 10_000) {
@@ -42,7 +42,22 @@ impl RedisServer {
             "--cluster-node-timeout",
             "2000",
         ];
-        Self::start_with(port, extra.iter().map(|s| (*s).to_owned()).collect())
+        Self::start_on_free_port(port, &extra)
+    }
+
+    /// A port seen free can be taken by a parallel test before redis-server binds it (which then exits
+    /// at once): up to five ports are tried.
+    fn start_on_free_port(port: impl Fn() -> u16, extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut server = Self::prepare(port(), extra.clone());
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
     }
 
     /// A node that also serves TLS on `tls_port` with the certificate and key files in `certs`
@@ -66,20 +81,24 @@ impl RedisServer {
     }
 
     fn start_with(port: u16, extra: Vec<String>) -> Self {
+        let mut server = Self::prepare(port, extra);
+        server.spawn();
+        server
+    }
+
+    fn prepare(port: u16, extra: Vec<String>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "approval-relay-redis-{port}-{}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = Self {
+        Self {
             port,
             dir,
             child: None,
             extra,
-        };
-        server.spawn();
-        server
+        }
     }
 
     pub fn url(&self) -> String {
@@ -87,6 +106,13 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts redis-server and waits for its PING; an error when it exits first (its port was taken).
+    fn try_spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
             .args(["--appendfsync", "always", "--dir"])
@@ -109,7 +135,18 @@ impl RedisServer {
                 && let Ok(mut c) = client.get_connection()
                 && redis::cmd("PING").query::<String>(&mut c).is_ok()
             {
-                return;
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!(
+                    "redis-server on port {} exited at start ({status}): the port was taken",
+                    self.port
+                ));
             }
             assert!(
                 Instant::now() < deadline,
