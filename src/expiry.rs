@@ -5,10 +5,12 @@
 //! that fires early or twice changes nothing. Nothing here waits for the store inline: every expiry
 //! runs in its own task, bounded, so deadlines never queue behind each other or behind a slow call.
 //!
-//! A timer exists so that a watcher here sees EXPIRED on time; when the watchers are gone (the
-//! challenge ended and they got its terminal event, or they hung up) a watch timer does nothing at all
-//! when it fires: a decided challenge costs no store call at its deadline. Challenges nobody watches
-//! here are the sweep's, which finds them in the overdue index within a second of their deadline.
+//! A timer exists so that a watcher here sees EXPIRED on time, one per challenge however many watch it;
+//! when the watchers are gone (the challenge ended and they got its terminal event, or they hung up) the
+//! hub says so and the timer is dropped (one that fires anyway, a watch started meanwhile having been
+//! dropped again, does nothing): a decided challenge costs no store call and no timer at its deadline.
+//! Challenges nobody watches here are the sweep's, which finds them in the overdue index within a second
+//! of their deadline.
 
 use crate::challenge::ChallengeId;
 use crate::relay::Relay;
@@ -67,6 +69,10 @@ pub fn still_needed(timer: Timer, id: &ChallengeId, hub: &Hub) -> bool {
 pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationToken) {
     let ExpiryQueue(mut rx) = queue;
     let mut timers = Timers::default();
+    // A challenge nobody here watches any more needs no watch timer: dropped now, not skipped at its
+    // deadline (a decided challenge with a 10-minute TTL would otherwise keep it for 10 minutes).
+    let (idle_tx, mut idle) = mpsc::unbounded_channel();
+    relay.hub().notify_idle(idle_tx);
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let permits = Arc::new(Semaphore::new(EXPIRIES_AT_ONCE));
@@ -77,6 +83,12 @@ pub async fn run(queue: ExpiryQueue, relay: Arc<Relay>, shutdown: CancellationTo
             () = shutdown.cancelled() => return,
             Some((id, delay, timer)) = rx.recv() => {
                 timers.insert(id, delay, timer);
+            }
+            Some(id) = idle.recv() => {
+                // Watched again meanwhile (the two channels are not ordered): its timer is needed.
+                if !relay.hub().contains(&id) {
+                    timers.forget(&id);
+                }
             }
             Some((id, timer)) = timers.next(), if !timers.is_empty() => {
                 if !still_needed(timer, &id, relay.hub()) {
@@ -133,6 +145,13 @@ impl Timers {
                 let key = self.queue.insert((id.clone(), timer), delay);
                 self.watched.insert(id, key);
             }
+        }
+    }
+
+    /// Drops a challenge's watch timer, if it has one (backstops stay: the sweep handed those out).
+    fn forget(&mut self, id: &ChallengeId) {
+        if let Some(key) = self.watched.remove(id) {
+            self.queue.try_remove(&key);
         }
     }
 
@@ -212,6 +231,21 @@ mod tests {
         // Fired, it can be set again (a watch after a reschedule).
         timers.insert(id(1), Duration::from_millis(10), Timer::Watch);
         assert_eq!(timers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_challenge_loses_its_watch_timer_but_not_its_backstop() {
+        let ids = ids(2);
+        let mut timers = Timers::default();
+        timers.insert(ids[0].clone(), Duration::from_secs(600), Timer::Watch);
+        timers.insert(ids[0].clone(), Duration::from_millis(10), Timer::Backstop);
+        timers.insert(ids[1].clone(), Duration::from_millis(20), Timer::Watch);
+        timers.forget(&ids[0]);
+        timers.forget(&ids[0]);
+        assert_eq!(timers.len(), 2);
+        assert_eq!(timers.next().await, Some((ids[0].clone(), Timer::Backstop)));
+        assert_eq!(timers.next().await, Some((ids[1].clone(), Timer::Watch)));
+        assert!(timers.is_empty());
     }
 
     #[tokio::test]

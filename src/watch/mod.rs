@@ -49,7 +49,7 @@ struct Watcher {
 pub struct Hub {
     watchers: Mutex<HashMap<ChallengeId, Vec<Watcher>>>,
     next_key: AtomicU64,
-    idle: std::sync::OnceLock<mpsc::UnboundedSender<ChallengeId>>,
+    idle: Mutex<Vec<mpsc::UnboundedSender<ChallengeId>>>,
 }
 
 /// Keeps a watcher registered; dropping it (the stream ended or the client left) removes the watcher.
@@ -129,15 +129,22 @@ impl Hub {
         }
     }
 
-    /// Asks to be told of every challenge that loses its last local watcher (to unsubscribe from it).
+    /// Asks to be told of every challenge that loses its last local watcher (the subscriber unsubscribes
+    /// from it, the timer task drops its timer).
     pub fn notify_idle(&self, tx: mpsc::UnboundedSender<ChallengeId>) {
-        let _ = self.idle.set(tx);
+        self.listeners().push(tx);
+    }
+
+    fn listeners(&self) -> MutexGuard<'_, Vec<mpsc::UnboundedSender<ChallengeId>>> {
+        // As `lock`: every update is one call, so a poisoned lock is still consistent.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn went_idle(&self, challenge: &ChallengeId) {
-        if let Some(tx) = self.idle.get() {
-            let _ = tx.send(challenge.clone());
-        }
+        self.listeners()
+            .retain(|tx| tx.send(challenge.clone()).is_ok());
     }
 
     /// True when this replica has a watcher for the challenge.
