@@ -5,7 +5,6 @@
 use crate::helpers::*;
 use approval_relay::pb;
 use approval_relay::pb::challenge_event::Kind;
-use approval_relay::pb::device_request::Body;
 use std::time::{Duration, Instant};
 
 /// Plain connections to every Redis node behind `app` (none for the memory store).
@@ -41,35 +40,30 @@ fn script_calls(nodes: &mut [redis::Connection]) -> u64 {
         .sum()
 }
 
-/// True while any overdue-index shard (README: `ar:due:{0}` … `ar:due:{15}`) on any node holds `id`.
-fn indexed(nodes: &mut [redis::Connection], id: &str) -> bool {
-    nodes.iter_mut().any(|c| {
-        (0..16).any(|shard| {
-            // On Cluster a shard lives on one node; the others answer MOVED, which is not a hit.
-            redis::cmd("ZSCORE")
-                .arg(format!("ar:due:{{{shard}}}"))
-                .arg(id)
-                .query::<Option<f64>>(c)
-                .ok()
-                .flatten()
-                .is_some()
-        })
-    })
-}
-
-/// True while the account's pending index (README: `ar:{<tag>}:pend:<account>`) on any node holds `id`.
-fn pending_indexed(nodes: &mut [redis::Connection], account: &str, id: &str) -> bool {
-    // The tag is the second dot-separated part of an issued id (README, ids).
-    let tag = id.split('.').nth(1).expect("an issued id");
+/// True when the sorted set `key` holds `id` on some node (on Cluster a key lives on one node; the others
+/// answer MOVED, which is not a hit).
+fn in_sorted_set(nodes: &mut [redis::Connection], key: &str, id: &str) -> bool {
     nodes.iter_mut().any(|c| {
         redis::cmd("ZSCORE")
-            .arg(format!("ar:{{{tag}}}:pend:{account}"))
+            .arg(key)
             .arg(id)
             .query::<Option<f64>>(c)
             .ok()
             .flatten()
             .is_some()
     })
+}
+
+/// True while any overdue-index shard (README: `ar:due:{0}` … `ar:due:{15}`) holds `id`.
+fn indexed(nodes: &mut [redis::Connection], id: &str) -> bool {
+    (0..16).any(|shard| in_sorted_set(nodes, &format!("ar:due:{{{shard}}}"), id))
+}
+
+/// True while the account's pending index (README: `ar:{<tag>}:pend:<account>`) holds `id`.
+fn pending_indexed(nodes: &mut [redis::Connection], account: &str, id: &str) -> bool {
+    // The tag is the second dot-separated part of an issued id (README, ids).
+    let tag = id.split('.').nth(1).expect("an issued id");
+    in_sorted_set(nodes, &format!("ar:{{{tag}}}:pend:{account}"), id)
 }
 
 async fn an_ended_challenge_leaves_its_accounts_pending_index(app: TestApp) {
@@ -102,14 +96,7 @@ async fn an_ended_challenge_leaves_its_accounts_pending_index(app: TestApp) {
             "an ended challenge stays indexed"
         );
     }
-    let pending = app
-        .device
-        .clone()
-        .list_pending(phone.signed(Body::ListPending(pb::ListPendingBody {})))
-        .await
-        .expect("list pending")
-        .into_inner()
-        .challenges;
+    let pending = app.list_pending(&mut phone).await;
     assert!(
         pending.is_empty(),
         "ListPending still lists an ended challenge"

@@ -160,15 +160,7 @@ async fn a_poll_only_phone_is_never_pushed_polls_and_approves(store: &str) {
     assert_eq!(seen.deliveries.len(), 1);
     assert_eq!(seen.deliveries[0].state(), pb::DeliveryState::PollOnly);
 
-    let pending = env
-        .app
-        .device
-        .clone()
-        .list_pending(phone.signed(Body::ListPending(pb::ListPendingBody {})))
-        .await
-        .expect("list pending")
-        .into_inner()
-        .challenges;
+    let pending = env.app.list_pending(&mut phone).await;
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].challenge_id, challenge.challenge_id);
     let watch = env.app.watch(&challenge.challenge_id).await;

@@ -228,6 +228,17 @@ impl TestApp {
             .into_inner()
     }
 
+    /// The phone's ListPending answer.
+    pub async fn list_pending(&self, phone: &mut Phone) -> Vec<pb::DeviceChallenge> {
+        self.device
+            .clone()
+            .list_pending(phone.signed(Body::ListPending(pb::ListPendingBody {})))
+            .await
+            .expect("list pending")
+            .into_inner()
+            .challenges
+    }
+
     pub async fn get(&self, id: &str) -> pb::Challenge {
         let req = pb::GetChallengeRequest {
             challenge_id: id.into(),
