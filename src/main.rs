@@ -31,43 +31,59 @@ fn main() -> ExitCode {
 /// side effect of allocating; once traffic stops (100,000 watch streams closed) the workers stop
 /// allocating, and pages full of such blocks stayed resident: 463–863 MiB of ~1 GiB after 60 s in four of
 /// seven load runs. A collection walks the whole heap (with 100,000 streams open, collecting once a second
-/// on every park raised p99 create → push from 8.5 to 30 ms), so it runs only after a worker slept at
-/// least `IDLE` (never under load) and at most once per `EVERY`.
+/// on every park raised p99 create → push from 8.5 to 30 ms), so it runs only when the worker is idle: it
+/// slept at least `IDLE` last time and at least `IDLE_SHARE` of the last window of `EVERY`, and at most
+/// once per window. Under light traffic a request can still wait behind one collection.
 mod idle_collect {
     use std::cell::Cell;
     use std::time::{Duration, Instant};
 
-    /// A sleep this long means the worker has no traffic to serve.
+    /// A sleep this long means the worker had no traffic to serve.
     const IDLE: Duration = Duration::from_millis(50);
-    /// At most one collection per worker per this.
+    /// The share of a window the worker must have slept (busy under 10% of it).
+    const IDLE_SHARE: f64 = 0.9;
+    /// The window over which idleness is judged; at most one collection per worker per window.
     const EVERY: Duration = Duration::from_secs(1);
 
     thread_local! {
         static PARKED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
         static LAST_SLEEP: Cell<Duration> = const { Cell::new(Duration::ZERO) };
-        static COLLECTED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+        static SLEPT: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+        static WINDOW_START: Cell<Option<Instant>> = const { Cell::new(None) };
     }
 
-    /// A worker is about to sleep: collect if its last sleep was long and it has not collected lately.
+    /// A worker is about to sleep: when a window has passed, collect if the worker was idle in it.
     pub fn parking() {
         let now = Instant::now();
         PARKED_AT.set(Some(now));
-        if LAST_SLEEP.get() < IDLE || COLLECTED_AT.get().is_some_and(|at| now - at < EVERY) {
+        let start = *WINDOW_START.get().get_or_insert(now);
+        let window = now - start;
+        if window < EVERY {
+            WINDOW_START.set(Some(start));
             return;
         }
-        COLLECTED_AT.set(Some(now));
-        // SAFETY: mi_collect takes no pointer; it frees and purges the calling thread's own pages and is
-        // safe to call at any time from any thread using mimalloc (the global allocator here).
+        let idle = LAST_SLEEP.get() >= IDLE
+            && SLEPT.get().as_secs_f64() >= IDLE_SHARE * window.as_secs_f64();
+        WINDOW_START.set(Some(now));
+        SLEPT.set(Duration::ZERO);
+        if !idle {
+            return;
+        }
+        // SAFETY: mi_collect takes no pointer and is thread-safe: it collects this thread's heap and, when
+        // forced, abandoned pages and the process's arenas, from any thread using mimalloc (the global
+        // allocator here, the same libmimalloc-sys build).
         #[allow(unsafe_code)]
         unsafe {
             libmimalloc_sys::mi_collect(true);
         }
     }
 
-    /// A worker woke up: remember how long it slept.
+    /// A worker woke up: remember how long it slept, and for how long in all in this window.
     pub fn unparked() {
         if let Some(at) = PARKED_AT.get() {
-            LAST_SLEEP.set(at.elapsed());
+            let slept = at.elapsed();
+            LAST_SLEEP.set(slept);
+            SLEPT.set(SLEPT.get() + slept);
         }
     }
 }
