@@ -13,6 +13,13 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
+/// The `process_id` of an `INFO server` reply.
+fn info_pid(info: &str) -> Option<u32> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -131,12 +138,6 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut c) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return Ok(());
-            }
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -144,9 +145,19 @@ impl RedisServer {
             {
                 self.child = None;
                 return Err(format!(
-                    "redis-server on port {} exited at start ({status}): the port was taken",
+                    "redis-server on port {} exited at start ({status}); most likely its port was \
+                     taken (by another test's server, say)",
                     self.port
                 ));
+            }
+            // The server that answers must be this one: a parallel test's redis-server on the same port
+            // answers too (this one then exits, which the next round sees).
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut c) = client.get_connection()
+                && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut c)
+                && info_pid(&info) == self.child.as_ref().map(Child::id)
+            {
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
