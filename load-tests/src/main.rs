@@ -4,6 +4,8 @@
 //! watch streams; beside them the limit, a run of the same against `relay-reference`. It prints a summary and writes a JSON report
 //! and an SVG plot. `load-tests/run.sh` starts everything and runs it.
 
+#![forbid(unsafe_code)]
+
 mod fleet;
 mod limit;
 mod measure;

@@ -10,6 +10,8 @@
 //!
 //! The figures go to `load-tests/reports/faults.json`; `--short` runs smaller versions (CI).
 
+#![forbid(unsafe_code)]
+
 mod procs;
 
 use approval_relay::pb;

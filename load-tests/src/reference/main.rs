@@ -11,6 +11,8 @@
 //! It serves CreateEnrollment, StreamChallenges (creates only), Enroll and Respond (approve only);
 //! every other RPC answers UNIMPLEMENTED. It trusts its callers entirely: never expose it.
 
+#![forbid(unsafe_code)]
+
 mod service;
 mod store;
 
