@@ -276,6 +276,63 @@ async fn every_key_left_after_a_run_has_a_ttl_or_a_cap() {
     }
 }
 
+/// A device's hash and its account's device list keep their 400-day TTL while the device is in use:
+/// the first accepted call of a day renews both, later ones that day leave them (one PEXPIRE a day).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_in_use_renews_its_ttls_once_a_day() {
+    const HOUR_MS: i64 = 3_600_000;
+    const DAYS_399_MS: i64 = 399 * 86_400_000;
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|c| c.redis_url = Some(redis.url())).await;
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let mut conn = redis.connection();
+    let only = |pattern: &str, conn: &mut redis::Connection| -> String {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(conn).expect("keys");
+        assert_eq!(keys.len(), 1, "{pattern}: {keys:?}");
+        keys.into_iter().next().expect("one key")
+    };
+    let (device, list) = (only("*:dev:*", &mut conn), only("*:devs:*", &mut conn));
+    let ttl = |key: &str, conn: &mut redis::Connection| -> i64 {
+        redis::cmd("PTTL").arg(key).query(conn).expect("pttl")
+    };
+    for key in [&device, &list] {
+        assert!(
+            ttl(key, &mut conn) > DAYS_399_MS,
+            "{key} starts with 400 days"
+        );
+        let _: i64 = redis::cmd("PEXPIRE")
+            .arg(key)
+            .arg(HOUR_MS)
+            .query(&mut conn)
+            .expect("pexpire");
+    }
+
+    // Renewed at enrollment, under a day ago: an accepted call leaves the TTLs.
+    app.list_pending(&mut phone).await;
+    for key in [&device, &list] {
+        assert!(
+            ttl(key, &mut conn) <= HOUR_MS,
+            "{key} was renewed again within the day"
+        );
+    }
+
+    // A day later (its mark set back), the next accepted call renews both.
+    let _: i64 = redis::cmd("HSET")
+        .arg(&device)
+        .arg("renewed")
+        .arg(0)
+        .query(&mut conn)
+        .expect("hset");
+    app.list_pending(&mut phone).await;
+    for key in [&device, &list] {
+        assert!(
+            ttl(key, &mut conn) > DAYS_399_MS,
+            "{key} was not renewed after a day"
+        );
+    }
+}
+
 /// The relay binary as a separate process, so that it can be killed for real.
 pub(crate) struct RelayProcess {
     pub child: std::process::Child,

@@ -15,12 +15,12 @@ if #left == 0 then return {'done'} end
 if (c[3] or '') ~= ARGV[4] then return {'moved', c[3] or ''} end
 local now = now_ms()
 if tonumber(c[4] or '0') >= tonumber(ARGV[6]) or now >= tonumber(c[5]) - tonumber(ARGV[7]) then
-  local seq = tonumber(c[7])
+  local seq, fields = tonumber(c[7]), {}
   for _, device_id in ipairs(left) do
-    audit(c[6], now, 'push_failed', 'relay', id, device_id, ARGV[8])
-    seq = record_push(KEYS[1], id, seq, now, device_id, 'failed:' .. ARGV[8])
+    audit_challenge(c[6], now, 'push_failed', 'relay', id, device_id, ARGV[8])
+    seq = record_push(fields, id, seq, now, device_id, 'failed:' .. ARGV[8])
   end
-  redis.call('HSET', KEYS[1], 'seq', seq)
+  redis.call('HSET', KEYS[1], 'seq', seq, unpack(fields))
   return {'gaveup', #left}
 end
 redis.call('HSET', KEYS[1], 'pusher', ARGV[5])

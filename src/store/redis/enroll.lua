@@ -17,7 +17,8 @@ redis.call('DEL', KEYS[1])
 local fields = {}
 for i = 7, #ARGV do table.insert(fields, ARGV[i]) end
 local dev_key = PREFIX .. 'dev:' .. device_id
-redis.call('HSET', dev_key, 'account', account, 'state', 'active', 'counter', 0, 'created', now, 'seen', now, unpack(fields))
+redis.call('HSET', dev_key, 'account', account, 'state', 'active', 'counter', 0, 'created', now, 'seen', now,
+  'renewed', now, unpack(fields))
 redis.call('PEXPIRE', dev_key, LONG_TTL_MS)
 redis.call('RPUSH', list, device_id)
 redis.call('PEXPIRE', list, LONG_TTL_MS)

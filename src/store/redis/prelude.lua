@@ -5,6 +5,7 @@ local PUB = ARGV[2]
 local AUDIT_CAP = 1000
 local REFUSED_CAP = 200 -- store::trail::REFUSED_CAP: unauthenticated refusals, capped apart
 local LONG_TTL_MS = 34560000000 -- 400 days: devices and audit trails of active accounts are refreshed
+local RENEW_EVERY_MS = 86400000 -- a device's TTL is renewed by its first accepted call of a day
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -20,12 +21,22 @@ local function renew(key)
   end
 end
 
-local function audit(account, now, kind, actor, challenge, device, detail)
+-- Appends to the account's audit trail without renewing its TTL; the trail's key.
+local function append_audit(account, now, kind, actor, challenge, device, detail)
   local key = PREFIX .. 'audit:' .. account
   redis.call('XADD', key, 'MAXLEN', '~', AUDIT_CAP, '*', 'at', now, 'kind', kind, 'actor', actor,
     'challenge', challenge or '', 'device', device or '', 'detail', detail or '')
-  renew(key)
+  return key
 end
+
+local function audit(account, now, kind, actor, challenge, device, detail)
+  renew(append_audit(account, now, kind, actor, challenge, device, detail))
+end
+
+-- A record of a challenge that still exists (its hash was read in this script): create.lua renewed the
+-- trail to 400 days when it made the challenge, at most its TTL plus retention ago, so renewing again
+-- would cost a PEXPIRE per push outcome batch and decision for nothing.
+local audit_challenge = append_audit
 
 -- A refusal of a request that failed authentication, in the account's trail of such refusals: capped apart
 -- from the real records, so that no number of them can push a real record out (store/trail.rs).
@@ -41,12 +52,14 @@ local function publish(challenge_id, seq, now, kind, device, extra)
     seq .. '\t' .. now .. '\t' .. kind .. '\t' .. (device or '') .. '\t' .. (extra or ''))
 end
 
--- One push outcome of a pending challenge (challenge::Challenge::record_delivery): recorded in its
--- hash, published with the next sequence number, which is returned. `value` is as stored in `dl:<device>`
--- (codec::delivery_value): 'delivered:<channel>' or 'failed:<reason>'.
-local function record_push(key, challenge_id, seq, now, device_id, value)
+-- One push outcome of a pending challenge (challenge::Challenge::record_delivery): published with the next
+-- sequence number, which is returned, and its `dl:<device>` field appended to `fields` for the caller's
+-- one HSET of them all with the last sequence number (one write per script, not one per outcome).
+-- `value` is as stored in `dl:<device>` (codec::delivery_value): 'delivered:<channel>' or 'failed:<reason>'.
+local function record_push(fields, challenge_id, seq, now, device_id, value)
   seq = seq + 1
-  redis.call('HSET', key, 'dl:' .. device_id, value)
+  table.insert(fields, 'dl:' .. device_id)
+  table.insert(fields, value)
   if string.sub(value, 1, 7) == 'failed:' then
     publish(challenge_id, seq, now, 'failed', device_id, string.sub(value, 8))
   else
@@ -63,10 +76,29 @@ local function hash_get(flat, name)
   return nil
 end
 
+-- A flat HGETALL reply as a table of its fields.
+local function hash_table(flat)
+  local h = {}
+  for i = 1, #flat - 1, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+-- Keeps a flat HGETALL reply as the hash now is after this script's HSET of `written` (name, value, ...):
+-- the script returns it without reading the hash again.
+local function hash_put(flat, written)
+  for p = 1, #written - 1, 2 do
+    local name, value, found = written[p], tostring(written[p + 1]), false
+    for i = 1, #flat - 1, 2 do
+      if flat[i] == name then flat[i + 1], found = value, true break end
+    end
+    if not found then table.insert(flat, name) table.insert(flat, value) end
+  end
+end
+
 -- The counter rule (auth::counter_is_fresh, device::Device::accept_counter). Returns nil when the call is
 -- accepted, or the refusal reason.
 local function accept_counter(dev_key, device_id, counter, now)
-  local d = redis.call('HMGET', dev_key, 'state', 'counter', 'account')
+  local d = redis.call('HMGET', dev_key, 'state', 'counter', 'account', 'renewed')
   if not d[1] then return 'unknown_device', nil end
   if d[1] == 'revoked' then return 'revoked', d[3] end
   if d[1] == 'clone' then return 'suspected_clone', d[3] end
@@ -75,8 +107,16 @@ local function accept_counter(dev_key, device_id, counter, now)
     audit(d[3], now, 'clone_suspected', 'device:' .. device_id, '', device_id, 'counter ' .. counter .. ' after ' .. d[2])
     return 'counter_replayed', d[3]
   end
-  redis.call('HSET', dev_key, 'counter', counter, 'seen', now)
-  redis.call('PEXPIRE', dev_key, LONG_TTL_MS)
+  -- The 400-day TTLs are renewed at most daily (`renewed`): a PEXPIRE a day per device, not one per call.
+  -- The account's device list with it, so an account in use keeps its list past 400 days after its last
+  -- enrollment.
+  if now - tonumber(d[4] or '0') < RENEW_EVERY_MS then
+    redis.call('HSET', dev_key, 'counter', counter, 'seen', now)
+  else
+    redis.call('HSET', dev_key, 'counter', counter, 'seen', now, 'renewed', now)
+    redis.call('PEXPIRE', dev_key, LONG_TTL_MS)
+    redis.call('PEXPIRE', PREFIX .. 'devs:' .. d[3], LONG_TTL_MS)
+  end
   return nil, d[3]
 end
 

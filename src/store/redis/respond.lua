@@ -12,7 +12,10 @@ local function refuse(reason, detail)
   return {'refused', reason}
 end
 
-local c = redis.call('HMGET', KEYS[2], 'account', 'state', 'targets', 'expires', 'mode', 'number', 'seq', 'tries')
+-- The whole hash, read once: its fields decide, and it is returned as it ends up (hash_put).
+local flat = redis.call('HGETALL', KEYS[2])
+local h = hash_table(flat)
+local c = {h.account, h.state, h.targets, h.expires, h.mode, h.number, h.seq, h.tries}
 if not c[1] or c[1] ~= account then return refuse('not_found', 'not_targeted') end
 if not string.find(c[3], ',' .. device_id .. ',', 1, true) then return refuse('not_targeted') end
 if c[2] ~= 'pending' then return refuse('ended:' .. c[2], 'already_' .. c[2]) end
@@ -26,6 +29,7 @@ if decision == 'approved' and c[5] ~= 'none' then
   if ARGV[8] ~= c[6] then
     local allowed = tonumber(c[8] or '1')
     local wrong = redis.call('HINCRBY', KEYS[2], 'wrong', 1)
+    hash_put(flat, {'wrong', wrong})
     if wrong < allowed then
       audit(account, now, 'request_refused', 'device:' .. device_id, challenge_id, device_id, 'wrong_number')
       return {'refused', 'wrong_number', allowed - wrong}
@@ -34,10 +38,12 @@ if decision == 'approved' and c[5] ~= 'none' then
   end
 end
 local seq = tonumber(c[7]) + 1
-redis.call('HSET', KEYS[2], 'state', decision, 'by', device_id, 'reason', reason, 'ended', now, 'seq', seq)
+local ended = {'state', decision, 'by', device_id, 'reason', reason, 'ended', now, 'seq', seq}
+redis.call('HSET', KEYS[2], unpack(ended))
+hash_put(flat, ended)
 unpend(account, challenge_id)
-audit(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
+audit_challenge(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
 publish(challenge_id, seq, now, decision, device_id, reason)
 cool_after(account, decision, now, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
 -- The challenge as it now is and the devices to withdraw it from, so the caller reads nothing more.
-return {'ok', seq, now, redis.call('HGETALL', KEYS[2]), withdraw_targets(c[3], device_id)}
+return {'ok', seq, now, flat, withdraw_targets(c[3], device_id)}
