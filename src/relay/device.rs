@@ -202,14 +202,16 @@ impl Relay {
         decision: Decision,
         number: u32,
     ) -> Result<Challenge, Error> {
-        match self.store.respond(&auth.call, id, decision, number).await? {
+        // An approval makes the sign-in known in the same store step (no second round trip).
+        let remember = self.policy.remember_window;
+        match self
+            .store
+            .respond(&auth.call, id, decision, number, remember)
+            .await?
+        {
             Ok(ended) => {
                 let challenge = self.ended(ended);
                 tracing::info!(challenge_id = %id, outcome = challenge.state.name(), "challenge decided");
-                if matches!(challenge.state, State::Approved(_)) {
-                    self.remember_quietly(&challenge.account, &challenge.context)
-                        .await;
-                }
                 if matches!(challenge.state, State::FraudReported(_)) {
                     self.forget_after_fraud(&challenge.account, &auth.device.id)
                         .await;

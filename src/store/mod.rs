@@ -314,13 +314,16 @@ pub trait Store: Send + Sync + 'static {
     async fn create_challenge(&self, new: NewChallenge) -> Result<CreateOutcome, StoreError>;
     /// Reads a challenge.
     async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError>;
-    /// Counter rule, then the device's answer; audited (refusals too) and published.
+    /// Counter rule, then the device's answer; audited (refusals too) and published. An approval makes
+    /// the sign-in's keys (`known::keys_of` of the challenge's context) known in the same step, as
+    /// [`Store::remember_sign_in`] does with `remember` as its window.
     async fn respond(
         &self,
         call: &DeviceCall,
         id: &ChallengeId,
         decision: Decision,
         number: u32,
+        remember: Duration,
     ) -> Result<RespondOutcome, StoreError>;
     /// Ends a challenge `Expired` if its deadline passed by the store's clock.
     async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError>;

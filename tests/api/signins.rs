@@ -387,6 +387,49 @@ async fn a_known_sign_in_is_new_again_after_the_window(store: &str) {
     }
 }
 
+/// The caps of `known::remember` hold on every store: past 32 devices and 64 places (networks and
+/// locations together) the least recently approved are dropped, and the key an approval marks stays.
+async fn the_known_set_keeps_the_most_recent_devices_and_places_up_to_its_caps(store: &str) {
+    let app = spawn_app_on(store, |c| c.account_rate_per_minute = 0).await;
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    // 66 approvals, each from a new device key and location on one network: 66 devices and 67 places
+    // were seen, so 34 devices and 3 places (the oldest locations) are dropped.
+    for i in 0..66 {
+        let ctx = context(
+            &format!("cap-dev-{i:02}"),
+            "203.0.113.7",
+            &format!("Town {i:02}"),
+        );
+        approve_sign_in(&app, &mut phone, &account, ctx).await;
+        // Distinct last-seen times, so that "least recently seen" has no ties to break.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let list = app
+        .challenges
+        .clone()
+        .list_known_sign_ins(pb::ListKnownSignInsRequest {
+            account_id: account.clone(),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .known;
+    let mut listed: Vec<(pb::KnownSignInKind, String)> =
+        list.iter().map(|k| (k.kind(), k.value.clone())).collect();
+    listed.sort();
+    let mut expected: Vec<(pb::KnownSignInKind, String)> = (34..66)
+        .map(|i| (pb::KnownSignInKind::Device, format!("cap-dev-{i:02}")))
+        .chain(std::iter::once((
+            pb::KnownSignInKind::Network,
+            "203.0.113.0/24".to_owned(),
+        )))
+        .chain((3..66).map(|i| (pb::KnownSignInKind::Location, format!("town {i:02}"))))
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+}
+
 on_every_store!(
     a_first_sign_in_is_new_and_an_approval_makes_its_device_and_place_known,
     denials_never_make_a_sign_in_known_and_a_fraud_report_forgets_them_all,
@@ -395,5 +438,8 @@ on_every_store!(
 
 mod windows {
     use super::*;
-    per_store!(a_known_sign_in_is_new_again_after_the_window);
+    per_store!(
+        a_known_sign_in_is_new_again_after_the_window,
+        the_known_set_keeps_the_most_recent_devices_and_places_up_to_its_caps
+    );
 }

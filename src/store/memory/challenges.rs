@@ -203,6 +203,7 @@ impl State {
         id: &ChallengeId,
         decision: Decision,
         number: u32,
+        remember: Duration,
         now: i64,
     ) -> RespondOutcome {
         let device = self.accept(call, now).map_err(DeviceRefusal::Auth)?.clone();
@@ -220,6 +221,12 @@ impl State {
         match result {
             Ok((challenge, event)) => {
                 self.cool(&challenge, now);
+                if matches!(challenge.state, Phase::Approved(_)) {
+                    let keys = crate::known::keys_of(&challenge.context);
+                    if !keys.is_empty() {
+                        self.remember_sign_in(&device.account, &keys, remember, now);
+                    }
+                }
                 self.audit(State::ended_audit(&challenge, &event), now);
                 if matches!(challenge.state, Phase::FraudReported(_)) {
                     self.security(

@@ -156,8 +156,9 @@ impl Store for MemoryStore {
         id: &ChallengeId,
         decision: Decision,
         number: u32,
+        remember: Duration,
     ) -> Result<RespondOutcome, StoreError> {
-        self.step(|s, now| s.respond(call, id, decision, number, now))
+        self.step(|s, now| s.respond(call, id, decision, number, remember, now))
     }
 
     async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError> {

@@ -201,6 +201,7 @@ impl RedisStore {
         id: &ChallengeId,
         decision: Decision,
         number: u32,
+        remember: std::time::Duration,
     ) -> Result<RespondOutcome, StoreError> {
         if call.device.tag() != id.tag() {
             // Another account's challenge (its keys are in another slot): the counter rule still
@@ -236,7 +237,10 @@ impl RedisStore {
             .arg(number)
             .arg(millis(self.limits.cooldown_base))
             .arg(millis(self.limits.cooldown_max))
-            .arg(millis(self.limits.fraud_mute));
+            .arg(millis(self.limits.fraud_mute))
+            .arg(millis(remember).max(1))
+            .arg(crate::known::MAX_DEVICES)
+            .arg(crate::known::MAX_PLACES);
         let reply: Value = self.run(&inv).await?;
         let items = array(&reply)?;
         if text(at(items, 0)?)? == "refused" {

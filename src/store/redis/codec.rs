@@ -294,7 +294,27 @@ pub fn new_challenge_fields(c: &crate::store::NewChallenge) -> Vec<(&'static str
         ("idem", c.idempotency_key.clone().unwrap_or_default()),
         ("tries", c.number.attempts.to_string()),
     ]);
+    fields.extend(remember_fields(&c.context));
     fields
+}
+
+/// The known-set fields an approval of this sign-in marks (`known::keys_of`), one per kind (`kd`, `kn`,
+/// `kl`; '' when the context has none): respond.lua remembers them in the approval's own step.
+fn remember_fields(ctx: &LoginContext) -> [(&'static str, String); 3] {
+    let mut out = [
+        ("kd", String::new()),
+        ("kn", String::new()),
+        ("kl", String::new()),
+    ];
+    for key in crate::known::keys_of(ctx) {
+        let slot = match key.kind {
+            crate::known::KeyKind::Device => 0,
+            crate::known::KeyKind::Network => 1,
+            crate::known::KeyKind::Location => 2,
+        };
+        out[slot].1 = key.field();
+    }
+    out
 }
 
 /// A login context's fields, shared by challenge and notice hashes.

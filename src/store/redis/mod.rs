@@ -407,8 +407,9 @@ impl Store for RedisStore {
         id: &ChallengeId,
         decision: Decision,
         number: u32,
+        remember: std::time::Duration,
     ) -> Result<RespondOutcome, StoreError> {
-        self.answer(call, id, decision, number).await
+        self.answer(call, id, decision, number, remember).await
     }
 
     async fn expire(&self, id: &ChallengeId) -> Result<ExpireOutcome, StoreError> {

@@ -227,3 +227,62 @@ local function take_failure(key, now, per_min, burst)
   redis.call('PEXPIRE', key, math.floor(cap * 60 / per_min) + 1000)
   return nil, false
 end
+
+-- Remembers an approved sign-in's keys (known::remember, the same rules): drops keys last seen before the
+-- window, writes each key with its first-seen kept and its last-seen now, drops the least recently seen
+-- of a kind past its cap (ties by field), and keeps the set for the window. `key` the account's known
+-- set, `fields` its fields to mark (known::KnownKey::field).
+local function bytes_less(a, b)
+  -- Byte order, as Rust compares strings (Lua's < follows the server's collation locale).
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function remember_known(key, now, window, device_cap, place_cap, fields)
+  local since = now - window
+  local all = redis.call('HGETALL', key)
+  -- `drop`: fields to delete, decided in full before anything is written, so that one HSET and one HDEL
+  -- of disjoint fields leave the hash as deleting, writing and trimming in turn would.
+  local set, drop = {}, {}
+  for i = 1, #all, 2 do
+    local first, last = string.match(all[i + 1], '^(%-?%d+):(%-?%d+)$')
+    if first and tonumber(last) >= since then
+      set[all[i]] = {tonumber(first), tonumber(last)}
+    else
+      drop[all[i]] = true
+    end
+  end
+  for _, f in ipairs(fields) do
+    local first = now
+    if set[f] then first = set[f][1] end
+    set[f] = {first, now}
+    drop[f] = nil
+  end
+  local function trim(is_kind, cap)
+    local of_kind = {}
+    for f, seen in pairs(set) do
+      if is_kind(f) then table.insert(of_kind, {f, seen[2]}) end
+    end
+    table.sort(of_kind, function(a, b)
+      if a[2] ~= b[2] then return a[2] < b[2] end
+      return bytes_less(a[1], b[1])
+    end)
+    for i = 1, #of_kind - cap do drop[of_kind[i][1]] = true end
+  end
+  trim(function(f) return string.sub(f, 1, 2) == 'd:' end, device_cap)
+  trim(function(f) local p = string.sub(f, 1, 2) return p == 'n:' or p == 'l:' end, place_cap)
+  local writes, deletes = {}, {}
+  for _, f in ipairs(fields) do
+    if not drop[f] then
+      table.insert(writes, f)
+      table.insert(writes, string.format('%d:%d', set[f][1], now))
+    end
+  end
+  for f in pairs(drop) do table.insert(deletes, f) end
+  if #writes > 0 then redis.call('HSET', key, unpack(writes)) end
+  if #deletes > 0 then redis.call('HDEL', key, unpack(deletes)) end
+  redis.call('PEXPIRE', key, window)
+end

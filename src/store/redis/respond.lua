@@ -1,7 +1,8 @@
 -- Counter rule, then a device's answer: one atomic step (DESIGN.md guarantees 1, 2, 4, 5).
 -- KEYS[1] device hash, KEYS[2] challenge hash.
 -- ARGV[3] device id, ARGV[4] counter, ARGV[5] challenge id, ARGV[6] decision (approved|denied|fraud_reported),
--- ARGV[7] deny reason, ARGV[8] number answered, ARGV[9..11] cool-down base, max and fraud mute in ms.
+-- ARGV[7] deny reason, ARGV[8] number answered, ARGV[9..11] cool-down base, max and fraud mute in ms,
+-- ARGV[12..14] the remember window in ms and the caps of remembered devices and places.
 local device_id, counter, challenge_id = ARGV[3], ARGV[4], ARGV[5]
 local now = now_ms()
 local refused, account = accept_counter(KEYS[1], device_id, counter, now)
@@ -45,5 +46,16 @@ unpend(account, challenge_id)
 audit_challenge(account, now, ended_kind(decision), 'device:' .. device_id, challenge_id, device_id, reason)
 publish(challenge_id, seq, now, decision, device_id, reason)
 cool_after(account, decision, now, tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
+if decision == 'approved' then
+  -- The sign-in's keys, as create.lua stored them (codec::remember_fields), become known in this step.
+  local fields = {}
+  for _, name in ipairs({'kd', 'kn', 'kl'}) do
+    if h[name] and h[name] ~= '' then table.insert(fields, h[name]) end
+  end
+  if #fields > 0 then
+    remember_known(PREFIX .. 'known:' .. account, now, tonumber(ARGV[12]), tonumber(ARGV[13]),
+      tonumber(ARGV[14]), fields)
+  end
+end
 -- The challenge as it now is and the devices to withdraw it from, so the caller reads nothing more.
 return {'ok', seq, now, flat, withdraw_targets(c[3], device_id)}
