@@ -59,6 +59,23 @@ fn indexed(nodes: &mut [redis::Connection], id: &str) -> bool {
     (0..16).any(|shard| in_sorted_set(nodes, &format!("ar:due:{{{shard}}}"), id))
 }
 
+/// True while any overdue-index shard holds push work owed for `id` (a member `p:<replica>:<id>`).
+fn push_work_indexed(nodes: &mut [redis::Connection], id: &str) -> bool {
+    let suffix = format!(":{id}");
+    (0..16).any(|shard| {
+        nodes.iter_mut().any(|c| {
+            redis::cmd("ZRANGE")
+                .arg(format!("ar:due:{{{shard}}}"))
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<String>>(c)
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m.starts_with("p:") && m.ends_with(&suffix))
+        })
+    })
+}
+
 /// True while the account's pending index (README: `ar:{<tag>}:pend:<account>`) holds `id`.
 fn pending_indexed(nodes: &mut [redis::Connection], account: &str, id: &str) -> bool {
     // The tag is the second dot-separated part of an issued id (README, ids).
@@ -116,9 +133,12 @@ async fn a_decided_challenge_costs_no_store_call_at_its_deadline(app: TestApp) {
 
     let mut nodes = nodes(&app);
     if !nodes.is_empty() {
-        // Out of the overdue index soon after the decision (removals are batched for 100 ms).
+        // Out of the overdue index soon after the decision, its finished push work too (removals are
+        // batched for 100 ms).
         let until = Instant::now() + Duration::from_secs(2);
-        while indexed(&mut nodes, &challenge.challenge_id) {
+        while indexed(&mut nodes, &challenge.challenge_id)
+            || push_work_indexed(&mut nodes, &challenge.challenge_id)
+        {
             assert!(
                 Instant::now() < until,
                 "still in the overdue index 2 s after the decision"

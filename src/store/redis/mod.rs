@@ -463,15 +463,9 @@ impl Store for RedisStore {
         }
         let _: i64 = self.run(&inv).await?;
         if finished {
-            // The push work is done: its member leaves the index (another slot; a helper, so a failure
-            // only means the sweep finds the work done later and drops it then).
-            let mut pipe = ::redis::pipe();
-            self.finish(&mut pipe, id);
-            let dropped = pipe
-                .query_async::<()>(&mut self.conn())
-                .await
-                .map_err(unavailable);
-            self.helpers.overdue_index.observe(dropped);
+            // The push work is done: its member leaves the index with the next batch of removals
+            // (another slot; a lost removal only means the sweep finds the work done and drops it then).
+            self.forgetter.pushes_done(&self.replica, id);
         }
         Ok(())
     }

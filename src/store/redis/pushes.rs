@@ -126,10 +126,4 @@ impl RedisStore {
             .await
             .map_err(unavailable)
     }
-
-    /// The push-work member of a challenge this replica has finished, removed with the last report.
-    pub(super) fn finish(&self, pipe: &mut ::redis::Pipeline, id: &ChallengeId) {
-        pipe.zrem(keys::due(id), keys::push_member(&self.replica, id))
-            .ignore();
-    }
 }
