@@ -21,14 +21,21 @@ if cool[1] and tonumber(cool[1]) > now then
   audit(account, now, 'rate_limited', 'backend', '', '', reason)
   return {'limited', reason, tonumber(cool[1]) - now}
 end
-local pending, first_end = {}, nil
-local open = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. now, '+inf', 'WITHSCORES')
-for i = 1, #open, 2 do
-  local c = redis.call('HMGET', PREFIX .. 'ch:' .. open[i], 'state', 'created')
-  if c[1] == 'pending' then
-    table.insert(pending, {tonumber(c[2]), open[i]})
-    local ends = tonumber(open[i + 1])
-    if not first_end or ends < first_end then first_end = ends end
+-- The whole index in one read (it holds about the pending cap's worth of ids): those whose deadline is
+-- ahead are checked, and entries past retention (their challenge gone without ending) are pruned below
+-- only when there are any.
+local pending, first_end, stale = {}, nil, false
+local indexed = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+for i = 1, #indexed, 2 do
+  local ends = tonumber(indexed[i + 1])
+  if ends > now then
+    local c = redis.call('HMGET', PREFIX .. 'ch:' .. indexed[i], 'state', 'created')
+    if c[1] == 'pending' then
+      table.insert(pending, {tonumber(c[2]), indexed[i]})
+      if not first_end or ends < first_end then first_end = ends end
+    end
+  elseif ends <= now - retention then
+    stale = true
   end
 end
 local max_pending, supersede = tonumber(ARGV[9]), ARGV[12] == '1'
@@ -92,7 +99,7 @@ redis.call('HSET', KEYS[3], 'account', account, 'state', 'pending', 'seq', 0, 'c
 redis.call('PEXPIREAT', KEYS[3], expires + retention)
 if ARGV[7] == '1' then redis.call('SET', KEYS[2], id, 'PXAT', expires + retention) end
 redis.call('ZADD', KEYS[4], expires, id)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention)
+if stale then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention) end
 redis.call('PEXPIREAT', KEYS[4], expires + retention)
 audit(account, now, 'challenge_created', 'backend', id, '', 'devices=' .. #targets)
 return {'created', now, expires, targets, devices, superseded}
