@@ -121,11 +121,19 @@ async fn an_ended_challenge_leaves_its_accounts_pending_index(app: TestApp) {
     if !nodes.is_empty() {
         // An entry past retention whose challenge is gone (it never ended: its hash was lost) is pruned
         // by the account's next create.
-        let tag = approved.challenge_id.split('.').nth(1).expect("an issued id");
+        let tag = approved
+            .challenge_id
+            .split('.')
+            .nth(1)
+            .expect("an issued id");
         let key = format!("ar:{{{tag}}}:pend:{account}");
         let lost = format!("c.{tag}.lost");
         for c in nodes.iter_mut() {
-            let _ = redis::cmd("ZADD").arg(&key).arg(1).arg(&lost).query::<i64>(c);
+            let _ = redis::cmd("ZADD")
+                .arg(&key)
+                .arg(1)
+                .arg(&lost)
+                .query::<i64>(c);
         }
         assert!(in_sorted_set(&mut nodes, &key, &lost));
         app.create(&account, pb::NumberMatchMode::None).await;
