@@ -182,12 +182,14 @@ impl Registration {
     pub fn moved_to(&self, challenge: &ChallengeId) -> Registration {
         let mut map = self.hub.lock();
         let mut moved = None;
+        let mut idle = false;
         if let Some(list) = map.get_mut(&self.challenge) {
             if let Some(i) = list.iter().position(|w| w.key == self.key) {
                 moved = Some(list.swap_remove(i));
             }
             if list.is_empty() {
                 forget(&mut map, &self.challenge);
+                idle = true;
             }
         }
         let key = self.hub.next_key.fetch_add(1, Ordering::Relaxed);
@@ -195,6 +197,12 @@ impl Registration {
             map.entry(challenge.clone())
                 .or_default()
                 .push(Watcher { key, tx: w.tx });
+        }
+        drop(map);
+        // As when the last watcher leaves: the subscriber unsubscribes from the id given up (the caller
+        // subscribed to it before its create), or its channel would stay subscribed for good.
+        if idle {
+            self.hub.went_idle(&self.challenge);
         }
         Registration {
             hub: Arc::clone(&self.hub),
@@ -268,6 +276,29 @@ mod tests {
         let _r = hub.register(&id, tx);
         hub.dispatch(&event(&id, 1));
         hub.dispatch(&event(&id, 2));
+        assert!(hub.is_empty());
+    }
+
+    #[test]
+    fn a_watcher_moved_to_another_challenge_leaves_the_first_idle_and_gets_the_second_s_events() {
+        let hub = Hub::new();
+        let account = AccountId::parse("a").expect("valid");
+        let (fresh, existing) = (
+            ChallengeId::generate(&account),
+            ChallengeId::generate(&account),
+        );
+        let (idle_tx, mut idle_rx) = mpsc::unbounded_channel();
+        hub.notify_idle(idle_tx);
+        let (tx, mut rx) = mpsc::channel(4);
+        let first = hub.register(&fresh, tx);
+        let moved = first.moved_to(&existing);
+        drop(first);
+        assert_eq!(idle_rx.try_recv().ok(), Some(fresh.clone()));
+        assert!(idle_rx.try_recv().is_err(), "told once");
+        assert_eq!(hub.watched(), vec![existing.clone()]);
+        hub.dispatch(&event(&existing, 1));
+        assert_eq!(rx.try_recv().map(|e| e.sequence), Ok(1));
+        drop(moved);
         assert!(hub.is_empty());
     }
 

@@ -7,15 +7,6 @@ use approval_relay::pb;
 use approval_relay::pb::challenge_event::Kind;
 use std::time::{Duration, Instant};
 
-/// Plain connections to every Redis node behind `app` (none for the memory store).
-fn nodes(app: &TestApp) -> Vec<redis::Connection> {
-    match (&app.redis, &app.cluster) {
-        (Some(node), _) => vec![node.connection()],
-        (None, Some(cluster)) => cluster.nodes.iter().map(|n| n.connection()).collect(),
-        (None, None) => Vec::new(),
-    }
-}
-
 /// Script calls so far, summed over the nodes.
 fn script_calls(nodes: &mut [redis::Connection]) -> u64 {
     nodes
@@ -86,7 +77,7 @@ fn pending_indexed(nodes: &mut [redis::Connection], account: &str, id: &str) -> 
 async fn an_ended_challenge_leaves_its_accounts_pending_index(app: TestApp) {
     let account = account();
     let mut phone = app.enroll(&account).await;
-    let mut nodes = nodes(&app);
+    let mut nodes = redis_nodes(&app);
     let approved = app.create(&account, pb::NumberMatchMode::None).await;
     let cancelled = app.create(&account, pb::NumberMatchMode::None).await;
     if !nodes.is_empty() {
@@ -155,7 +146,7 @@ async fn a_decided_challenge_costs_no_store_call_at_its_deadline(app: TestApp) {
         [Kind::Snapshot(_), Kind::Approved(_)]
     ));
 
-    let mut nodes = nodes(&app);
+    let mut nodes = redis_nodes(&app);
     if !nodes.is_empty() {
         // Out of the overdue index soon after the decision, its finished push work too (removals are
         // batched for 100 ms).

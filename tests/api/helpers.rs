@@ -510,3 +510,12 @@ pub async fn security_event(
     .await
     .unwrap_or_else(|_| panic!("no {kind:?} security event for {account}"))
 }
+
+/// Plain connections to every Redis node behind `app` (none for the memory store).
+pub fn redis_nodes(app: &TestApp) -> Vec<redis::Connection> {
+    match (&app.redis, &app.cluster) {
+        (Some(node), _) => vec![node.connection()],
+        (None, Some(cluster)) => cluster.nodes.iter().map(|n| n.connection()).collect(),
+        (None, None) => Vec::new(),
+    }
+}

@@ -187,8 +187,88 @@ async fn watchers_are_removed_when_their_clients_go_away(app: TestApp) {
     }
 }
 
+/// The challenge id of the `created` answer to `request_id`, skipping the stream's other messages.
+async fn created_id(
+    responses: &mut tonic::Streaming<pb::StreamChallengesResponse>,
+    request_id: &str,
+) -> String {
+    loop {
+        let r = tokio::time::timeout(PATIENCE, responses.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open");
+        if let Some(R::Created(c)) = r.response
+            && r.request_id == request_id
+        {
+            return c.challenge.expect("challenge").challenge_id;
+        }
+    }
+}
+
+/// Channels (plain and sharded) the Redis nodes have subscribers for, of one account's routing tag.
+fn subscribed_channels(nodes: &mut [redis::Connection], tag: &str) -> Vec<String> {
+    let mut channels = Vec::new();
+    for c in nodes.iter_mut() {
+        for sub in ["CHANNELS", "SHARDCHANNELS"] {
+            let names: Vec<String> = redis::cmd("PUBSUB").arg(sub).query(c).expect("PUBSUB");
+            channels.extend(names.into_iter().filter(|n| n.contains(tag)));
+        }
+    }
+    channels
+}
+
+async fn a_create_answered_with_an_earlier_challenge_leaves_no_subscription_behind(app: TestApp) {
+    let account = account();
+    let _phone = app.enroll(&account).await;
+    let mut nodes = redis_nodes(&app);
+    let (tx, rx) = mpsc::channel(4);
+    let mut responses = app
+        .challenges
+        .clone()
+        .stream_challenges(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    // The retry subscribes to the id it drew before the store answers with the first challenge; that
+    // id's channel must be given up, not kept for the replica's lifetime.
+    let mut ids = Vec::new();
+    for request_id in ["first", "retry"] {
+        let mut request = create(request_id, &account);
+        if let Some(pb::stream_challenges_request::Request::Create(c)) = request.request.as_mut() {
+            c.idempotency_key = "sign-in-1".into();
+        }
+        tx.send(request).await.expect("send");
+        ids.push(created_id(&mut responses, request_id).await);
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "the retry is answered with the first challenge"
+    );
+    let tag = ids[0].split('.').nth(1).expect("an issued id").to_owned();
+    // While the stream stays open: one watcher, of the first challenge, and on Redis only that
+    // challenge's channel.
+    let expected = vec![format!("ar:{{{tag}}}:ev:{}", ids[0])];
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let left = subscribed_channels(&mut nodes, &tag);
+        let watched: Vec<String> = app.hub.watched().iter().map(|id| id.to_string()).collect();
+        if (nodes.is_empty() || left == expected) && watched == ids[..1] && app.hub.len() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watched {watched:?} ({} watchers), subscribed to {left:?}",
+            app.hub.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop((tx, responses));
+}
+
 on_every_store!(
     challenges_on_one_stream_each_get_their_own_events_under_their_request_ids,
     a_stream_reports_delivery_of_the_push_it_created,
     watchers_are_removed_when_their_clients_go_away,
+    a_create_answered_with_an_earlier_challenge_leaves_no_subscription_behind,
 );
