@@ -249,8 +249,11 @@ impl Relay {
         auth: &Authenticated,
         id: &ChallengeId,
     ) -> Result<Challenge, Error> {
-        self.accept(auth).await?;
-        match self.store.get_challenge(id).await? {
+        let challenge = match self.store.accept_and_get_challenge(&auth.call, id).await? {
+            Ok(challenge) => challenge,
+            Err(e) => return Err(self.on_auth_refusal(&auth.device, e).await.into()),
+        };
+        match challenge {
             Some(c) if c.account == auth.device.account && c.is_targeted(&auth.device.id) => Ok(c),
             _ => {
                 self.refused(&auth.device, Some(id), "not_targeted").await;

@@ -314,6 +314,18 @@ pub trait Store: Send + Sync + 'static {
     async fn create_challenge(&self, new: NewChallenge) -> Result<CreateOutcome, StoreError>;
     /// Reads a challenge.
     async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError>;
+    /// The counter rule for a signed call, then the challenge it asks about (nothing is read for a
+    /// refused call); one round trip where the store can.
+    async fn accept_and_get_challenge(
+        &self,
+        call: &DeviceCall,
+        id: &ChallengeId,
+    ) -> Result<Result<Option<Challenge>, AuthError>, StoreError> {
+        match self.accept_call(call).await? {
+            Ok(_) => Ok(Ok(self.get_challenge(id).await?)),
+            Err(refused) => Ok(Err(refused)),
+        }
+    }
     /// Counter rule, then the device's answer; audited (refusals too) and published. An approval makes
     /// the sign-in's keys (`known::keys_of` of the challenge's context) known in the same step, as
     /// [`Store::remember_sign_in`] does with `remember` as its window.

@@ -168,26 +168,50 @@ impl RedisStore {
         a: &[u8],
         b: &[u8],
     ) -> Result<Result<Device, AuthError>, StoreError> {
-        let reply: Value = self
-            .run(
-                self.script(&self.scripts.touch, keys::prefix(call.device.tag()))
-                    .key(keys::device(&call.device))
-                    .arg(call.device.as_str())
-                    .arg(call.counter)
-                    .arg(op)
-                    .arg(a)
-                    .arg(b),
-            )
-            .await?;
+        let items = match self.touch_reply(call, op, a, b, None).await? {
+            Ok(items) => items,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        self.touched_device(call, &items).map(Ok)
+    }
+
+    /// touch.lua's reply after the counter rule let the call through (`with` adds a key it also reads,
+    /// in the device's slot), or the refusal.
+    async fn touch_reply(
+        &self,
+        call: &DeviceCall,
+        op: &str,
+        a: &[u8],
+        b: &[u8],
+        with: Option<String>,
+    ) -> Result<Result<Vec<Value>, AuthError>, StoreError> {
+        let mut script = self.script(&self.scripts.touch, keys::prefix(call.device.tag()));
+        script.key(keys::device(&call.device));
+        if let Some(key) = with {
+            script.key(key);
+        }
+        script
+            .arg(call.device.as_str())
+            .arg(call.counter)
+            .arg(op)
+            .arg(a)
+            .arg(b);
+        let reply: Value = self.run(&script).await?;
         let items = array(&reply)?;
         if text(at(items, 0)?)? == "refused" {
             let reason = items.get(1).map(text).transpose()?.unwrap_or_default();
             return Ok(Err(self.refusal(&call.device, &reason).await));
         }
-        self.get_device(&call.device)
-            .await?
-            .ok_or(StoreError::Corrupt("device vanished".into()))
-            .map(Ok)
+        Ok(Ok(items.to_vec()))
+    }
+
+    /// The device as touch.lua left it (its third reply element).
+    fn touched_device(&self, call: &DeviceCall, items: &[Value]) -> Result<Device, StoreError> {
+        let hash = codec::hash(at(items, 2)?)?;
+        if hash.is_empty() {
+            return Err(StoreError::Corrupt("device vanished".into()));
+        }
+        codec::device(&call.device, &hash)
     }
 
     async fn end(&self, id: &ChallengeId, target: &str) -> Result<Value, StoreError> {
@@ -399,6 +423,31 @@ impl Store for RedisStore {
     async fn get_challenge(&self, id: &ChallengeId) -> Result<Option<Challenge>, StoreError> {
         let hash = self.read_hash(keys::challenge(id)).await?;
         hash.map(|h| codec::challenge(id, &h)).transpose()
+    }
+
+    async fn accept_and_get_challenge(
+        &self,
+        call: &DeviceCall,
+        id: &ChallengeId,
+    ) -> Result<Result<Option<Challenge>, AuthError>, StoreError> {
+        // One script when the challenge is in the device's slot (its own account's); another account's
+        // challenge is not the device's to see, but its counter still moves first.
+        if id.tag() != call.device.tag() {
+            return match self.accept_call(call).await? {
+                Ok(_) => Ok(Ok(self.get_challenge(id).await?)),
+                Err(refused) => Ok(Err(refused)),
+            };
+        }
+        let with = Some(keys::challenge(id));
+        let items = match self.touch_reply(call, "challenge", b"", b"", with).await? {
+            Ok(items) => items,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let hash = codec::hash(at(&items, 3)?)?;
+        if hash.is_empty() {
+            return Ok(Ok(None));
+        }
+        codec::challenge(id, &hash).map(|c| Ok(Some(c)))
     }
 
     async fn respond(

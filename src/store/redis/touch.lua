@@ -1,6 +1,9 @@
 -- Counter rule for a device call, with an optional change: a new push token or a new key.
 -- KEYS[1] device hash. ARGV[3] device id, ARGV[4] counter, ARGV[5] op (touch|token|key), ARGV[6], ARGV[7] values
 -- (token: the new token and the new fallback token or ''; key: the algorithm and the key).
+-- Returns {'refused', reason} or {'ok', now, the device hash as the step left it} (no second read); op
+-- 'challenge' (KEYS[2] a challenge hash in the device's slot) adds that challenge's hash, read after the
+-- counter rule let the call through.
 local device_id = ARGV[3]
 local now = now_ms()
 local refused, account = accept_counter(KEYS[1], device_id, ARGV[4], now)
@@ -29,4 +32,7 @@ elseif ARGV[5] == 'key' then
     'assurance', 'none', 'rank', 0, 'attested_app', '', 'boot', '')
   audit(account, now, 'key_rotated', 'device:' .. device_id, '', device_id, 'assurance=none')
 end
-return {'ok', now}
+if ARGV[5] == 'challenge' then
+  return {'ok', now, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+end
+return {'ok', now, redis.call('HGETALL', KEYS[1])}
