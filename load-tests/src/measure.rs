@@ -1,7 +1,8 @@
 //! The open-loop driver. Challenges are created at fixed intended instants on StreamChallenges streams
 //! to replica A (each stream registers before it creates, so no event is missed); every latency is
 //! taken from the intended instant, so a stall in the relay, or in this generator, shows instead of
-//! silently delaying later sends. Phones answer the first push of each challenge through replica B.
+//! silently delaying later sends. Phones answer the first push of each challenge through replica B: they
+//! read it (GetChallenge, what a phone shows the owner) and then approve it (Respond).
 
 use crate::Options;
 use crate::fleet::{Fleet, channels};
@@ -519,6 +520,21 @@ fn on_push(shared: &Arc<Shared>, push: Push) {
                 pool[i % pool.len()].clone()
             };
             let mut phone = phone.lock().await;
+            let view = phone.signed(pb::device_request::Body::GetChallenge(
+                pb::GetChallengeBody {
+                    challenge_id: push.collapse_id.clone(),
+                },
+            ));
+            let mut client = DeviceServiceClient::new(channel);
+            if let Err(status) = client.get_challenge(view).await {
+                drop(phone);
+                finish(
+                    &shared,
+                    id,
+                    Some(&format!("get challenge {:?}", status.code())),
+                );
+                return;
+            }
             let request = phone.signed(pb::device_request::Body::Respond(pb::RespondBody {
                 challenge_id: push.collapse_id.clone(),
                 decision: pb::Decision::Approve.into(),
@@ -528,7 +544,7 @@ fn on_push(shared: &Arc<Shared>, push: Push) {
             if let Some(flight) = shared.lock().flights.get_mut(&id) {
                 flight.responded_us = Some(now_us());
             }
-            let answer = DeviceServiceClient::new(channel).respond(request).await;
+            let answer = client.respond(request).await;
             drop(phone);
             if let Err(status) = answer {
                 finish(&shared, id, Some(&format!("respond {:?}", status.code())));

@@ -2,14 +2,15 @@
 //! relay's figures. Same crates (tonic, redis-rs, the relay's own APNs and FCM clients over hyper's
 //! HTTP/2), same Redis, same mock, same generator; none of the relay's validation, signature checks,
 //! limits, audit, metrics, tracing, expiry events or delivery reports. A create is one Redis script
-//! (store the challenge, read the devices) and a push per device; an answer is one script (decide if
-//! pending, publish, read the devices) and a withdrawal per other device; a replica learns of a decision
-//! made on another through one pub/sub channel. `load-tests/run.sh` runs two of these (A creates and
-//! watches, B takes the answers, as for the relay) and reports the relay's sustained rate as a ratio of
-//! this one's (`limit.ratio`).
+//! (store the challenge, read the devices) and a push per device; the phone's view is one HGET of the
+//! challenge's state; an answer is one script (decide if pending, publish, read the devices) and a
+//! withdrawal per other device; a replica learns of a decision made on another through one pub/sub
+//! channel. `load-tests/run.sh` runs two of these (A creates and watches, B takes the answers, as for
+//! the relay) and reports the relay's sustained rate as a ratio of this one's (`limit.ratio`).
 //!
-//! It serves CreateEnrollment, StreamChallenges (creates only), Enroll and Respond (approve only);
-//! every other RPC answers UNIMPLEMENTED. It trusts its callers entirely: never expose it.
+//! It serves CreateEnrollment, StreamChallenges (creates only), Enroll, GetChallenge (id and state
+//! only) and Respond (approve only); every other RPC answers UNIMPLEMENTED. It trusts its callers
+//! entirely: never expose it.
 
 #![forbid(unsafe_code)]
 

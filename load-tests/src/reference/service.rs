@@ -244,6 +244,33 @@ impl pb::device_service_server::DeviceService for Reference {
         }))
     }
 
+    async fn get_challenge(
+        self: Arc<Self>,
+        request: Request<pb::SignedRequest>,
+    ) -> Result<Response<pb::DeviceChallenge>, Status> {
+        let inner =
+            pb::DeviceRequest::decode(request.into_inner().payload.as_slice()).map_err(bad)?;
+        let Some(pb::device_request::Body::GetChallenge(body)) = inner.body else {
+            return Err(bad("not a get-challenge body"));
+        };
+        let state = self
+            .store
+            .state(&body.challenge_id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .ok_or_else(|| Status::not_found("no such challenge"))?;
+        let state = if state == "p" {
+            pb::ChallengeState::Pending
+        } else {
+            pb::ChallengeState::Approved
+        };
+        Ok(Response::new(pb::DeviceChallenge {
+            challenge_id: body.challenge_id,
+            state: state.into(),
+            ..Default::default()
+        }))
+    }
+
     async fn respond(
         self: Arc<Self>,
         request: Request<pb::SignedRequest>,

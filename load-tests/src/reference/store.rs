@@ -1,4 +1,5 @@
-//! The reference's Redis: one script per create, one per answer, one pub/sub channel for decisions.
+//! The reference's Redis: one script per create, one HGET per phone's view, one script per answer, one
+//! pub/sub channel for decisions.
 //! Single node only (the answer script builds a key), which is all the reference is run on.
 
 use redis::aio::MultiplexedConnection;
@@ -98,6 +99,15 @@ impl Store {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok((!pairs.is_empty()).then(|| devices(pairs)))
+    }
+
+    /// A challenge's state (`p` pending, else the decision), or `None` when it is gone.
+    pub async fn state(&self, challenge: &str) -> redis::RedisResult<Option<String>> {
+        redis::cmd("HGET")
+            .arg(format!("ref:ch:{challenge}"))
+            .arg("s")
+            .query_async(&mut self.conn.clone())
+            .await
     }
 }
 
