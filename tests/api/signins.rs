@@ -31,6 +31,23 @@ pub async fn evaluate(app: &TestApp, account: &str, ctx: pb::LoginContext) -> pb
         .expect("evaluation")
 }
 
+/// The account's known sign-ins as ListKnownSignIns gives them, as (kind, value), sorted.
+async fn known_listed(app: &TestApp, account: &str) -> Vec<(pb::KnownSignInKind, String)> {
+    let list = app
+        .challenges
+        .clone()
+        .list_known_sign_ins(pb::ListKnownSignInsRequest {
+            account_id: account.to_owned(),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .known;
+    let mut listed: Vec<_> = list.iter().map(|k| (k.kind(), k.value.clone())).collect();
+    listed.sort();
+    listed
+}
+
 fn familiarity(s: &Option<pb::SignInSignal>) -> pb::Familiarity {
     s.as_ref().expect("signal").familiarity()
 }
@@ -167,19 +184,7 @@ async fn a_first_sign_in_is_new_and_an_approval_makes_its_device_and_place_known
         pb::SignInRecommendation::Challenge
     );
 
-    let list = app
-        .challenges
-        .clone()
-        .list_known_sign_ins(pb::ListKnownSignInsRequest {
-            account_id: account.clone(),
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .known;
-    let mut listed: Vec<(pb::KnownSignInKind, String)> =
-        list.iter().map(|k| (k.kind(), k.value.clone())).collect();
-    listed.sort();
+    let listed = known_listed(&app, &account).await;
     assert_eq!(
         listed,
         vec![
@@ -405,19 +410,7 @@ async fn the_known_set_keeps_the_most_recent_devices_and_places_up_to_its_caps(s
         // Distinct last-seen times, so that "least recently seen" has no ties to break.
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    let list = app
-        .challenges
-        .clone()
-        .list_known_sign_ins(pb::ListKnownSignInsRequest {
-            account_id: account.clone(),
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .known;
-    let mut listed: Vec<(pb::KnownSignInKind, String)> =
-        list.iter().map(|k| (k.kind(), k.value.clone())).collect();
-    listed.sort();
+    let listed = known_listed(&app, &account).await;
     let mut expected: Vec<(pb::KnownSignInKind, String)> = (34..66)
         .map(|i| (pb::KnownSignInKind::Device, format!("cap-dev-{i:02}")))
         .chain(std::iter::once((

@@ -8,6 +8,25 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// A StreamChallenges stream to the app: its request side (room for `requests`) and its answers.
+async fn open_stream(
+    app: &TestApp,
+    requests: usize,
+) -> (
+    mpsc::Sender<pb::StreamChallengesRequest>,
+    tonic::Streaming<pb::StreamChallengesResponse>,
+) {
+    let (tx, rx) = mpsc::channel(requests);
+    let responses = app
+        .challenges
+        .clone()
+        .stream_challenges(ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    (tx, responses)
+}
+
 fn create(request_id: &str, account: &str) -> pb::StreamChallengesRequest {
     pb::StreamChallengesRequest {
         request_id: request_id.into(),
@@ -26,14 +45,7 @@ async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_
     for a in &accounts {
         phones.push(app.enroll(a).await);
     }
-    let (tx, rx) = mpsc::channel(16);
-    let mut responses = app
-        .challenges
-        .clone()
-        .stream_challenges(ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut responses) = open_stream(&app, 16).await;
     for (i, a) in accounts.iter().enumerate() {
         tx.send(create(&format!("req-{i}"), a)).await.expect("send");
     }
@@ -137,14 +149,7 @@ async fn challenges_on_one_stream_each_get_their_own_events_under_their_request_
 async fn a_stream_reports_delivery_of_the_push_it_created(app: TestApp) {
     let account = account();
     let phone = app.enroll(&account).await;
-    let (tx, rx) = mpsc::channel(4);
-    let mut responses = app
-        .challenges
-        .clone()
-        .stream_challenges(ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut responses) = open_stream(&app, 4).await;
     tx.send(create("only", &account)).await.expect("send");
     let mut delivered = false;
     while !delivered {
@@ -222,14 +227,7 @@ async fn a_create_answered_with_an_earlier_challenge_leaves_no_subscription_behi
     let account = account();
     let _phone = app.enroll(&account).await;
     let mut nodes = redis_nodes(&app);
-    let (tx, rx) = mpsc::channel(4);
-    let mut responses = app
-        .challenges
-        .clone()
-        .stream_challenges(ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut responses) = open_stream(&app, 4).await;
     // The retry subscribes to the id it drew before the store answers with the first challenge; that
     // id's channel must be given up, not kept for the replica's lifetime.
     let mut ids = Vec::new();
