@@ -225,6 +225,49 @@ async fn a_revoked_device_is_refused(app: TestApp) {
         Code::PermissionDenied,
         "revoked",
     );
+    // Reading it is refused the same way (the counter rule and the read are one store step on Redis).
+    let get = phone.signed(Body::GetChallenge(pb::GetChallengeBody {
+        challenge_id: challenge.challenge_id.clone(),
+    }));
+    assert_code(
+        app.device.clone().get_challenge(get).await,
+        Code::PermissionDenied,
+        "revoked",
+    );
+    still_pending(&app, &challenge).await;
+}
+
+async fn a_replayed_get_challenge_marks_a_suspected_clone_that_is_shown_nothing_more(app: TestApp) {
+    let account = account();
+    let mut phone = app.enroll(&account).await;
+    let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
+    let get = |phone: &mut approval_relay::device_sim::Phone| {
+        phone.signed(Body::GetChallenge(pb::GetChallengeBody {
+            challenge_id: challenge.challenge_id.clone(),
+        }))
+    };
+    let first = get(&mut phone);
+    let seen = app
+        .device
+        .clone()
+        .get_challenge(first.clone())
+        .await
+        .expect("the first read")
+        .into_inner();
+    assert_eq!(seen.challenge_id, challenge.challenge_id);
+    assert_code(
+        app.device.clone().get_challenge(first).await,
+        Code::PermissionDenied,
+        "counter did not increase",
+    );
+    assert_code(
+        app.device.clone().get_challenge(get(&mut phone)).await,
+        Code::PermissionDenied,
+        "suspected cloned",
+    );
+    let device = app.devices(&account).await.remove(0);
+    assert_eq!(device.state(), pb::DeviceState::SuspectedClone);
+    clone_reported(&app, &account, &phone.device_id).await;
     still_pending(&app, &challenge).await;
 }
 
@@ -306,6 +349,7 @@ on_every_store!(
     a_device_of_another_account_cannot_see_or_answer_the_challenge,
     a_replayed_envelope_marks_the_device_a_suspected_clone_and_it_is_refused_from_then_on,
     a_revoked_device_is_refused,
+    a_replayed_get_challenge_marks_a_suspected_clone_that_is_shown_nothing_more,
     a_key_that_switches_back_to_its_previous_push_token_is_a_suspected_clone,
     a_second_decision_after_the_first_is_refused,
     a_timestamp_outside_the_window_is_refused,
