@@ -196,13 +196,20 @@ impl RedisStore {
             .arg(op)
             .arg(a)
             .arg(b);
-        let reply: Value = self.run(&script).await?;
-        let items = array(&reply)?;
-        if text(at(items, 0)?)? == "refused" {
+        // Taken apart, not copied: it holds the device's (and the challenge's) whole hash.
+        let items = match self.run(&script).await? {
+            Value::Array(items) => items,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "expected an array, got {other:?}"
+                )));
+            }
+        };
+        if text(at(&items, 0)?)? == "refused" {
             let reason = items.get(1).map(text).transpose()?.unwrap_or_default();
             return Ok(Err(self.refusal(&call.device, &reason).await));
         }
-        Ok(Ok(items.to_vec()))
+        Ok(Ok(items))
     }
 
     /// The device as touch.lua left it (its third reply element).
