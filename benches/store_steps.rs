@@ -14,7 +14,7 @@ use approval_relay::challenge::{
     AccountId, ChallengeId, Decision, DeliveryState, DeviceId, LoginContext, NumberMatch,
     NumberMode, Via,
 };
-use approval_relay::device::{Enrollment, Platform, Ticket};
+use approval_relay::device::{Device, Enrollment, Platform, Ticket};
 use approval_relay::device_sim::PhoneKey;
 use approval_relay::grpc::convert;
 use approval_relay::limits::{LimitPolicy, RateLimit};
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 async fn store_with_accounts(
     url: String,
     accounts: usize,
-) -> (RedisStore, Vec<(AccountId, Vec<DeviceId>)>) {
+) -> (RedisStore, Vec<(AccountId, Vec<Device>)>) {
     let target = Target {
         nodes: Nodes::Single(url),
         ca_file: None,
@@ -70,7 +70,7 @@ async fn store_with_accounts(
 }
 
 /// Enrolls one APNs phone with an Ed25519 key.
-async fn enroll_phone(store: &RedisStore, account: &AccountId, i: usize) -> DeviceId {
+async fn enroll_phone(store: &RedisStore, account: &AccountId, i: usize) -> Device {
     let ticket = Ticket::generate(account);
     let now = store.now_ms().await.expect("time");
     store
@@ -107,7 +107,6 @@ async fn enroll_phone(store: &RedisStore, account: &AccountId, i: usize) -> Devi
         .await
         .expect("store")
         .expect("enrolled")
-        .id
 }
 
 /// Evaluations in flight at once per iteration, as under load (one alone is mostly wake-up latency).
@@ -155,7 +154,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(1);
 /// One challenge's life in the store, as the relay drives it on the load test's path: created for the
 /// account's three phones, its three pushes reported in one step (the replica's push work finished), and
 /// approved by the first phone (no number to match).
-async fn lifecycle(store: &RedisStore, account: &AccountId, devices: &[DeviceId]) {
+async fn lifecycle(store: &RedisStore, account: &AccountId, devices: &[Device]) {
     let new = NewChallenge {
         id: ChallengeId::generate(account),
         account: account.clone(),
@@ -174,7 +173,7 @@ async fn lifecycle(store: &RedisStore, account: &AccountId, devices: &[DeviceId]
         .iter()
         .map(|d| {
             (
-                d.clone(),
+                d.id.clone(),
                 DeliveryState::Delivered(Via::new(Platform::Apns, false)),
             )
         })
@@ -184,8 +183,9 @@ async fn lifecycle(store: &RedisStore, account: &AccountId, devices: &[DeviceId]
         .await
         .expect("deliveries");
     let call = DeviceCall {
-        device: devices[0].clone(),
+        device: devices[0].id.clone(),
         counter: COUNTER.fetch_add(1, Ordering::Relaxed),
+        key: devices[0].key.clone(),
     };
     store
         .respond(

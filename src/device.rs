@@ -176,17 +176,28 @@ pub struct Device {
 }
 
 impl Device {
-    /// Applies the counter rule to a correctly signed request, advancing the counter or marking the
-    /// device a suspected clone.
+    /// Applies the counter rule to a request whose signature verified with `key`, advancing the counter
+    /// or marking the device a suspected clone.
     ///
     /// # Errors
-    /// [`AuthError::Revoked`] / [`AuthError::SuspectedClone`] for a device already refused (unchanged);
-    /// [`AuthError::CounterNotIncreasing`] after marking the device `SuspectedClone`.
-    pub fn accept_counter(&mut self, counter: u64, now_ms: i64) -> Result<(), AuthError> {
+    /// [`AuthError::Revoked`] / [`AuthError::SuspectedClone`] for a device already refused, and
+    /// [`AuthError::BadSignature`] when `key` is no longer the device's (rotated since it was read), all
+    /// unchanged; [`AuthError::CounterNotIncreasing`] after marking the device `SuspectedClone`.
+    pub fn accept_counter(
+        &mut self,
+        key: &PublicKey,
+        counter: u64,
+        now_ms: i64,
+    ) -> Result<(), AuthError> {
         match self.state {
             DeviceState::Revoked => return Err(AuthError::Revoked),
             DeviceState::SuspectedClone => return Err(AuthError::SuspectedClone),
             DeviceState::Active => {}
+        }
+        // Checked here, in the same step as the counter: a key read before the step (or cached) may have
+        // been rotated away meanwhile, and a signature by the old key must not count.
+        if *key != self.key {
+            return Err(AuthError::BadSignature);
         }
         if !counter_is_fresh(self.counter, counter) {
             self.state = DeviceState::SuspectedClone;
@@ -393,14 +404,31 @@ mod tests {
     #[test]
     fn a_repeated_counter_marks_the_device_a_suspected_clone_for_good() {
         let mut d = device();
-        assert_eq!(d.accept_counter(3, 10), Ok(()));
+        let key = d.key.clone();
+        assert_eq!(d.accept_counter(&key, 3, 10), Ok(()));
         assert_eq!(
-            d.accept_counter(3, 11),
+            d.accept_counter(&key, 3, 11),
             Err(AuthError::CounterNotIncreasing)
         );
         assert_eq!(d.state, DeviceState::SuspectedClone);
-        assert_eq!(d.accept_counter(9, 12), Err(AuthError::SuspectedClone));
+        assert_eq!(
+            d.accept_counter(&key, 9, 12),
+            Err(AuthError::SuspectedClone)
+        );
         assert_eq!(d.counter, 3);
+    }
+
+    #[test]
+    fn a_call_verified_with_a_key_rotated_away_changes_nothing() {
+        let mut d = device();
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let old =
+            PublicKey::parse(KeyAlgorithm::Ed25519, other.verifying_key().as_bytes()).expect("key");
+        assert_eq!(d.accept_counter(&old, 3, 10), Err(AuthError::BadSignature));
+        assert_eq!(
+            (d.counter, d.state, d.last_seen_ms),
+            (0, DeviceState::Active, 0)
+        );
     }
 
     #[test]

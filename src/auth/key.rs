@@ -80,6 +80,11 @@ impl PublicKey {
         self.canonical.clone()
     }
 
+    /// The canonical encoding, borrowed.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.canonical
+    }
+
     /// Verifies `signature` over exactly `message`.
     ///
     /// # Errors

@@ -117,6 +117,7 @@ impl Config {
             totp_issuer: self.totp_issuer.clone(),
             // Read from files, so set apart by `Config::attestation`.
             attestation: crate::attest::Policy::default(),
+            device_cache_entries: self.device_cache_entries,
         }
     }
 

@@ -148,6 +148,10 @@ settings! {
         /// Numbers an owner may type in TYPE mode before a wrong one ends the challenge DENIED, 1 to 5
         /// (CHOOSE always ends at the first wrong tap) [default: 1].
         type_number_attempts: u32 = 1;
+        /// Devices a replica keeps as last read, so that a device's next signed request (a phone reads a
+        /// challenge, then answers it) needs no read before its store step; 0 keeps none
+        /// [default: 10000].
+        device_cache_entries: usize = crate::relay::DEVICE_CACHE_ENTRIES;
         /// Concurrent HTTP/2 streams per gRPC connection (tonic's default is unlimited) [default: 1000].
         max_concurrent_streams: u32 = 1_000;
         /// Provider requests in flight at once, per provider (APNs, FCM, Mi Push, HMS each) [default: 512].

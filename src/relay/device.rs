@@ -10,7 +10,7 @@ use crate::challenge::{Challenge, ChallengeId, Decision, DeviceId, RespondError,
 use crate::device::{Device, Ticket};
 use crate::error::Error;
 use crate::notice::{NoticeDraft, NoticeKind};
-use crate::store::{AuthFailure, DeviceCall, DeviceRefusal, FailureOutcome, NewDevice};
+use crate::store::{AuthFailure, DeviceRefusal, FailureOutcome, NewDevice};
 
 /// An enrollment as the phone sent it, its shape checked.
 pub struct EnrollCall<'a> {
@@ -85,6 +85,8 @@ impl Relay {
     /// that fails is counted against the budgets of the device it names and of its peer address `source`
     /// and recorded in the account's refusal trail while within them (DESIGN.md guarantee 11); past them
     /// it is refused RESOURCE_EXHAUSTED. A request that authenticates is never refused by those budgets.
+    /// The device as this replica last read it, and the store clock as last read, are tried first
+    /// (`device_cache`); a failure is only ever decided on a fresh read.
     ///
     /// # Errors
     /// `Auth` with the reason, or `Limited` when a failure budget is spent.
@@ -99,33 +101,39 @@ impl Relay {
         signature: &[u8],
         source: Option<std::net::IpAddr>,
     ) -> Result<Authenticated, Error> {
+        let check = |device: &Device, now: i64| {
+            device
+                .key
+                .verify(payload, signature)
+                .and_then(|()| {
+                    if inner_device == device.id.as_str() {
+                        Ok(())
+                    } else {
+                        Err(AuthError::DeviceMismatch)
+                    }
+                })
+                .and_then(|()| auth::check_timestamp(timestamp_ms, now, self.window_ms()))
+        };
+        if let Some(device) = self.devices.get(envelope_device)
+            && let Some(now) = self.store.recent_now_ms()
+        {
+            if check(&device, now).is_ok() {
+                return Ok(Authenticated::new(device, counter));
+            }
+            // Perhaps rotated since: decided again below on what the store holds now.
+            self.devices.forget(envelope_device);
+        }
         let (device, now) = self.store.device_and_time(envelope_device).await?;
         let Some(device) = device else {
             return Err(self
                 .auth_failed(None, source, AuthError::UnknownDevice)
                 .await);
         };
-        let checked = device
-            .key
-            .verify(payload, signature)
-            .and_then(|()| {
-                if inner_device == device.id.as_str() {
-                    Ok(())
-                } else {
-                    Err(AuthError::DeviceMismatch)
-                }
-            })
-            .and_then(|()| auth::check_timestamp(timestamp_ms, now, self.window_ms()));
-        if let Err(e) = checked {
+        if let Err(e) = check(&device, now) {
             return Err(self.auth_failed(Some(&device), source, e).await);
         }
-        Ok(Authenticated {
-            call: DeviceCall {
-                device: device.id.clone(),
-                counter,
-            },
-            device,
-        })
+        self.devices.put(&device);
+        Ok(Authenticated::new(device, counter))
     }
 
     /// Counts a failed authentication; the error to answer with.
@@ -300,7 +308,10 @@ impl Relay {
             .update_push_token(&auth.call, token, fallback)
             .await?
         {
-            Ok(device) => Ok(device),
+            Ok(device) => {
+                self.devices.put(&device);
+                Ok(device)
+            }
             Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
         }
     }
@@ -323,7 +334,10 @@ impl Relay {
             return Err(Error::invalid("payload.rotate_key.new_key_proof", e));
         }
         match self.store.rotate_key(&auth.call, key).await? {
-            Ok(device) => Ok(device),
+            Ok(device) => {
+                self.devices.put(&device);
+                Ok(device)
+            }
             Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
         }
     }

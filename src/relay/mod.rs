@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 mod device;
+mod device_cache;
 mod factors;
 mod notice;
 mod sweep;
@@ -51,6 +52,8 @@ pub struct Policy {
     pub totp_issuer: String,
     /// Key attestation at enrollment: roots, allow-lists, requirement.
     pub attestation: crate::attest::Policy,
+    /// Devices kept as last read for the next signed request (`device_cache`); 0 keeps none.
+    pub device_cache_entries: usize,
 }
 
 impl Default for Policy {
@@ -66,9 +69,13 @@ impl Default for Policy {
             remember_window: Duration::from_secs(30 * 86_400),
             totp_issuer: "approval-relay".into(),
             attestation: crate::attest::Policy::default(),
+            device_cache_entries: DEVICE_CACHE_ENTRIES,
         }
     }
 }
+
+/// Devices a replica keeps as last read, by default: ~1 KB each.
+pub const DEVICE_CACHE_ENTRIES: usize = 10_000;
 
 /// Longest enrollment ticket lifetime.
 pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(3600);
@@ -109,10 +116,23 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem, Error>> + Sen
 /// A signed device request whose signature and timestamp have been checked.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    /// The device as stored before this request.
+    /// The device as stored before this request (or as this replica last read it: its state and key
+    /// are checked again in the store step).
     pub device: Device,
     /// The call to hand to the store's counter rule.
     pub call: DeviceCall,
+}
+
+impl Authenticated {
+    /// `device`'s call with `counter`, signed by its key.
+    pub fn new(device: Device, counter: u64) -> Self {
+        let call = DeviceCall {
+            device: device.id.clone(),
+            counter,
+            key: device.key.clone(),
+        };
+        Self { device, call }
+    }
 }
 
 /// The relay's use cases.
@@ -123,6 +143,7 @@ pub struct Relay {
     expiry: ExpiryHandle,
     policy: Policy,
     sealer: Option<Arc<crate::sealing::Sealer>>,
+    devices: device_cache::DeviceCache,
 }
 
 impl Relay {
@@ -139,6 +160,7 @@ impl Relay {
             hub,
             dispatcher,
             expiry,
+            devices: device_cache::DeviceCache::new(policy.device_cache_entries),
             policy,
             sealer: None,
         }

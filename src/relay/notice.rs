@@ -48,6 +48,8 @@ impl Relay {
     /// When the counter rule or a token flip has just marked `device` a suspected clone, tells the
     /// account's other devices. Returns the refusal for the caller to pass on.
     pub(super) async fn on_auth_refusal(&self, device: &Device, error: AuthError) -> AuthError {
+        // Whatever the store refused (revoked, cloned, rotated key), this replica's copy is out of date.
+        self.devices.forget(&device.id);
         if matches!(
             error,
             AuthError::CounterNotIncreasing | AuthError::TokenFlip

@@ -45,6 +45,9 @@ pub struct DeviceCall {
     pub device: DeviceId,
     /// Its signed counter.
     pub counter: u64,
+    /// The key its signature verified with: the step refuses the call (`BadSignature`, nothing changed)
+    /// when the device's key is no longer this one.
+    pub key: crate::auth::PublicKey,
 }
 
 /// Why a device's request was refused inside a store step.
@@ -259,6 +262,12 @@ pub struct SignInFacts {
 pub trait Store: Send + Sync + 'static {
     /// The store's clock in Unix ms: the one clock deadlines are judged by.
     async fn now_ms(&self) -> Result<i64, StoreError>;
+    /// The store's clock as last read plus the time since, when that reading is a few seconds old at
+    /// most; `None` when it must be read. For checks with seconds of tolerance (a signed timestamp's
+    /// window), never for deadlines.
+    fn recent_now_ms(&self) -> Option<i64> {
+        None
+    }
 
     /// Saves an enrollment ticket (by digest) and audits it.
     async fn create_enrollment(

@@ -144,6 +144,14 @@ pub fn register() {
         "Ended challenges taken out of Redis's overdue index (batched removals)."
     );
     zero("relay_overdue_removed_total", &[]);
+    describe_counter!(
+        "relay_device_cache_total",
+        "Signed device requests by whether the device was verified as this replica last read it (hit) or \
+         read first (miss)."
+    );
+    for outcome in ["hit", "miss"] {
+        zero("relay_device_cache_total", &[("outcome", outcome)]);
+    }
 
     describe_counter!(
         "relay_responses_refused_total",

@@ -786,8 +786,6 @@ async fn min_assurance_pushes_only_the_devices_that_meet_it(store: &str) {
 }
 
 async fn a_rotated_key_is_not_attested(store: &str) {
-    use approval_relay::challenge::DeviceId;
-    use approval_relay::pb::device_request::Body;
     let roots = roots();
     let app = attesting_app(store, &roots, "none").await;
     let account = account();
@@ -803,20 +801,7 @@ async fn a_rotated_key_is_not_attested(store: &str) {
     phone.device_id = enroll(&app, req).await.expect("enrolled").device_id;
     // Malware holding the hardware key could sign a rotation to a key it made in software: the old
     // key's attestation says nothing about the new one.
-    let new_key = PhoneKey::p256();
-    let device = DeviceId::parse(&phone.device_id).expect("id");
-    let next = phone.counter + 1;
-    let body = pb::RotateKeyBody {
-        new_key_algorithm: new_key.algorithm().into(),
-        new_public_key: new_key.public_key(),
-        new_key_proof: new_key
-            .sign(approval_relay::relay::rotate_key_message(&device, next).as_bytes()),
-    };
-    app.device
-        .clone()
-        .rotate_key(phone.signed(Body::RotateKey(body)))
-        .await
-        .expect("rotated");
+    app.rotate_key(&mut phone, PhoneKey::p256()).await;
     let devices = app.devices(&account).await;
     assert_eq!(devices[0].assurance(), pb::Assurance::None);
     assert_eq!(devices[0].attested_app_id, "");

@@ -1,11 +1,9 @@
 //! Device lifecycle over the APIs: listing, push-token updates, key rotation, audit paging.
 
 use crate::helpers::*;
-use approval_relay::challenge::DeviceId;
 use approval_relay::device_sim::PhoneKey;
 use approval_relay::pb;
 use approval_relay::pb::device_request::Body;
-use approval_relay::relay::rotate_key_message;
 use tonic::Code;
 
 async fn an_enrollment_uri_names_the_ticket_and_the_device_api(app: TestApp) {
@@ -53,34 +51,17 @@ async fn a_rotated_key_signs_from_then_on_and_the_old_key_is_refused(app: TestAp
     let account = account();
     let mut phone = app.enroll(&account).await;
     // Same algorithm, so the old key's signature is well-formed and fails only because the key changed.
-    let new_key = PhoneKey::p256();
-    let next = phone.counter + 1;
-    let device = DeviceId::parse(&phone.device_id).expect("issued id");
-    let proof = new_key.sign(rotate_key_message(&device, next).as_bytes());
-    let body = pb::RotateKeyBody {
-        new_key_algorithm: new_key.algorithm().into(),
-        new_public_key: new_key.public_key(),
-        new_key_proof: proof,
-    };
-    let ack = app
-        .device
-        .clone()
-        .rotate_key(phone.signed(Body::RotateKey(body)))
-        .await
-        .expect("rotate")
-        .into_inner();
+    let mut old = phone.clone();
+    let ack = app.rotate_key(&mut phone, PhoneKey::p256()).await;
     assert_eq!(ack.counter, 0, "the counter starts again with the new key");
 
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
-    let mut old = phone.clone();
     assert_code(
         app.approve(&mut old, &challenge).await,
         Code::Unauthenticated,
         "signature",
     );
     // A phone whose counter neared 2^53 starts again from 1 under its new key.
-    phone.key = new_key;
-    phone.counter = 0;
     assert_eq!(
         app.approve(&mut phone, &challenge)
             .await

@@ -170,6 +170,30 @@ impl TestApp {
             .await
     }
 
+    /// Rotates the phone's key to `new_key` (RotateKey, with its proof of possession); the phone signs
+    /// with it from then on, its counter started again.
+    pub async fn rotate_key(&self, phone: &mut Phone, new_key: PhoneKey) -> pb::DeviceAck {
+        let device =
+            approval_relay::challenge::DeviceId::parse(&phone.device_id).expect("issued id");
+        let next = phone.counter + 1;
+        let body = pb::RotateKeyBody {
+            new_key_algorithm: new_key.algorithm().into(),
+            new_public_key: new_key.public_key(),
+            new_key_proof: new_key
+                .sign(approval_relay::relay::rotate_key_message(&device, next).as_bytes()),
+        };
+        let ack = self
+            .device
+            .clone()
+            .rotate_key(phone.signed(Body::RotateKey(body)))
+            .await
+            .expect("rotated")
+            .into_inner();
+        phone.key = new_key;
+        phone.counter = 0;
+        ack
+    }
+
     pub async fn create_with(
         &self,
         req: pb::CreateChallengeRequest,

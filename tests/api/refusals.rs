@@ -204,6 +204,9 @@ async fn a_revoked_device_is_refused(app: TestApp) {
     let mut phone = app.enroll(&account).await;
     let _other = app.enroll(&account).await;
     let challenge = app.create(&account, pb::NumberMatchMode::Type).await;
+    // A signed request first: the replica now holds the device as it read it (device_cache), and the
+    // revocation must count all the same.
+    assert_eq!(app.list_pending(&mut phone).await.len(), 1);
     let revoke = pb::RevokeDeviceRequest {
         account_id: account.clone(),
         device_id: phone.device_id.clone(),

@@ -122,6 +122,57 @@ async fn three_devices_answering_through_two_replicas_yield_one_terminal_state_e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_or_a_device_revoked_through_one_replica_counts_at_once_on_another() {
+    use approval_relay::device_sim::PhoneKey;
+    let redis = RedisServer::start();
+    let (a, b) = two_replicas(&redis).await;
+    let account = account();
+    let mut phone = a.enroll(&account).await;
+    let _other = a.enroll(&account).await;
+
+    // B verifies a request of the phone: it now holds the device (and its key) as it read them.
+    let challenge = a.create(&account, pb::NumberMatchMode::Type).await;
+    assert_eq!(b.list_pending(&mut phone).await.len(), 1);
+    let mut old = phone.clone();
+    a.rotate_key(&mut phone, PhoneKey::p256()).await;
+    // A copy of the old key still signs well-formed requests that B's copy of the device verifies; the
+    // store step refuses them because the key is no longer the device's.
+    assert_code(
+        b.approve(&mut old, &challenge).await,
+        Code::Unauthenticated,
+        "signature",
+    );
+    assert_eq!(
+        a.get(&challenge.challenge_id).await.state(),
+        pb::ChallengeState::Pending,
+        "the old key's answer changed nothing"
+    );
+    assert_eq!(b.list_pending(&mut phone).await.len(), 1);
+    // Rotated again through A while B holds the second key: the third is accepted on B at once.
+    a.rotate_key(&mut phone, PhoneKey::p256()).await;
+    assert_eq!(b.list_pending(&mut phone).await.len(), 1);
+
+    // Revoked through A while B holds the device with the new key: refused on B.
+    a.registry
+        .clone()
+        .revoke_device(pb::RevokeDeviceRequest {
+            account_id: account.clone(),
+            device_id: phone.device_id.clone(),
+        })
+        .await
+        .expect("revoke on A");
+    assert_code(
+        b.approve(&mut phone, &challenge).await,
+        Code::PermissionDenied,
+        "revoked",
+    );
+    assert_eq!(
+        a.get(&challenge.challenge_id).await.state(),
+        pb::ChallengeState::Pending
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_survive_a_redis_kill_and_restart_and_no_acknowledged_decision_is_lost() {
     let mut redis = RedisServer::start();
     let (a, b) = two_replicas(&redis).await;

@@ -76,6 +76,10 @@ impl Store for MemoryStore {
         Ok(now_ms())
     }
 
+    fn recent_now_ms(&self) -> Option<i64> {
+        Some(now_ms())
+    }
+
     async fn create_enrollment(
         &self,
         ticket: &Ticket,

@@ -178,7 +178,7 @@ impl State {
             .devices
             .get_mut(&call.device)
             .ok_or(AuthError::UnknownDevice)?;
-        match device.accept_counter(call.counter, now) {
+        match device.accept_counter(&call.key, call.counter, now) {
             Ok(()) => {}
             Err(AuthError::CounterNotIncreasing) => {
                 let detail = format!("counter {} after {}", call.counter, device.counter);

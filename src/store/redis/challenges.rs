@@ -240,7 +240,8 @@ impl RedisStore {
             .arg(millis(self.limits.fraud_mute))
             .arg(millis(remember).max(1))
             .arg(crate::known::MAX_DEVICES)
-            .arg(crate::known::MAX_PLACES);
+            .arg(crate::known::MAX_PLACES)
+            .arg(call.key.as_bytes());
         let reply: Value = self.run(&inv).await?;
         let items = array(&reply)?;
         if text(at(items, 0)?)? == "refused" {

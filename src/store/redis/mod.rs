@@ -7,6 +7,7 @@
 //! them: a different slot, so it cannot be inside the same script on Cluster.
 
 mod challenges;
+mod clock;
 mod codec;
 mod conn;
 mod factors;
@@ -46,6 +47,7 @@ pub struct RedisStore {
     scripts: Scripts,
     subscriber: Subscriber,
     forgetter: overdue::Forgetter,
+    clock: clock::LastTime,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -90,6 +92,7 @@ impl RedisStore {
             replica,
             helpers: helpers::Helpers::default(),
             forgetter,
+            clock: clock::LastTime::default(),
         })
     }
 
@@ -138,6 +141,7 @@ impl RedisStore {
             "revoked" => AuthError::Revoked,
             "suspected_clone" => AuthError::SuspectedClone,
             "token_flip" => AuthError::TokenFlip,
+            "key_changed" => AuthError::BadSignature,
             _ => AuthError::CounterNotIncreasing,
         };
         let detail = match error {
@@ -195,7 +199,8 @@ impl RedisStore {
             .arg(call.counter)
             .arg(op)
             .arg(a)
-            .arg(b);
+            .arg(b)
+            .arg(call.key.as_bytes());
         // Taken apart, not copied: it holds the device's (and the challenge's) whole hash.
         let items = match self.run(&script).await? {
             Value::Array(items) => items,
@@ -242,7 +247,13 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(secs * 1000 + micros / 1000)
+        let now = secs * 1000 + micros / 1000;
+        self.clock.record(now);
+        Ok(now)
+    }
+
+    fn recent_now_ms(&self) -> Option<i64> {
+        self.clock.recent()
     }
 
     async fn create_enrollment(
@@ -320,7 +331,9 @@ impl Store for RedisStore {
         } else {
             Some(codec::device(id, &hash)?)
         };
-        Ok((device, secs * 1000 + micros / 1000))
+        let now = secs * 1000 + micros / 1000;
+        self.clock.record(now);
+        Ok((device, now))
     }
 
     async fn list_devices(&self, account: &AccountId) -> Result<Vec<Device>, StoreError> {

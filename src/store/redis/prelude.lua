@@ -95,13 +95,16 @@ local function hash_put(flat, written)
   end
 end
 
--- The counter rule (auth::counter_is_fresh, device::Device::accept_counter). Returns nil when the call is
--- accepted, or the refusal reason.
-local function accept_counter(dev_key, device_id, counter, now)
-  local d = redis.call('HMGET', dev_key, 'state', 'counter', 'account', 'renewed')
+-- The counter rule (auth::counter_is_fresh, device::Device::accept_counter) for a call whose signature
+-- verified with `key` (the bytes a device hash keeps). Returns nil when the call is accepted, or the
+-- refusal reason.
+local function accept_counter(dev_key, device_id, counter, key, now)
+  local d = redis.call('HMGET', dev_key, 'state', 'counter', 'account', 'renewed', 'key')
   if not d[1] then return 'unknown_device', nil end
   if d[1] == 'revoked' then return 'revoked', d[3] end
   if d[1] == 'clone' then return 'suspected_clone', d[3] end
+  -- A key read before this step (or cached by the replica) may have been rotated away since.
+  if d[5] ~= key then return 'key_changed', d[3] end
   if tonumber(counter) <= tonumber(d[2]) then
     redis.call('HSET', dev_key, 'state', 'clone')
     audit(d[3], now, 'clone_suspected', 'device:' .. device_id, '', device_id, 'counter ' .. counter .. ' after ' .. d[2])

@@ -2,10 +2,11 @@
 -- KEYS[1] device hash, KEYS[2] challenge hash.
 -- ARGV[3] device id, ARGV[4] counter, ARGV[5] challenge id, ARGV[6] decision (approved|denied|fraud_reported),
 -- ARGV[7] deny reason, ARGV[8] number answered, ARGV[9..11] cool-down base, max and fraud mute in ms,
--- ARGV[12..14] the remember window in ms and the caps of remembered devices and places.
+-- ARGV[12..14] the remember window in ms and the caps of remembered devices and places, ARGV[15] the key
+-- the answer's signature verified with.
 local device_id, counter, challenge_id = ARGV[3], ARGV[4], ARGV[5]
 local now = now_ms()
-local refused, account = accept_counter(KEYS[1], device_id, counter, now)
+local refused, account = accept_counter(KEYS[1], device_id, counter, ARGV[15], now)
 if refused then return {'refused', refused} end
 
 local function refuse(reason, detail)

@@ -1,12 +1,13 @@
 -- Counter rule for a device call, with an optional change: a new push token or a new key.
 -- KEYS[1] device hash. ARGV[3] device id, ARGV[4] counter, ARGV[5] op (touch|token|key), ARGV[6], ARGV[7] values
--- (token: the new token and the new fallback token or ''; key: the algorithm and the key).
+-- (token: the new token and the new fallback token or ''; key: the algorithm and the key), ARGV[8] the key
+-- the call's signature verified with.
 -- Returns {'refused', reason} or {'ok', now, the device hash as the step left it} (no second read); op
 -- 'challenge' (KEYS[2] a challenge hash in the device's slot) adds that challenge's hash, read after the
 -- counter rule let the call through.
 local device_id = ARGV[3]
 local now = now_ms()
-local refused, account = accept_counter(KEYS[1], device_id, ARGV[4], now)
+local refused, account = accept_counter(KEYS[1], device_id, ARGV[4], ARGV[8], now)
 if refused then return {'refused', refused} end
 if ARGV[5] == 'token' then
   -- Two phones with one key take turns registering their own token (auth::is_token_flip).
