@@ -118,11 +118,13 @@ impl Relay {
             && let Some(now) = self.store.recent_now_ms()
         {
             if check(&device, now).is_ok() {
-                return Ok(Authenticated::new(device, counter));
+                metrics::counter!("relay_device_cache_total", "outcome" => "hit").increment(1);
+                return Ok(Authenticated::new(device, counter, source));
             }
             // Perhaps rotated since: decided again below on what the store holds now.
             self.devices.forget(envelope_device);
         }
+        metrics::counter!("relay_device_cache_total", "outcome" => "miss").increment(1);
         let (device, now) = self.store.device_and_time(envelope_device).await?;
         let Some(device) = device else {
             return Err(self
@@ -133,11 +135,11 @@ impl Relay {
             return Err(self.auth_failed(Some(&device), source, e).await);
         }
         self.devices.put(&device);
-        Ok(Authenticated::new(device, counter))
+        Ok(Authenticated::new(device, counter, source))
     }
 
     /// Counts a failed authentication; the error to answer with.
-    async fn auth_failed(
+    pub(super) async fn auth_failed(
         &self,
         device: Option<&Device>,
         source: Option<std::net::IpAddr>,
@@ -235,7 +237,7 @@ impl Relay {
             }
             Err(DeviceRefusal::Auth(e)) => {
                 metrics::counter!("relay_responses_refused_total").increment(1);
-                Err(self.on_auth_refusal(&auth.device, e).await.into())
+                Err(self.on_auth_refusal(auth, e).await)
             }
             Err(refusal) => {
                 metrics::counter!("relay_responses_refused_total").increment(1);
@@ -259,7 +261,7 @@ impl Relay {
     ) -> Result<Challenge, Error> {
         let challenge = match self.store.accept_and_get_challenge(&auth.call, id).await? {
             Ok(challenge) => challenge,
-            Err(e) => return Err(self.on_auth_refusal(&auth.device, e).await.into()),
+            Err(e) => return Err(self.on_auth_refusal(auth, e).await),
         };
         match challenge {
             Some(c) if c.account == auth.device.account && c.is_targeted(&auth.device.id) => Ok(c),
@@ -312,7 +314,7 @@ impl Relay {
                 self.devices.put(&device);
                 Ok(device)
             }
-            Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
+            Err(e) => Err(self.on_auth_refusal(auth, e).await),
         }
     }
 
@@ -338,7 +340,7 @@ impl Relay {
                 self.devices.put(&device);
                 Ok(device)
             }
-            Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
+            Err(e) => Err(self.on_auth_refusal(auth, e).await),
         }
     }
 }

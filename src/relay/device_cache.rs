@@ -26,15 +26,11 @@ impl DeviceCache {
 
     /// The device as last read, if read within [`MAX_AGE`].
     pub fn get(&self, id: &DeviceId) -> Option<Device> {
-        let device = self
-            .0
+        self.0
             .as_ref()?
             .get(id)
             .filter(|(_, read_at)| read_at.elapsed() <= MAX_AGE)
-            .map(|(device, _)| device);
-        let outcome = if device.is_some() { "hit" } else { "miss" };
-        metrics::counter!("relay_device_cache_total", "outcome" => outcome).increment(1);
-        device
+            .map(|(device, _)| device)
     }
 
     /// Keeps `device`, just read from the store.

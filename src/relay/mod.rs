@@ -121,17 +121,23 @@ pub struct Authenticated {
     pub device: Device,
     /// The call to hand to the store's counter rule.
     pub call: DeviceCall,
+    /// The peer address it came from, for the failure budgets when the store step refuses it.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Authenticated {
-    /// `device`'s call with `counter`, signed by its key.
-    pub fn new(device: Device, counter: u64) -> Self {
+    /// `device`'s call with `counter`, signed by its key, from `source`.
+    pub fn new(device: Device, counter: u64, source: Option<std::net::IpAddr>) -> Self {
         let call = DeviceCall {
             device: device.id.clone(),
             counter,
             key: device.key.clone(),
         };
-        Self { device, call }
+        Self {
+            device,
+            call,
+            source,
+        }
     }
 }
 

@@ -45,19 +45,26 @@ impl Relay {
         }
     }
 
-    /// When the counter rule or a token flip has just marked `device` a suspected clone, tells the
-    /// account's other devices. Returns the refusal for the caller to pass on.
-    pub(super) async fn on_auth_refusal(&self, device: &Device, error: AuthError) -> AuthError {
+    /// A refusal by the store step's device checks, as the caller answers it: a key rotated away since
+    /// the signature was verified (`BadSignature`) is a failed authentication, counted and recorded as
+    /// one; when the counter rule or a token flip has just marked the device a suspected clone, the
+    /// account's other devices are told.
+    pub(super) async fn on_auth_refusal(&self, auth: &Authenticated, error: AuthError) -> Error {
+        let device = &auth.device;
         // Whatever the store refused (revoked, cloned, rotated key), this replica's copy is out of date.
         self.devices.forget(&device.id);
-        if matches!(
-            error,
-            AuthError::CounterNotIncreasing | AuthError::TokenFlip
-        ) {
-            let draft = NoticeDraft::about(&device.account, NoticeKind::CloneSuspected, &device.id);
-            self.notify_quietly(draft).await;
+        match error {
+            AuthError::BadSignature => {
+                return self.auth_failed(Some(device), auth.source, error).await;
+            }
+            AuthError::CounterNotIncreasing | AuthError::TokenFlip => {
+                let draft =
+                    NoticeDraft::about(&device.account, NoticeKind::CloneSuspected, &device.id);
+                self.notify_quietly(draft).await;
+            }
+            _ => {}
         }
-        error
+        error.into()
     }
 
     /// A notice as a device it was sent to may see it, with the device it is about.
@@ -169,7 +176,7 @@ impl Relay {
     pub(super) async fn accept(&self, auth: &Authenticated) -> Result<(), Error> {
         match self.store.accept_call(&auth.call).await? {
             Ok(_) => Ok(()),
-            Err(e) => Err(self.on_auth_refusal(&auth.device, e).await.into()),
+            Err(e) => Err(self.on_auth_refusal(auth, e).await),
         }
     }
 

@@ -146,8 +146,9 @@ pub fn register() {
     zero("relay_overdue_removed_total", &[]);
     describe_counter!(
         "relay_device_cache_total",
-        "Signed device requests by whether the device was verified as this replica last read it (hit) or \
-         read first (miss)."
+        "Signed device requests verified against the device as this replica last read it (hit), or only \
+         after reading it (miss: not held, older than 60 s, the clock not read lately, the cache off, or \
+         the check failed on the held copy)."
     );
     for outcome in ["hit", "miss"] {
         zero("relay_device_cache_total", &[("outcome", outcome)]);

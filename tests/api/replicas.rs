@@ -123,32 +123,65 @@ async fn three_devices_answering_through_two_replicas_yield_one_terminal_state_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotated_or_a_device_revoked_through_one_replica_counts_at_once_on_another() {
+    use approval_relay::challenge::DeviceId;
     use approval_relay::device_sim::PhoneKey;
+    use approval_relay::pb::device_request::Body;
+    use approval_relay::relay::rotate_key_message;
     let redis = RedisServer::start();
     let (a, b) = two_replicas(&redis).await;
     let account = account();
     let mut phone = a.enroll(&account).await;
     let _other = a.enroll(&account).await;
 
-    // B verifies a request of the phone: it now holds the device (and its key) as it read them.
+    // Each round: B verifies a request of the phone, so it holds the device (and its key) as it read
+    // them; the key is rotated through A; a copy of the old key then signs a well-formed request that
+    // B's copy of the device verifies, and the store step refuses it (the key is no longer the
+    // device's), changes nothing, and counts and records it as a failed authentication.
     let challenge = a.create(&account, pb::NumberMatchMode::Type).await;
+    let probes = ["respond", "get_challenge", "rotate_key"];
+    for probe in probes {
+        assert_eq!(b.list_pending(&mut phone).await.len(), 1);
+        let mut old = phone.clone();
+        a.rotate_key(&mut phone, PhoneKey::p256()).await;
+        let refused = match probe {
+            "respond" => b.approve(&mut old, &challenge).await.map(|_| ()),
+            "get_challenge" => {
+                let get = old.signed(Body::GetChallenge(pb::GetChallengeBody {
+                    challenge_id: challenge.challenge_id.clone(),
+                }));
+                b.device.clone().get_challenge(get).await.map(|_| ())
+            }
+            _ => {
+                // Whoever holds the old key tries to take the device over with a key of their own.
+                let theirs = PhoneKey::p256();
+                let device = DeviceId::parse(&old.device_id).expect("issued id");
+                let body = pb::RotateKeyBody {
+                    new_key_algorithm: theirs.algorithm().into(),
+                    new_public_key: theirs.public_key(),
+                    new_key_proof: theirs
+                        .sign(rotate_key_message(&device, old.counter + 1).as_bytes()),
+                };
+                let req = old.signed(Body::RotateKey(body));
+                b.device.clone().rotate_key(req).await.map(|_| ())
+            }
+        };
+        assert_code(refused, Code::Unauthenticated, "signature");
+        assert_eq!(
+            a.get(&challenge.challenge_id).await.state(),
+            pb::ChallengeState::Pending,
+            "{probe}: the old key's request changed nothing"
+        );
+    }
+    let recorded = a
+        .audit_details(&account)
+        .await
+        .iter()
+        .filter(|(k, d)| *k == pb::AuditKind::RequestRefused && d == "bad_signature")
+        .count();
+    assert_eq!(recorded, probes.len(), "each refusal is in the trail");
+    // The key the phone holds now works on B, and so does the next one, rotated through A while B held
+    // this one.
     assert_eq!(b.list_pending(&mut phone).await.len(), 1);
-    let mut old = phone.clone();
-    a.rotate_key(&mut phone, PhoneKey::p256()).await;
-    // A copy of the old key still signs well-formed requests that B's copy of the device verifies; the
-    // store step refuses them because the key is no longer the device's.
-    assert_code(
-        b.approve(&mut old, &challenge).await,
-        Code::Unauthenticated,
-        "signature",
-    );
-    assert_eq!(
-        a.get(&challenge.challenge_id).await.state(),
-        pb::ChallengeState::Pending,
-        "the old key's answer changed nothing"
-    );
-    assert_eq!(b.list_pending(&mut phone).await.len(), 1);
-    // Rotated again through A while B holds the second key: the third is accepted on B at once.
     a.rotate_key(&mut phone, PhoneKey::p256()).await;
     assert_eq!(b.list_pending(&mut phone).await.len(), 1);
 

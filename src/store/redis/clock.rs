@@ -16,17 +16,30 @@ pub struct LastTime(Mutex<Option<(i64, Instant)>>);
 impl LastTime {
     /// Records a reading just received.
     pub fn record(&self, server_ms: i64) {
+        let now = Instant::now();
         if let Ok(mut last) = self.0.lock() {
-            *last = Some((server_ms, Instant::now()));
+            // Every estimate is a lower bound of the server's clock (a reply is older than its arrival),
+            // so a reply that was slow to arrive does not replace a later recent reading.
+            if last
+                .and_then(|reading| carried(reading, now))
+                .is_none_or(|estimate| estimate <= server_ms)
+            {
+                *last = Some((server_ms, now));
+            }
         }
     }
 
     /// The server's clock now, from a reading younger than [`RECENT`].
     pub fn recent(&self) -> Option<i64> {
-        let (ms, at) = (*self.0.lock().ok()?)?;
-        let age = at.elapsed();
-        (age <= RECENT).then(|| ms.saturating_add(i64::try_from(age.as_millis()).unwrap_or(0)))
+        let reading = (*self.0.lock().ok()?)?;
+        carried(reading, Instant::now())
     }
+}
+
+/// `reading` carried forward to `now`, if it is younger than [`RECENT`] then.
+fn carried((ms, at): (i64, Instant), now: Instant) -> Option<i64> {
+    let age = now.saturating_duration_since(at);
+    (age <= RECENT).then(|| ms.saturating_add(i64::try_from(age.as_millis()).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -40,5 +53,10 @@ mod tests {
         last.record(1_000_000);
         let now = last.recent().expect("recent");
         assert!((1_000_000..1_000_100).contains(&now), "{now}");
+        // A reply that took long to arrive does not set the clock back; a later one moves it on.
+        last.record(999_000);
+        assert!(last.recent().expect("recent") >= 1_000_000);
+        last.record(1_005_000);
+        assert!(last.recent().expect("recent") >= 1_005_000);
     }
 }
