@@ -61,6 +61,22 @@ fn envelopes(c: &mut Criterion) {
                 opened
             });
         });
+        // A device the replica holds (relay::device_cache): its key decoded by an earlier verification.
+        let held = approval_relay::auth::PublicKey::stored(stored.algorithm(), &stored_bytes)
+            .expect("stored key");
+        let signed = pb::SignedRequest::decode(wire.as_slice()).expect("decode");
+        held.verify(&signed.payload, &signed.signature)
+            .expect("verify");
+        c.bench_function(&format!("envelope_open_and_verify_held_key_{name}"), |b| {
+            b.iter(|| {
+                let signed = pb::SignedRequest::decode(black_box(wire.as_slice())).expect("decode");
+                let opened = envelope::open(&signed, "Respond", |b| matches!(b, Body::Respond(_)))
+                    .expect("open");
+                held.verify(&signed.payload, &signed.signature)
+                    .expect("verify");
+                opened
+            });
+        });
         // What every device read cost before keys were kept encoded (a full parse: for Ed25519 a point
         // decompression), against what it costs now.
         c.bench_function(&format!("device_key_parse_{name}"), |b| {

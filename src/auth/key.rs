@@ -18,12 +18,22 @@ pub enum KeyAlgorithm {
 /// back from the store ([`PublicKey::stored`]) is checked for shape only and decoded when a signature is
 /// verified. Devices are read several times per challenge (the evaluation, the create, the pushes' claim,
 /// the withdrawals) and only one of those reads verifies: an Ed25519 point decompression on each read
-/// was ~10% of the relay's CPU under load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// was ~10% of the relay's CPU under load. An Ed25519 point, once decoded, stays with the key, so a
+/// device the replica holds (`relay::device_cache`) verifies its next request without decoding again.
+#[derive(Debug, Clone)]
 pub struct PublicKey {
     algorithm: KeyAlgorithm,
     canonical: Vec<u8>,
+    ed25519: std::sync::OnceLock<ed25519_dalek::VerifyingKey>,
 }
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.algorithm == other.algorithm && self.canonical == other.canonical
+    }
+}
+
+impl Eq for PublicKey {}
 
 /// Length of an uncompressed SEC1 P-256 point.
 const P256_UNCOMPRESSED: usize = 65;
@@ -36,6 +46,7 @@ impl PublicKey {
     /// # Errors
     /// [`AuthError::MalformedKey`] when the bytes are not a valid key of that algorithm.
     pub fn parse(algorithm: KeyAlgorithm, bytes: &[u8]) -> Result<Self, AuthError> {
+        let decoded = std::sync::OnceLock::new();
         let canonical = match algorithm {
             KeyAlgorithm::EcdsaP256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
                 .or_else(|_| p256::ecdsa::VerifyingKey::from_public_key_der(bytes))
@@ -43,11 +54,17 @@ impl PublicKey {
                 .to_encoded_point(false)
                 .as_bytes()
                 .to_vec(),
-            KeyAlgorithm::Ed25519 => ed25519(bytes)?.to_bytes().to_vec(),
+            KeyAlgorithm::Ed25519 => {
+                let key = ed25519(bytes)?;
+                let canonical = key.to_bytes().to_vec();
+                let _ = decoded.set(key);
+                canonical
+            }
         };
         Ok(Self {
             algorithm,
             canonical,
+            ed25519: decoded,
         })
     }
 
@@ -67,6 +84,7 @@ impl PublicKey {
         Ok(Self {
             algorithm,
             canonical: bytes.to_vec(),
+            ed25519: std::sync::OnceLock::new(),
         })
     }
 
@@ -108,7 +126,13 @@ impl PublicKey {
             KeyAlgorithm::Ed25519 => {
                 let sig = ed25519_dalek::Signature::from_slice(signature)
                     .map_err(|_| AuthError::MalformedSignature)?;
-                let key = ed25519(&self.canonical).map_err(|_| AuthError::BadSignature)?;
+                let key = match self.ed25519.get() {
+                    Some(key) => key,
+                    None => {
+                        let key = ed25519(&self.canonical).map_err(|_| AuthError::BadSignature)?;
+                        self.ed25519.get_or_init(|| key)
+                    }
+                };
                 key.verify_strict(message, &sig)
                     .map_err(|_| AuthError::BadSignature)
             }
@@ -199,6 +223,21 @@ mod tests {
                 Err(AuthError::BadSignature)
             );
         }
+        // Decoded once and kept, in the key and its clones: the next verifications decide the same,
+        // and a decoded key still equals one that is not.
+        let held = stored.clone();
+        assert_eq!(held.verify(b"payload", &sig), Ok(()));
+        let copy = held.clone();
+        assert!(copy.ed25519.get().is_some());
+        assert_eq!(copy.verify(b"payload", &sig), Ok(()));
+        assert_eq!(
+            copy.verify(b"other payload", &sig),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            copy,
+            PublicKey::stored(KeyAlgorithm::Ed25519, &parsed.to_bytes()).expect("shape")
+        );
         let p = p256::ecdsa::SigningKey::random(&mut OsRng);
         let der: p256::ecdsa::Signature = p.sign(b"payload");
         let point = p.verifying_key().to_encoded_point(false);
