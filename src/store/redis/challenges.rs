@@ -47,21 +47,26 @@ impl RedisStore {
 
     pub(super) async fn create(&self, new: NewChallenge) -> Result<CreateOutcome, StoreError> {
         let ttl_ms = i64::try_from(new.ttl.as_millis()).unwrap_or(i64::MAX);
-        // The overdue index first: an entry for a challenge that then is not created is harmless (the sweep
-        // finds nothing to expire and drops it); the other order could leave a challenge no sweep finds.
-        let due_at = crate::clock::now_ms().saturating_add(ttl_ms);
+        // The overdue index (keys::due) is in another slot than the account's. On a single node the create
+        // script writes it in the same step; on Cluster it is written first: an entry for a challenge that
+        // then is not created is harmless (the sweep finds nothing to expire and drops it), the other order
+        // could leave a challenge no sweep finds.
         let due = keys::due(&new.id);
-        let keep = ttl_ms.saturating_add(RETENTION_MS);
+        let index_in_step = matches!(self.conn, Conn::Single(_));
         let mut pipe = ::redis::pipe();
-        pipe.zadd(&due, new.id.as_str(), due_at).ignore();
-        // The pushes this replica owes, looked at again after a lease if not finished by then
-        // (challenge::pushes): same shard, so the same command's slot.
-        let lease_at = crate::clock::now_ms().saturating_add(crate::challenge::LEASE_MS);
-        pipe.zadd(&due, keys::push_member(&self.replica, &new.id), lease_at)
-            .ignore();
-        // NX gives a new shard a TTL; GT extends it: the index never outlives its newest entry by long.
-        pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("NX").ignore();
-        pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("GT").ignore();
+        if !index_in_step {
+            let due_at = crate::clock::now_ms().saturating_add(ttl_ms);
+            let keep = ttl_ms.saturating_add(RETENTION_MS);
+            pipe.zadd(&due, new.id.as_str(), due_at).ignore();
+            // The pushes this replica owes, looked at again after a lease if not finished by then
+            // (challenge::pushes): same shard, so the same command's slot.
+            let lease_at = crate::clock::now_ms().saturating_add(crate::challenge::LEASE_MS);
+            pipe.zadd(&due, keys::push_member(&self.replica, &new.id), lease_at)
+                .ignore();
+            // NX gives a new shard a TTL; GT extends it: the index never outlives its newest entry by long.
+            pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("NX").ignore();
+            pipe.cmd("PEXPIRE").arg(&due).arg(keep).arg("GT").ignore();
+        }
         // The source's bucket is in another slot: checked beside the index write, in the same round
         // trip's time (both requests are in flight at once on the multiplexed connection).
         let source = new
@@ -70,6 +75,9 @@ impl RedisStore {
             .filter(|_| self.limits.source_rate.per_minute > 0)
             .map(crate::limits::source_key);
         let index = async {
+            if index_in_step {
+                return Ok(());
+            }
             pipe.query_async::<()>(&mut self.conn())
                 .await
                 .map_err(unavailable)
@@ -93,6 +101,9 @@ impl RedisStore {
             .key(idem_key)
             .key(keys::challenge(&new.id))
             .key(keys::pending(&new.account));
+        if index_in_step {
+            inv.key(&due);
+        }
         inv.arg(new.id.as_str())
             .arg(new.account.as_str())
             .arg(ttl_ms)
@@ -113,7 +124,9 @@ impl RedisStore {
             .arg(self.limits.account_rate.per_minute)
             .arg(self.limits.account_rate.burst)
             .arg(if self.limits.supersede { "1" } else { "0" })
-            .arg(new.min_assurance.rank());
+            .arg(new.min_assurance.rank())
+            .arg(keys::push_member(&self.replica, &new.id))
+            .arg(crate::challenge::LEASE_MS);
         for (name, value) in codec::new_challenge_fields(&new) {
             inv.arg(name).arg(value);
         }

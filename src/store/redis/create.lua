@@ -1,12 +1,13 @@
 -- Creates a challenge for every active device of the account except the signing-in one, or returns the
 -- challenge that holds the idempotency key. One atomic step (guarantee 8).
 -- KEYS[1] account's device list, KEYS[2] idempotency key (or the challenge key when none), KEYS[3] challenge
--- hash, KEYS[4] account's pending index.
+-- hash, KEYS[4] account's pending index, KEYS[5] (single node only) the challenge's overdue-index shard.
 -- ARGV[3] challenge id, ARGV[4] account, ARGV[5] ttl ms, ARGV[6] excluded device id, ARGV[7] '1' if an
 -- idempotency key is given, ARGV[8] retention ms, ARGV[9] most pending challenges per account,
 -- ARGV[10] account creation rate per minute (0: off), ARGV[11] its burst, ARGV[12] '1' to supersede the
 -- oldest pending challenges at the cap instead of refusing, ARGV[13] the least assurance rank a target
--- needs (attest::Assurance::rank; 0 for any), ARGV[14..] field/value pairs of the challenge.
+-- needs (attest::Assurance::rank; 0 for any), ARGV[14] the push-work member for the index
+-- (keys::push_member), ARGV[15] its lease ms, ARGV[16..] field/value pairs of the challenge.
 local id, account, ttl, excluded, retention = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[8])
 if ARGV[7] == '1' then
   local existing = redis.call('GET', KEYS[2])
@@ -85,7 +86,7 @@ if #pending >= max_pending then
 end
 local expires = now + ttl
 local fields = {}
-for i = 14, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 16, #ARGV do table.insert(fields, ARGV[i]) end
 -- Poll-only targets are never pushed: their outcome is set now (Challenge::mark_poll_only), so no sweep
 -- takes their pushes for unfinished.
 for i, device_id in ipairs(targets) do
@@ -102,4 +103,12 @@ redis.call('ZADD', KEYS[4], expires, id)
 if stale then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - retention) end
 redis.call('PEXPIREAT', KEYS[4], expires + retention)
 audit(account, now, 'challenge_created', 'backend', id, '', 'devices=' .. #targets)
+if KEYS[5] then
+  -- On a single node the overdue index is written in this step (on Cluster it is in another slot, and
+  -- written just before): the challenge at its deadline, and the pushes this replica owes after a lease
+  -- (challenge::pushes). NX gives a new shard a TTL; GT extends it.
+  redis.call('ZADD', KEYS[5], expires, id, now + tonumber(ARGV[15]), ARGV[14])
+  redis.call('PEXPIRE', KEYS[5], ttl + retention, 'NX')
+  redis.call('PEXPIRE', KEYS[5], ttl + retention, 'GT')
+end
 return {'created', now, expires, targets, devices, superseded}
