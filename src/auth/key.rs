@@ -20,11 +20,22 @@ pub enum KeyAlgorithm {
 /// the withdrawals) and only one of those reads verifies: an Ed25519 point decompression on each read
 /// was ~10% of the relay's CPU under load. An Ed25519 point, once decoded, stays with the key, so a
 /// device the replica holds (`relay::device_cache`) verifies its next request without decoding again.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PublicKey {
     algorithm: KeyAlgorithm,
     canonical: Vec<u8>,
-    ed25519: std::sync::OnceLock<ed25519_dalek::VerifyingKey>,
+    // Shared, not inline: a decoded point is ~200 bytes, and devices are cloned often.
+    ed25519: std::sync::OnceLock<std::sync::Arc<ed25519_dalek::VerifyingKey>>,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The encoding alone: the same before and after the point is decoded.
+        f.debug_struct("PublicKey")
+            .field("algorithm", &self.algorithm)
+            .field("key", &data_encoding::HEXLOWER.encode(&self.canonical))
+            .finish()
+    }
 }
 
 impl PartialEq for PublicKey {
@@ -57,7 +68,7 @@ impl PublicKey {
             KeyAlgorithm::Ed25519 => {
                 let key = ed25519(bytes)?;
                 let canonical = key.to_bytes().to_vec();
-                let _ = decoded.set(key);
+                let _ = decoded.set(std::sync::Arc::new(key));
                 canonical
             }
         };
@@ -130,7 +141,7 @@ impl PublicKey {
                     Some(key) => key,
                     None => {
                         let key = ed25519(&self.canonical).map_err(|_| AuthError::BadSignature)?;
-                        self.ed25519.get_or_init(|| key)
+                        self.ed25519.get_or_init(|| std::sync::Arc::new(key))
                     }
                 };
                 key.verify_strict(message, &sig)

@@ -12,6 +12,33 @@ use std::time::Duration;
 
 /// Longest wait of a challenge's first push outcome for the others before it is recorded.
 pub const GATHER_FOR: Duration = Duration::from_millis(10);
+/// Attempts at recording one batch, RETRY_AFTER apart and doubling: a batch holds all of a challenge's
+/// outcomes, so one failed call (a failover, a dropped connection) must not lose them all.
+const ATTEMPTS: u32 = 3;
+const RETRY_AFTER: Duration = Duration::from_millis(50);
+
+/// Records `batch`, retried a few times; a batch that still fails is logged and dropped (a sweep that
+/// claims the challenge's pushes redoes the devices without a stored outcome).
+async fn record(
+    store: &Arc<dyn Store>,
+    challenge: &ChallengeId,
+    batch: &[(DeviceId, DeliveryState)],
+    last: bool,
+) {
+    let mut wait = RETRY_AFTER;
+    for attempt in 1..=ATTEMPTS {
+        match store.record_deliveries(challenge, batch, last).await {
+            Ok(()) => return,
+            Err(error) if attempt == ATTEMPTS => {
+                tracing::warn!(%error, outcomes = batch.len(), "could not record push outcomes");
+            }
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    }
+}
 
 /// Outcomes not yet sent, whether a task is sending, and how many are still to come.
 struct Queue {
@@ -75,9 +102,7 @@ impl Reports {
                 }
                 (std::mem::take(&mut queue.outcomes), queue.remaining == 0)
             };
-            if let Err(error) = store.record_deliveries(challenge, &batch, last).await {
-                tracing::warn!(%error, outcomes = batch.len(), "could not record push outcomes");
-            }
+            record(store, challenge, &batch, last).await;
             finished |= last;
         }
     }
