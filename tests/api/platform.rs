@@ -276,6 +276,10 @@ fn every_unusable_configuration_is_one_line_and_exit_64() {
             "APPROVAL_RELAY_MAX_PENDING_PER_ACCOUNT",
         );
         one_line_64(
+            &relay(&[command], &[("APPROVAL_RELAY_DEVICE_CACHE_ENTRIES", "-1")]),
+            "APPROVAL_RELAY_DEVICE_CACHE_ENTRIES",
+        );
+        one_line_64(
             &relay(
                 &[
                     command,
@@ -325,6 +329,7 @@ fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
         ],
         &[
             ("APPROVAL_RELAY_COOLDOWN_BASE_SECS", "7"),
+            ("APPROVAL_RELAY_DEVICE_CACHE_ENTRIES", "0"),
             ("APPROVAL_RELAY_BACKEND_PORT", "tcp://10.96.0.1:50051"),
         ],
     );
@@ -343,6 +348,7 @@ fn check_config_prints_the_effective_configuration_with_secrets_redacted() {
         "the environment is read:\n{stdout}"
     );
     assert!(stdout.contains("supersede_pending = true"), "{stdout}");
+    assert!(stdout.contains("device_cache_entries = 0"), "{stdout}");
     assert!(
         stdout.contains("insecure_plaintext_device = false"),
         "{stdout}"
